@@ -1,0 +1,41 @@
+"""Multilayer perceptron of any widths, e.g. LeNet-300-100 as ``MLP([784, 300, 100, 10])``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from weightlab.errors import ConfigError
+
+ACTIVATIONS = {"relu": nn.functional.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
+
+
+class MLP(nn.Module):
+    """``widths = [in, h1, ..., out]``; Linear layers ``layers.0 .. layers.{L-1}`` with
+    ``activation`` between them and none after the last (logits)."""
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu") -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or any(w <= 0 for w in widths):
+            raise ConfigError(f"MLP widths must be >= 2 positive integers, got {widths}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
+            )
+        self.widths = widths
+        self.activation = activation
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        act = ACTIVATIONS[self.activation]
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = act(x)
+        return x

@@ -1,0 +1,17 @@
+"""The single-model training loop (the reference semantics the population engine matches)."""
+
+from weightlab.train.config import OptimConfig, TrainConfig
+from weightlab.train.loop import EvalPoint, TrainResult, evaluate, make_optimizer, train
+from weightlab.train.order import batch_indices, steps_per_epoch
+
+__all__ = [
+    "EvalPoint",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainResult",
+    "batch_indices",
+    "evaluate",
+    "make_optimizer",
+    "steps_per_epoch",
+    "train",
+]
