@@ -1,0 +1,5 @@
+import sys
+
+from weightlab.cli import main
+
+sys.exit(main())

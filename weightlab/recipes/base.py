@@ -1,0 +1,122 @@
+"""Recipes: a paper's headline claim, reproduced by one command.
+
+A recipe has a typed config (a frozen dataclass; every field defaulted, documented in
+its ``metadata["help"]``, so the CLI flags come from it), a ``run`` that trains and
+measures through a :class:`~weightlab.runs.RunDir` (so it resumes), and claims: each
+quotes the paper, checks the measured numbers over seeds and reports ``held`` /
+``did not hold`` / ``not tested`` with the evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from weightlab.errors import ConfigError
+from weightlab.runs.rundir import RunDir
+
+
+def opt(default: Any, help: str, **checks: Any) -> Any:
+    """A documented config field. ``checks`` may hold ``min``, ``max`` (inclusive),
+    ``gt``/``lt`` (exclusive) and ``choices``; they are enforced by :func:`validate`."""
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Fields every recipe has."""
+
+    seeds: int = opt(3, "number of independent seeds (error bars are over seeds)", min=1, max=1000)
+    data: str = opt("mnist1d", "dataset name", choices=("mnist1d", "digits"))
+    device: str = opt("cpu", "device to train on", choices=("cpu", "cuda"))
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(cfg: Any) -> None:
+    """Check every field against its metadata; raise a one-line :class:`ConfigError`."""
+    from dataclasses import fields
+
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        m = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        if "choices" in m and v not in m["choices"]:
+            raise ConfigError(
+                f"{flag} must be one of {', '.join(map(str, m['choices']))}; got {v!r}"
+            )
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{flag} must be a finite number; got {v}")
+            if "min" in m and v < m["min"]:
+                raise ConfigError(f"{flag} must be >= {m['min']}; got {v}")
+            if "max" in m and v > m["max"]:
+                raise ConfigError(f"{flag} must be <= {m['max']}; got {v}")
+            if "gt" in m and not v > m["gt"]:
+                raise ConfigError(f"{flag} must be > {m['gt']}; got {v}")
+            if "lt" in m and not v < m["lt"]:
+                raise ConfigError(f"{flag} must be < {m['lt']}; got {v}")
+    if getattr(cfg, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for but CUDA is not available here; use --device cpu"
+        )
+
+
+@dataclass
+class ClaimResult:
+    """The verdict on one claim. ``held`` is None when the run could not test it."""
+
+    id: str
+    quote: str
+    statement: str
+    held: bool | None
+    detail: str
+    evidence: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return {True: "held", False: "did not hold", None: "not tested"}[self.held]
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "quote": self.quote,
+            "statement": self.statement,
+            "held": self.held,
+            "verdict": self.verdict,
+            "detail": self.detail,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True)
+class Figure:
+    filename: str
+    title: str
+    png: bytes
+
+
+class Recipe:
+    """Base class. Subclasses set the class attributes and implement ``run`` and ``figures``."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    claim: ClassVar[str]
+    Config: ClassVar[type]
+    smoke: ClassVar[dict[str, Any]] = {}
+
+    def run(self, cfg: Any, rd: RunDir, progress: bool = False) -> dict:
+        """Train and measure; return the summary dict (written to ``summary.json``)."""
+        raise NotImplementedError
+
+    def tables(self, summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+        """``(title, header, rows)`` tables for the report."""
+        return []
+
+    def figures(self, summary: dict) -> list[Figure]:
+        """PNG figures for the report."""
+        return []

@@ -1,0 +1,462 @@
+"""Recipe ``lottery-ticket``: Frankle & Carbin (2019), "The Lottery Ticket Hypothesis:
+Finding Sparse, Trainable Neural Networks" (methods.md row #16).
+
+Iterative magnitude pruning (IMP) of an MLP 40-300-100-10 on MNIST-1D (or 64-300-100-10
+on scikit-learn digits): each round trains, prunes ``rate`` of the remaining weights of
+every hidden layer (``output_rate``, half of it, in the output layer, as in the paper's
+Section 2), and rewinds the survivors to their initial values θ0 (or to iteration k).
+At every density three arms train side by side, as one population per round:
+
+- ``ticket``: the IMP mask with the rewound weights (the winning ticket);
+- ``reinit``: the ticket's mask with a fresh random initialization (paper, Sec. 2);
+- ``random``: a random mask with the ticket's layer-wise densities, on θ0;
+
+and round 0 (density 1) is the dense baseline. Accuracy is test accuracy at the
+early-stopping iteration (minimum validation loss), the paper's measure.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from weightlab.data.registry import load_dataset
+from weightlab.init.schemes import INIT_SCHEMES
+from weightlab.models.factory import model_factory
+from weightlab.models.mlp import MLP
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.members import ENGINES, train_members
+from weightlab.recipes.stats import mean_std
+from weightlab.runs.rundir import RunDir
+from weightlab.seeding import derive_seed, generator
+from weightlab.sparsity import IMPConfig, density_schedule, imp_step, layer_rates, random_masks
+from weightlab.train.config import OptimConfig, TrainConfig
+
+ARMS = ("ticket", "reinit", "random")
+QUOTE_SIZE = (
+    "We consistently find winning tickets that are less than 10-20% of the size of several "
+    "fully-connected and convolutional feed-forward architectures for MNIST and CIFAR10"
+)
+QUOTE_FASTER = (
+    "Above this size, the winning tickets that we find learn faster than the original network "
+    "and reach higher test accuracy"
+)
+# Fixed claim thresholds (proposals from methods.md row #16), not options: a claim is
+# checked the same way on every run.
+MATCH_DENSITY = 0.2  # "down to about 20% density"
+MATCH_TOLERANCE_PTS = 1.0  # ticket >= dense - 1 pt
+LOW_DENSITY = 0.1  # "low density": at or below 10%
+REINIT_GAP_PTS = 2.0  # reinit below ticket by more than 2 pts
+
+
+@dataclass(frozen=True)
+class LotteryTicketConfig(RecipeConfig):
+    hidden: str = opt("300,100", "hidden widths of the MLP, comma-separated")
+    init: str = opt(
+        "glorot_normal",
+        "weight initialization (the paper uses Gaussian Glorot)",
+        choices=tuple(INIT_SCHEMES),
+    )
+    optimizer: str = opt("adam", "optimizer", choices=("adam", "sgd"))
+    lr: float = opt(1.2e-3, "learning rate (the paper's Adam rate for LeNet-300-100)", gt=0, max=10)
+    epochs: int = opt(30, "training epochs per network", min=1, max=10000)
+    batch_size: int = opt(60, "batch size", min=1)
+    eval_every: int = opt(0, "steps between evaluations; 0 = once per epoch", min=0)
+    rate: float = opt(
+        0.2, "fraction of remaining weights pruned per round in hidden layers", gt=0, lt=1
+    )
+    output_rate: float = opt(0.1, "fraction pruned per round in the output layer", gt=0, lt=1)
+    target_density: float = opt(0.05, "prune until the overall density is at most this", gt=0, lt=1)
+    rewind_step: int = opt(
+        0, "rewind survivors to iteration k (0 = to the initialization θ0)", min=0
+    )
+    engine: str = opt(
+        "population",
+        "train each round's members as one population, or in a plain loop",
+        choices=ENGINES,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from weightlab.errors import ConfigError
+
+        try:
+            widths = [int(w) for w in self.hidden.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--hidden must be comma-separated integers like 300,100; got {self.hidden!r}"
+            ) from None
+        if not widths or any(w <= 0 for w in widths):
+            raise ConfigError(f"--hidden widths must be positive; got {self.hidden!r}")
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return [int(w) for w in self.hidden.split(",")]
+
+
+def _prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class LotteryTicket(Recipe):
+    name = "lottery-ticket"
+    paper = "Frankle & Carbin 2019, The Lottery Ticket Hypothesis (arXiv:1803.03635)"
+    claim = "IMP finds sparse subnetworks (tickets) that, rewound to init, match dense accuracy and learn faster"
+    Config = LotteryTicketConfig
+    smoke: ClassVar[dict] = {
+        "seeds": 2,
+        "epochs": 2,
+        "target_density": 0.5,
+        "hidden": "64,32",
+        "rate": 0.5,
+        "output_rate": 0.25,
+    }
+
+    # -- setup ------------------------------------------------------------------
+    def _setup(self, cfg: LotteryTicketConfig):
+        data = load_dataset(cfg.data, cfg.device)
+        widths = [data.input_shape[0], *cfg.hidden_widths, data.num_classes]
+        factory = model_factory(MLP, widths, init=cfg.init)
+        names = [f"layers.{i}.weight" for i in range(len(widths) - 1)]
+        shapes = {n: torch.Size((widths[i + 1], widths[i])) for i, n in enumerate(names)}
+        imp = IMPConfig(
+            rate=cfg.rate,
+            rate_overrides={"last": cfg.output_rate},
+            target_density=cfg.target_density,
+            rewind="init" if cfg.rewind_step == 0 else cfg.rewind_step,
+        )
+        train_cfg = TrainConfig(
+            cfg.epochs, cfg.batch_size, cfg.eval_every, OptimConfig(cfg.optimizer, lr=cfg.lr)
+        )
+        return data, factory, names, shapes, imp, train_cfg
+
+    # -- run ----------------------------------------------------------------------
+    def run(self, cfg: LotteryTicketConfig, rd: RunDir, progress: bool = False) -> dict:
+        from weightlab.population import MemberSpec
+
+        data, factory, names, shapes, imp, train_cfg = self._setup(cfg)
+        rates = layer_rates(names, imp.rate, imp.rate_overrides)
+        densities = density_schedule(shapes, imp)
+        seeds = list(range(cfg.seeds))
+        init_seed = {s: derive_seed("lottery-ticket", "init", s) for s in seeds}
+        data_seed = {s: derive_seed("lottery-ticket", "data", s) for s in seeds}
+        rewind_states: dict[int, dict[str, torch.Tensor] | None] = {s: None for s in seeds}
+        prev: dict[str, torch.Tensor] = {}
+        records: list[dict] = []
+        bar = _bar(len(densities), progress)
+        for r, dens in enumerate(densities):
+            if bar is not None:
+                bar.set_description(f"round {r} (density {dens:.3f})")
+
+            def compute(r=r, prev=prev):
+                specs, meta, saved = [], [], {}
+                for s in seeds:
+                    if r == 0:
+                        specs.append(MemberSpec(seed=init_seed[s], data_seed=data_seed[s]))
+                        meta.append(("ticket", s))
+                        continue
+                    prev_masks = {n: prev[f"ticket.{s}.mask.{n}"].bool() for n in names}
+                    prev_final = {n: prev[f"ticket.{s}.final.{n}"] for n in names}
+                    masks = imp_step(prev_final, prev_masks, rates, imp.scope)
+                    keep = {n: int(m.sum()) for n, m in masks.items()}
+                    rnd = random_masks(
+                        shapes,
+                        keep=keep,
+                        generator=generator(derive_seed("lottery-ticket", "random-mask", s, r)),
+                    )
+                    state = rewind_states[s]
+                    specs += [
+                        MemberSpec(
+                            seed=init_seed[s], data_seed=data_seed[s], masks=masks, init_state=state
+                        ),
+                        MemberSpec(
+                            seed=derive_seed("lottery-ticket", "reinit", s, r),
+                            data_seed=data_seed[s],
+                            masks=masks,
+                        ),
+                        MemberSpec(
+                            seed=init_seed[s], data_seed=data_seed[s], masks=rnd, init_state=state
+                        ),
+                    ]
+                    meta += [("ticket", s), ("reinit", s), ("random", s)]
+                    saved.update({f"random.{s}.mask.{n}": m.bool() for n, m in rnd.items()})
+                snap = (cfg.rewind_step,) if (r == 0 and cfg.rewind_step > 0) else ()
+                results, finals = train_members(
+                    factory,
+                    specs,
+                    data,
+                    train_cfg,
+                    engine=cfg.engine,
+                    device=cfg.device,
+                    snapshot_steps=snap,
+                    progress=progress,
+                )
+                members = []
+                for (arm, s), spec, res, final in zip(meta, specs, results, finals, strict=True):
+                    mask = spec.masks or {n: torch.ones(shapes[n], dtype=torch.bool) for n in names}
+                    if arm == "ticket":
+                        saved.update({f"ticket.{s}.final.{n}": final[n] for n in names})
+                        saved.update({f"ticket.{s}.mask.{n}": mask[n].bool() for n in names})
+                        if snap:
+                            saved.update(
+                                {
+                                    f"rewind.{s}.{k}": v
+                                    for k, v in res.snapshots[cfg.rewind_step].items()
+                                }
+                            )
+                    best = res.best
+                    members.append(
+                        {
+                            "arm": arm,
+                            "seed": s,
+                            "density": sum(int(mask[n].sum()) for n in names)
+                            / sum(shapes[n].numel() for n in names),
+                            "diverged": res.diverged,
+                            "early_stop_step": best.step,
+                            "test_acc": best.test_acc,
+                            "val_loss": best.val_loss,
+                            "final_test_acc": res.final.test_acc,
+                            "history": [p.to_dict() for p in res.history],
+                        }
+                    )
+                return {"round": r, "members": members}, saved
+
+            metrics, tensors = rd.unit(f"round-{r:02d}", compute)
+            for m in metrics["members"]:
+                records.append({"round": r, **m})
+            prev = tensors
+            if r == 0 and cfg.rewind_step > 0:
+                for s in seeds:
+                    rewind_states[s] = _prefix(tensors, f"rewind.{s}.")
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return self.summarize(cfg, records)
+
+    # -- summary and claims -----------------------------------------------------------
+    def summarize(self, cfg: LotteryTicketConfig, records: list[dict]) -> dict:
+        rows = []
+        for r in sorted({m["round"] for m in records}):
+            for arm in ARMS:
+                ms = sorted(
+                    (m for m in records if m["round"] == r and m["arm"] == arm),
+                    key=lambda m: m["seed"],
+                )
+                if not ms:
+                    continue
+                acc = [100 * m["test_acc"] if m["test_acc"] is not None else None for m in ms]
+                es = [m["early_stop_step"] for m in ms]
+                fin = [
+                    100 * m["final_test_acc"] if m["final_test_acc"] is not None else None
+                    for m in ms
+                ]
+                (am, asd), (em, esd), (fm, fsd) = mean_std(acc), mean_std(es), mean_std(fin)
+                rows.append(
+                    {
+                        "round": r,
+                        "arm": "dense" if r == 0 else arm,
+                        "density": ms[0]["density"],
+                        "test_acc_mean": am,
+                        "test_acc_std": asd,
+                        "test_acc_values": acc,
+                        "early_stop_mean": em,
+                        "early_stop_std": esd,
+                        "early_stop_values": es,
+                        "final_test_acc_mean": fm,
+                        "final_test_acc_std": fsd,
+                        "diverged": sum(bool(m["diverged"]) for m in ms),
+                        "n": len(ms),
+                    }
+                )
+        claims = [c.to_dict() for c in self.check_claims(rows)]
+        return {
+            "recipe": self.name,
+            "paper": self.paper,
+            "rows": rows,
+            "claims": claims,
+            "accuracy": "test accuracy (%) at the early-stopping iteration (minimum validation loss)",
+        }
+
+    @staticmethod
+    def check_claims(rows: list[dict]) -> list[ClaimResult]:
+        dense = next(r for r in rows if r["arm"] == "dense")
+        by = {(r["round"], r["arm"]): r for r in rows}
+        tickets = [r for r in rows if r["arm"] == "ticket"]
+        out = []
+        # (a) tickets down to ~20% density match or beat dense.
+        big = [t for t in tickets if t["density"] >= MATCH_DENSITY]
+        if big:
+            gaps = [
+                (t["density"], t["test_acc_mean"], t["test_acc_mean"] - dense["test_acc_mean"])
+                for t in big
+            ]
+            worst = min(gaps, key=lambda g: g[2])
+            held = all(g[2] >= -MATCH_TOLERANCE_PTS for g in gaps)
+            detail = (
+                f"dense {dense['test_acc_mean']:.1f}%; over {len(gaps)} ticket densities >= {MATCH_DENSITY:.0%}, "
+                f"worst gap {worst[2]:+.2f} pts at {worst[0]:.1%} (ticket {worst[1]:.1f}%); "
+                f"needed every gap >= -{MATCH_TOLERANCE_PTS:g} pt"
+            )
+            ev = {
+                "dense": dense["test_acc_mean"],
+                "gaps": [{"density": d, "ticket": a, "gap_pts": g} for d, a, g in gaps],
+            }
+        else:
+            held, detail, ev = None, f"no ticket density >= {MATCH_DENSITY:.0%} in this run", {}
+        out.append(
+            ClaimResult(
+                "a",
+                QUOTE_SIZE,
+                f"tickets down to about {MATCH_DENSITY:.0%} density match or beat dense test accuracy (within {MATCH_TOLERANCE_PTS:g} pt)",
+                held,
+                detail,
+                ev,
+            )
+        )
+        # (b) at low density the random-reinit arm falls clearly below the ticket.
+        low = [t for t in tickets if t["density"] <= LOW_DENSITY]
+        if low:
+            gaps = [
+                (t["density"], t["test_acc_mean"], by[(t["round"], "reinit")]["test_acc_mean"])
+                for t in low
+            ]
+            held = all(a - b > REINIT_GAP_PTS for _, a, b in gaps)
+            smallest = min(gaps, key=lambda g: g[1] - g[2])
+            detail = (
+                f"at {len(gaps)} densities <= {LOW_DENSITY:.0%}, smallest ticket-reinit gap {smallest[1] - smallest[2]:+.2f} pts "
+                f"at {smallest[0]:.1%} (ticket {smallest[1]:.1f}% vs reinit {smallest[2]:.1f}%); needed every gap > {REINIT_GAP_PTS:g} pts"
+            )
+            ev = {
+                "gaps": [
+                    {"density": d, "ticket": a, "reinit": b, "gap_pts": a - b} for d, a, b in gaps
+                ]
+            }
+        else:
+            held, detail, ev = None, f"no density <= {LOW_DENSITY:.0%} reached in this run", {}
+        out.append(
+            ClaimResult(
+                "b",
+                QUOTE_SIZE,
+                f"at density <= {LOW_DENSITY:.0%} random re-initialization of the ticket's mask is more than {REINIT_GAP_PTS:g} pts below the ticket",
+                held,
+                detail,
+                ev,
+            )
+        )
+        # (c) tickets above that size reach early stopping no later than dense.
+        if big:
+            es = [(t["density"], t["early_stop_mean"]) for t in big]
+            late = [e for e in es if e[1] > dense["early_stop_mean"]]
+            held = not late
+            latest = max(es, key=lambda e: e[1])
+            detail = (
+                f"dense early-stop iteration {dense['early_stop_mean']:.0f}; tickets >= {MATCH_DENSITY:.0%}: "
+                f"{len(es) - len(late)}/{len(es)} no later, latest {latest[1]:.0f} at {latest[0]:.1%}"
+            )
+            ev = {
+                "dense": dense["early_stop_mean"],
+                "tickets": [{"density": d, "early_stop": e} for d, e in es],
+            }
+        else:
+            held, detail, ev = None, f"no ticket density >= {MATCH_DENSITY:.0%} in this run", {}
+        out.append(
+            ClaimResult(
+                "c",
+                QUOTE_FASTER,
+                f"tickets at density >= {MATCH_DENSITY:.0%} reach their early-stopping iteration no later than dense (mean over seeds)",
+                held,
+                detail,
+                ev,
+            )
+        )
+        return out
+
+    # -- report ------------------------------------------------------------------
+    def tables(self, summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+        header = [
+            "round",
+            "density",
+            "arm",
+            "test acc % (mean ± std)",
+            "early-stop iter",
+            "final acc %",
+            "n",
+        ]
+        rows = [
+            [
+                str(r["round"]),
+                f"{100 * r['density']:.2f}%",
+                r["arm"],
+                f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
+                f"{r['early_stop_mean']:.0f} ± {r['early_stop_std']:.0f}",
+                f"{r['final_test_acc_mean']:.2f} ± {r['final_test_acc_std']:.2f}",
+                str(r["n"]),
+            ]
+            for r in summary["rows"]
+        ]
+        return [("Accuracy by density and arm (over seeds)", header, rows)]
+
+    def figures(self, summary: dict) -> list[Figure]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = summary["rows"]
+        dense = next(r for r in rows if r["arm"] == "dense")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        colors = {"ticket": "tab:blue", "reinit": "tab:red", "random": "tab:green"}
+        for arm in ARMS:
+            pts = [r for r in rows if r["arm"] == arm or (arm == "ticket" and r["arm"] == "dense")]
+            pts.sort(key=lambda r: -r["density"])
+            if len(pts) < 1:
+                continue
+            x = [100 * r["density"] for r in pts]
+            for ax, key in ((axes[0], "test_acc"), (axes[1], "early_stop")):
+                m = [r[f"{key}_mean"] for r in pts]
+                s = [r[f"{key}_std"] for r in pts]
+                ax.plot(x, m, "o-", color=colors[arm], label=arm, ms=3)
+                ax.fill_between(
+                    x,
+                    [a - b for a, b in zip(m, s, strict=True)],
+                    [a + b for a, b in zip(m, s, strict=True)],
+                    color=colors[arm],
+                    alpha=0.15,
+                )
+        for ax, key, label in (
+            (axes[0], "test_acc", "test accuracy at early stop (%)"),
+            (axes[1], "early_stop", "early-stop iteration"),
+        ):
+            ax.axhline(dense[f"{key}_mean"], color="gray", ls="--", lw=1, label="dense")
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ax.set_xlabel("weights remaining (%)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend()
+        fig.suptitle(
+            "Lottery ticket: IMP tickets vs random re-init vs random mask (mean ± std over seeds)"
+        )
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        return [
+            Figure(
+                "accuracy_vs_density.png",
+                "Accuracy and early-stop iteration vs density",
+                buf.getvalue(),
+            )
+        ]
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="round", desc="lottery-ticket")

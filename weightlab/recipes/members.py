@@ -1,0 +1,69 @@
+"""Train a list of member specs, as one population or as a plain sequential loop.
+
+``engine="population"`` uses :class:`weightlab.population.Population` (all members as
+one vectorized computation); ``engine="loop"`` trains each member in turn with the
+single-model loop :func:`weightlab.train.train`, the plain-PyTorch baseline. Both give
+the same numbers to float tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from weightlab.core.mask import apply_masks
+from weightlab.core.snapshots import restore_snapshot, take_snapshot
+from weightlab.data.task import TaskData
+from weightlab.train.config import TrainConfig
+from weightlab.train.loop import TrainResult, train
+
+ENGINES = ("population", "loop")
+
+
+def build_member(factory: Callable[[int], nn.Module], spec, device) -> nn.Module:
+    """Member ``spec`` as an ordinary module: init from ``spec.seed`` or ``spec.init_state``, masks attached."""
+    model = factory(spec.seed)
+    if spec.init_state is not None:
+        restore_snapshot(model, spec.init_state)
+    model = model.to(device)
+    if spec.masks:
+        apply_masks(model, spec.masks)
+    return model
+
+
+def train_members(
+    factory: Callable[[int], nn.Module],
+    specs: Sequence,
+    data: TaskData,
+    cfg: TrainConfig,
+    *,
+    engine: str = "population",
+    device: str | torch.device = "cpu",
+    data_seed: int = 0,
+    snapshot_steps: Sequence[int] = (),
+    progress: bool = False,
+) -> tuple[list[TrainResult], list[dict[str, torch.Tensor]]]:
+    """Train every spec; return each member's :class:`TrainResult` and final weights (plain names, CPU)."""
+    if engine == "population":
+        from weightlab.population import Population
+
+        pop = Population(factory, list(specs), device=device, data_seed=data_seed)
+        results = pop.fit(data, cfg, snapshot_steps=snapshot_steps, progress=progress)
+        finals = [take_snapshot(pop.member(i)) for i in range(len(specs))]
+        return results, finals
+    results, finals = [], []
+    for spec in specs:
+        model = build_member(factory, spec, device)
+        member_cfg = (
+            cfg
+            if spec.optim is None
+            else TrainConfig(cfg.epochs, cfg.batch_size, cfg.eval_every, spec.optim)
+        )
+        seed = spec.data_seed if spec.data_seed is not None else data_seed
+        results.append(
+            train(model, data, member_cfg, seed, snapshot_steps=snapshot_steps, progress=progress)
+        )
+        finals.append(take_snapshot(model))
+    return results, finals

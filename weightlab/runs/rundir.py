@@ -1,0 +1,149 @@
+"""Run directories: named by recipe + a hash of the non-default config, resumable.
+
+Layout::
+
+    runs/<recipe>-<hash>/
+        config.json       the full config (and which fields differ from defaults)
+        units/<key>.json  one finished unit of work (metrics); written last, atomically
+        units/<key>.safetensors  that unit's tensors (masks, weights), if any
+        metrics.jsonl     every unit's metrics in order, rebuilt after each unit
+        summary.json      per arm/density statistics and claim verdicts
+        report.md, report.html, *.png
+
+A unit is finished iff its ``.json`` exists. Re-running the same command skips
+finished units, so a run killed at any point (even SIGKILL) resumes and ends with the
+same ``summary.json`` as one never interrupted: every unit draws its randomness from
+its own seeds, never from state left by earlier units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from weightlab.errors import RunFileError
+from weightlab.runs.files import (
+    atomic_write_json,
+    atomic_write_text,
+    dumps_json,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def non_default_fields(config: Any) -> dict[str, Any]:
+    """The dataclass fields of ``config`` whose values differ from the defaults."""
+    default = type(config)()
+    return {
+        f.name: getattr(config, f.name)
+        for f in fields(config)
+        if getattr(config, f.name) != getattr(default, f.name)
+    }
+
+
+def config_hash(recipe: str, config: Any) -> str:
+    """Short stable hash of the recipe name and its non-default config."""
+    payload = json.dumps(
+        {"recipe": recipe, "config": non_default_fields(config)}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def default_run_dir(root: Path, recipe: str, config: Any) -> Path:
+    return Path(root) / f"{recipe}-{config_hash(recipe, config)}"
+
+
+class RunDir:
+    """A run directory with unit-level resume."""
+
+    def __init__(self, path: Path, recipe: str, config: Any) -> None:
+        self.path = Path(path)
+        self.recipe = recipe
+        self.config = config
+        self.units_dir = self.path / "units"
+        self._metrics: list[dict] = []
+
+    # -- creation and validation -------------------------------------------------
+    def open(self) -> RunDir:
+        """Create the directory (or verify it belongs to the same recipe and config)."""
+        cfg_path = self.path / "config.json"
+        record = {
+            "recipe": self.recipe,
+            "config": asdict(self.config),
+            "non_default": non_default_fields(self.config),
+        }
+        record = json.loads(dumps_json(record))
+        if cfg_path.exists():
+            existing = read_json(cfg_path, "run config")
+            if existing.get("recipe") != self.recipe or existing.get("config") != record["config"]:
+                raise RunFileError(
+                    f"{self.path} holds a run of {existing.get('recipe')!r} with another config; "
+                    "choose another --out directory or delete that one"
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise RunFileError(
+                f"{self.path} exists and is not a weightlab run directory; choose another --out"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.units_dir.mkdir(exist_ok=True)
+        if not cfg_path.exists():
+            atomic_write_json(cfg_path, record)
+        return self
+
+    # -- units -------------------------------------------------------------------
+    def unit_done(self, key: str) -> bool:
+        return (self.units_dir / f"{key}.json").exists()
+
+    def unit(
+        self,
+        key: str,
+        compute: Callable[[], tuple[dict, dict[str, torch.Tensor]]],
+        device: str | torch.device = "cpu",
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Return the unit ``key``'s ``(metrics, tensors)``, computing and saving it if needed.
+
+        Tensors are written first, the metrics JSON last: a unit killed between the two
+        is simply recomputed.
+        """
+        if not _KEY.match(key):
+            raise ValueError(f"bad unit key {key!r}")
+        jpath, tpath = self.units_dir / f"{key}.json", self.units_dir / f"{key}.safetensors"
+        if jpath.exists():
+            record = read_json(jpath, "unit file")
+            tensors = load_tensors(tpath, device) if record.get("has_tensors") else {}
+            metrics = record.get("metrics")
+            if not isinstance(metrics, dict):
+                raise RunFileError(
+                    f"unit file {jpath} is corrupt (no metrics); delete it and re-run to recompute it"
+                )
+        else:
+            metrics, tensors = compute()
+            if tensors:
+                save_tensors(tpath, tensors)
+            atomic_write_json(jpath, {"key": key, "metrics": metrics, "has_tensors": bool(tensors)})
+            metrics = read_json(jpath, "unit file")[
+                "metrics"
+            ]  # the JSON-normalized form, as on resume
+        self._metrics.append({"unit": key, **metrics})
+        atomic_write_text(
+            self.path / "metrics.jsonl",
+            "".join(json.dumps(m, sort_keys=True) + "\n" for m in self._metrics),
+        )
+        return metrics, tensors
+
+    # -- outputs -------------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
