@@ -1,0 +1,33 @@
+# Two commands set up a fresh machine:
+#   make run    create .venv, install, run the lottery-ticket recipe on MNIST-1D
+#   make test   create .venv, install, run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test test-slow lint bench
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch first, pinned: a CPU wheel of this exact version is what the package's range resolves to here
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/weightlab run lottery-ticket
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check weightlab tests bench
+	$(BIN)/ruff format --check weightlab tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/population.py
+	$(BIN)/python bench/lottery_ticket.py
