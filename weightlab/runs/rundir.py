@@ -35,6 +35,7 @@ from weightlab.runs.files import (
     dumps_json,
     load_tensors,
     read_json,
+    remove_stale_temp_files,
     save_tensors,
 )
 
@@ -77,6 +78,8 @@ class RunDir:
     def open(self) -> RunDir:
         """Create the directory (or verify it belongs to the same recipe and config)."""
         cfg_path = self.path / "config.json"
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFileError(f"{self.path} is a file, not a run directory; choose another --out")
         record = {
             "recipe": self.recipe,
             "config": asdict(self.config),
@@ -98,6 +101,8 @@ class RunDir:
         self.units_dir.mkdir(exist_ok=True)
         if not cfg_path.exists():
             atomic_write_json(cfg_path, record)
+        remove_stale_temp_files(self.path)
+        remove_stale_temp_files(self.units_dir)
         return self
 
     # -- units -------------------------------------------------------------------
@@ -120,7 +125,15 @@ class RunDir:
         jpath, tpath = self.units_dir / f"{key}.json", self.units_dir / f"{key}.safetensors"
         if jpath.exists():
             record = read_json(jpath, "unit file")
-            tensors = load_tensors(tpath, device) if record.get("has_tensors") else {}
+            try:
+                tensors = load_tensors(tpath, device) if record.get("has_tensors") else {}
+            except RunFileError as e:
+                # The unit counts as finished while its .json exists, so deleting only the
+                # tensor file would not recompute it: name both files.
+                raise RunFileError(
+                    f"tensor file {tpath} of unit {key!r} is missing, unreadable or corrupt; "
+                    f"delete {jpath} and {tpath} and re-run to recompute the unit"
+                ) from e
             metrics = record.get("metrics")
             if not isinstance(metrics, dict):
                 raise RunFileError(
