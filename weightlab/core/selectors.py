@@ -9,6 +9,7 @@ transforms are attached.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -102,6 +103,18 @@ def select(
     return Selector(tuple(types), param, tuple(include), tuple(exclude), tuple(roles))(model)
 
 
+_PARAMETRIZED = re.compile(r"(^|\.)parametrizations\.([^.]+)\.original$")
+_TRANSFORM_STATE = re.compile(r"(^|\.)parametrizations\.")
+
+
 def plain_name(name: str) -> str:
-    """``layers.0.parametrizations.weight.original`` -> ``layers.0.weight``."""
-    return name.replace(".parametrizations.", ".").replace(".original", "")
+    """``layers.0.parametrizations.weight.original`` -> ``layers.0.weight`` (also for a
+    parametrized top-level module: ``parametrizations.weight.original`` -> ``weight``);
+    other names are returned unchanged."""
+    return _PARAMETRIZED.sub(r"\1\2", name)
+
+
+def is_transform_state(name: str) -> bool:
+    """Whether a parameter/buffer name lies inside a parametrization (transform state such
+    as a mask buffer or the stored ``original``)."""
+    return _TRANSFORM_STATE.search(name) is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from weightlab.core.selectors import plain_name
+from weightlab.core.selectors import is_transform_state, plain_name
 from weightlab.core.transforms import _resolve
 from weightlab.errors import ConfigError
 
@@ -21,7 +21,7 @@ def take_snapshot(model: nn.Module, buffers: bool = True) -> dict[str, torch.Ten
     out = {plain_name(n): p.detach().to("cpu", copy=True) for n, p in model.named_parameters()}
     if buffers:
         for n, b in model.named_buffers():
-            if ".parametrizations." not in n:
+            if not is_transform_state(n):
                 out[n] = b.detach().to("cpu", copy=True)
     return out
 
@@ -37,7 +37,7 @@ def restore_snapshot(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> nn.
     from weightlab.core.mask import Mask
 
     params = {plain_name(n): p for n, p in model.named_parameters()}
-    buffers = {n: b for n, b in model.named_buffers() if ".parametrizations." not in n}
+    buffers = {n: b for n, b in model.named_buffers() if not is_transform_state(n)}
     missing = [n for n in params if n not in snapshot]
     if missing:
         raise ConfigError(
