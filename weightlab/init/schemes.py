@@ -68,6 +68,10 @@ def init_module_(
     """Re-initialize every Linear/Conv in ``model`` (in module order) with ``scheme``.
 
     Normalization layers get weight 1 and bias 0 and their running statistics reset.
+    Any other module that owns parameters (Embedding, Conv3d, a user's layer...) is
+    reset by its own ``reset_parameters()`` under a forked global RNG seeded from ``g``,
+    so it is deterministic and leaves the caller's RNG state untouched; a module with
+    parameters and no ``reset_parameters`` raises :class:`ConfigError`.
     The model is modified in place and returned.
     """
     if scheme not in INIT_SCHEMES:
@@ -83,4 +87,13 @@ def init_module_(
                 m.bias.copy_(b)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()
+        elif any(True for _ in m.parameters(recurse=False)):
+            if not hasattr(m, "reset_parameters"):
+                raise ConfigError(
+                    f"cannot initialize {type(m).__name__}: it has parameters but no reset_parameters()"
+                )
+            seed = int(torch.randint(0, 2**62, (), generator=g))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                m.reset_parameters()
     return model
