@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from weightlab.errors import DataError
+
+# what np.load raises for a truncated or non-npz file
+_CORRUPT = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def cache_dir() -> Path:
@@ -36,7 +40,7 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in keys}
-    except (OSError, ValueError, KeyError, EOFError) as e:  # corrupt cache: regenerate
+    except _CORRUPT as e:  # corrupt cache: regenerate
         try:
             path.unlink()
         except OSError as unlink_err:

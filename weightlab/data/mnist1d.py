@@ -8,6 +8,8 @@ train + 500 validation (fixed permutation), and its 1000 test samples are the te
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from weightlab.data.cache import cache_dir, load_npz, save_npz_atomic
@@ -26,12 +28,13 @@ def _generate() -> dict[str, np.ndarray]:
         raise DataError(
             "the 'mnist1d' package is missing; install it with: pip install mnist1d"
         ) from e
-    # make_dataset seeds NumPy's global RNG; restore the caller's state afterwards.
-    state = np.random.get_state()
+    # make_dataset seeds NumPy's and Python's global RNGs; restore the caller's states.
+    state, py_state = np.random.get_state(), random.getstate()
     try:
         ds = make_dataset(get_dataset_args())
     finally:
         np.random.set_state(state)
+        random.setstate(py_state)
     return {k: np.asarray(ds[k]) for k in _KEYS}
 
 
