@@ -1,0 +1,100 @@
+"""Shared test setup.
+
+- Every test (and every subprocess a test starts) sees ``WEIGHTLAB_CACHE`` pointing at one
+  session-wide temporary directory, so MNIST-1D is generated once per session, and
+  ``HF_HUB_OFFLINE=1``.
+- ``run_cli`` runs ``python -m weightlab ...`` in a subprocess (cwd = the test's tmp_path).
+- ``smoke_run`` is one finished ``weightlab run lottery-ticket --smoke`` directory, made once
+  per session and shared read-only; tests that modify a run copy it first (``copy_run``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SMOKE_ARGS = ("run", "lottery-ticket", "--smoke", "--quiet")
+
+
+@dataclass(frozen=True)
+class CLIResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: the test session's environment, one BLAS/OpenMP
+    thread (the 2 CPU cores are shared; oversubscribed OpenMP spins make runs many times
+    slower), and ``extra``."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra)
+    return env
+
+
+def cli_command(*args: str | os.PathLike) -> list[str]:
+    return [sys.executable, "-m", "weightlab", *map(str, args)]
+
+
+def run_cli_in(cwd: Path, *args: str | os.PathLike, timeout: float = 300, **env) -> CLIResult:
+    """Run ``python -m weightlab *args`` in ``cwd``; return its exit code and output."""
+    p = subprocess.run(
+        cli_command(*args),
+        cwd=cwd,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CLIResult(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weightlab_cache(tmp_path_factory) -> Path:
+    """A session-wide ``WEIGHTLAB_CACHE`` (and ``HF_HUB_OFFLINE=1``) for all tests."""
+    cache = tmp_path_factory.mktemp("weightlab-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WEIGHTLAB_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield cache
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """``run_cli(*args, cwd=tmp_path, timeout=300, **env) -> CLIResult``."""
+
+    def run(*args, cwd: Path | None = None, timeout: float = 300, **env) -> CLIResult:
+        return run_cli_in(cwd or tmp_path, *args, timeout=timeout, **env)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, weightlab_cache) -> Path:
+    """A finished smoke run of lottery-ticket (population engine). Do not modify it."""
+    root = tmp_path_factory.mktemp("smoke-run")
+    out = root / "run"
+    res = run_cli_in(root, *SMOKE_ARGS, "--out", out)
+    assert res.rc == 0, res.stderr
+    return out
+
+
+@pytest.fixture
+def copy_run(tmp_path, smoke_run):
+    """``copy_run(name="run") -> Path``: a private, modifiable copy of the smoke run."""
+
+    def copy(name: str = "run") -> Path:
+        dst = tmp_path / name
+        shutil.copytree(smoke_run, dst)
+        return dst
+
+    return copy
