@@ -104,6 +104,17 @@ def test_user_error_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, n
     assert list(tmp_path.iterdir()) == [], "a failed command must leave no run directory"
 
 
+def test_error_found_once_the_run_started_leaves_no_directory(cli, tmp_path):
+    # the batch size is checked against the data only when training starts
+    rc, _, err = cli(*SMOKE, "--batch-size", "5000", "--out", tmp_path / "big")
+    _assert_one_line_error(rc, err, "batch size 5000")
+    assert not (tmp_path / "big").exists()
+    # the corrected command then runs in the same directory
+    rc, _, err = cli(*SMOKE, "--batch-size", "50", "--out", tmp_path / "big")
+    assert rc == 0, err
+    assert (tmp_path / "big" / "summary.json").exists()
+
+
 def test_error_with_explicit_out_creates_no_directory(cli, tmp_path):
     rc, _, err = cli(*SMOKE, "--rate", "1", "--out", tmp_path / "newrun")
     _assert_one_line_error(rc, err, "--rate")

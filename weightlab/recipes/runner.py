@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from weightlab.errors import WeightlabError
 from weightlab.recipes.registry import get_recipe
 from weightlab.runs.rundir import RunDir, default_run_dir
 
@@ -38,7 +39,11 @@ def run_recipe(
     path = Path(out) if out is not None else default_run_dir(root, recipe.name, cfg)
     rd = RunDir(path, recipe.name, cfg).open()
     t0 = time.perf_counter()
-    summary = recipe.run(cfg, rd, progress=progress)
+    try:
+        summary = recipe.run(cfg, rd, progress=progress)
+    except WeightlabError:
+        rd.discard_if_empty()
+        raise
     rd.write_json("summary.json", summary)
     rd.write_json(
         "timing.json",

@@ -97,6 +97,7 @@ class RunDir:
             raise RunFileError(
                 f"{self.path} exists and is not a weightlab run directory; choose another --out"
             )
+        self.created = not cfg_path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.units_dir.mkdir(exist_ok=True)
         if not cfg_path.exists():
@@ -104,6 +105,17 @@ class RunDir:
         remove_stale_temp_files(self.path)
         remove_stale_temp_files(self.units_dir)
         return self
+
+    def discard_if_empty(self) -> bool:
+        """Remove a run directory this process created if no unit finished in it (after a
+        user error found only once the run started, e.g. a batch larger than the data), so
+        a corrected command does not meet a stale config. Returns whether it was removed."""
+        if not getattr(self, "created", False) or any(self.units_dir.glob("*.json")):
+            return False
+        for p in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):
+            p.rmdir() if p.is_dir() else p.unlink()
+        self.path.rmdir()
+        return True
 
     # -- units -------------------------------------------------------------------
     def unit_done(self, key: str) -> bool:
