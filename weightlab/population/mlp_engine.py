@@ -86,6 +86,11 @@ class MLPEngine:
             self._bufs = {batch: [z, a, d]}
         return self._bufs[batch]
 
+    def _logp(self, logits: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_logp_buf", None) is None or self._logp_buf.shape != logits.shape:
+            self._logp_buf = torch.empty_like(logits)
+        return self._logp_buf
+
     def _forward(self, x: torch.Tensor, z: list, a: list) -> list[torch.Tensor]:
         """Activations ``[A_0, A_1, ..., Z_L]``; ``z``/``a`` are output buffers or None."""
         n, L = self.n, len(self.W)
@@ -117,7 +122,7 @@ class MLPEngine:
         with torch.no_grad():
             acts = self._forward(x, z, a)
             logits = acts[-1]
-            logp = torch.log_softmax(logits, dim=-1)
+            logp = torch._log_softmax(logits, -1, False, out=self._logp(logits))
             yy = (y if y.dim() == 2 else y.unsqueeze(0).expand(self.n, batch)).unsqueeze(-1)
             loss = logp.gather(-1, yy).squeeze(-1).mean(1).neg_()
             # dL/dZ_L = (softmax - onehot) / B, built in place in logp's storage
@@ -130,8 +135,10 @@ class MLPEngine:
                 if i == 0:
                     break
                 da = torch.bmm(dz, self.W[i], out=d[i - 1])
-                if self.act == "relu":
-                    dz = torch.ops.aten.threshold_backward(da, acts[i], 0.0)
+                if self.act == "relu":  # relu'(z) = [a > 0], written over da in place
+                    dz = torch.ops.aten.threshold_backward.grad_input(
+                        da, acts[i], 0.0, grad_input=da
+                    )
                 elif self.act == "tanh":
                     dz = da.mul_(1 - acts[i].square())
                 else:
