@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from weightlab.core.mask import _check_mask, apply_masks
+from weightlab.core.selectors import is_transform_state
 from weightlab.core.snapshots import restore_snapshot, take_snapshot
 from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError, RunFileError
@@ -78,7 +79,7 @@ class Population:
         self._measured_shape: tuple[int, ...] | None = None
         self._param_names = [n for n, _ in self.template.named_parameters()]
         self._buffer_names = [n for n, _ in self.template.named_buffers()]
-        if any(".parametrizations." in n for n in self._param_names):
+        if any(is_transform_state(n) for n in self._param_names):
             raise ConfigError(
                 "the factory must return plain modules; pass masks through MemberSpec.masks"
             )
