@@ -35,7 +35,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="the recipe's --smoke sizes")
     ap.add_argument("--skip-loop", action="store_true", help="time the population engine only")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lottery_ticket.json")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "lottery_ticket.json"
+    )
     args = ap.parse_args()
     overrides = {"data": args.data, "device": args.device}
     if args.seeds is not None:
@@ -53,12 +55,18 @@ def main() -> int:
         print(f"{engine:>10}: {wall:8.1f} s   claims: {verdicts}", flush=True)
     result = {
         "benchmark": "lottery_ticket",
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "rows": rows,
     }
     if len(rows) == 2:
         result["speedup_vs_loop"] = rows[1]["wall_s"] / rows[0]["wall_s"]
-        print(f"population engine is {result['speedup_vs_loop']:.2f}x faster than the plain loop (same run)")
+        print(
+            f"population engine is {result['speedup_vs_loop']:.2f}x faster than the plain loop (same run)"
+        )
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     print(json.dumps({r["engine"]: round(r["wall_s"], 1) for r in rows}))
