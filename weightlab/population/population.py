@@ -30,6 +30,7 @@ from weightlab.population import mlp_engine
 from weightlab.population.func_engine import FuncEngine
 from weightlab.population.mlp_engine import MLPEngine
 from weightlab.population.spec import MemberSpec
+from weightlab.progress import progress_bar
 from weightlab.train.config import OptimConfig, TrainConfig
 from weightlab.train.loop import EvalPoint, TrainResult, eval_steps
 from weightlab.train.order import batch_indices, steps_per_epoch
@@ -239,9 +240,7 @@ class Population:
         chunks = self._chunks(cfg.batch_size)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total * len(self.specs), desc="population", unit="member-step")
+            bar = progress_bar(total * len(self.specs), "population", "member-step", leave=False)
         fast = self._is_fast()
         x_all = data.train.x.flatten(1) if fast else data.train.x
         for members in chunks:

@@ -27,6 +27,7 @@ from weightlab.data.registry import load_dataset
 from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
+from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std
@@ -152,7 +153,7 @@ class LotteryTicket(Recipe):
         rewind_states: dict[int, dict[str, torch.Tensor] | None] = {s: None for s in seeds}
         prev: dict[str, torch.Tensor] = {}
         records: list[dict] = []
-        bar = _bar(len(densities), progress)
+        bar = progress_bar(len(densities), "lottery-ticket", "round", progress)
         for r, dens in enumerate(densities):
             if bar is not None:
                 bar.set_description(f"round {r} (density {dens:.3f})")
@@ -465,11 +466,3 @@ class LotteryTicket(Recipe):
                 buf.getvalue(),
             )
         ]
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="round", desc="lottery-ticket")

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from weightlab.core.snapshots import take_snapshot
 from weightlab.data.task import Split, TaskData
 from weightlab.errors import DivergenceError
+from weightlab.progress import progress_bar
 from weightlab.train.config import OptimConfig, TrainConfig
 from weightlab.train.order import batch_indices, steps_per_epoch
 
@@ -128,7 +129,7 @@ def train(
     result = TrainResult(history=[])
     if 0 in snapshot_steps:
         result.snapshots[0] = take_snapshot(model)
-    bar = _progress(total, progress)
+    bar = progress_bar(total, "train", "step", progress, leave=False)
     running, count = torch.zeros((), device=data.device), 0
     model.train()
     for step in range(1, total + 1):
@@ -160,11 +161,3 @@ def train(
     if bar is not None:
         bar.close()
     return result
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="train", unit="step", leave=False)
