@@ -243,3 +243,21 @@ def test_bad_input_raises_config_error():
         Population(MLP_F, [MemberSpec(init_state={"layers.0.weight": torch.zeros(64, 40)})])
     with pytest.raises(ConfigError, match="architecture"):
         Population(lambda s: MLP([40, 8 + s, 10]), [MemberSpec(seed=0), MemberSpec(seed=1)])
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "sgd"])
+def test_unfused_optimizer_fallback_matches_single_model_loop(data, monkeypatch, opt_name):
+    """Where torch lacks the fused CPU kernels (torch < 2.4), the reference arithmetic runs."""
+    from weightlab.population import optim as popt
+
+    monkeypatch.setitem(popt._FUSED, "cpu", False)
+    optim = OptimConfig("adam", lr=2e-3, weight_decay=1e-3)
+    if opt_name == "sgd":
+        optim = OptimConfig("sgd", lr=0.05, momentum=0.9, weight_decay=1e-4)
+    specs = [
+        MemberSpec(seed=0, optim=optim),
+        MemberSpec(seed=1, optim=optim, masks={"layers.0.weight": random_mask((64, 40), 3)}),
+        MemberSpec(seed=2, optim=OptimConfig(opt_name, lr=1e-3)),
+    ]
+    check_equivalence(MLP_F, specs, data)
+    assert popt.fused_available(torch.device("cpu")) is False

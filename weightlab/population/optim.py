@@ -13,11 +13,80 @@ weights stay exactly zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from weightlab.train.config import OptimConfig
+
+_FUSED: dict[str, bool] = {}
+
+
+def fused_available(device: torch.device) -> bool:
+    """Whether ``torch._fused_adam_`` / ``torch._fused_sgd_`` run on ``device``'s type
+    (CPU support arrived after torch 2.3, the oldest version weightlab supports)."""
+    kind = torch.device(device).type
+    if kind not in _FUSED:
+        try:
+            p, g = torch.zeros(2, device=device), torch.ones(2, device=device)
+            m, v = torch.zeros_like(p), torch.zeros_like(p)
+            t = torch.ones((), device=device)
+            torch._fused_adam_(
+                [p],
+                [g],
+                [m],
+                [v],
+                [],
+                [t],
+                lr=0.1,
+                beta1=0.9,
+                beta2=0.999,
+                weight_decay=0.0,
+                eps=1e-8,
+                amsgrad=False,
+                maximize=False,
+            )
+            torch._fused_sgd_(
+                [p],
+                [g],
+                [],
+                weight_decay=0.0,
+                momentum=0.0,
+                lr=0.1,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=True,
+            )
+            _FUSED[kind] = True
+        except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+            _FUSED[kind] = False
+    return _FUSED[kind]
+
+
+def adam_reference_(params, grads, exp_avgs, exp_avg_sqs, step: int, cfg: OptimConfig) -> None:
+    """Adam update with ``torch.optim.Adam``'s single-tensor arithmetic (the fallback
+    where the fused kernel is unavailable)."""
+    b1, b2 = cfg.betas
+    bc1, bc2_sqrt = 1 - b1**step, math.sqrt(1 - b2**step)
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        if cfg.weight_decay:
+            g = g.add(p, alpha=cfg.weight_decay)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v.sqrt() / bc2_sqrt).add_(cfg.eps)
+        p.addcdiv_(m, denom, value=-cfg.lr / bc1)
+
+
+def sgd_reference_(params, grads, bufs, first: bool, cfg: OptimConfig) -> None:
+    """SGD (heavy-ball momentum, no dampening) with ``torch.optim.SGD``'s arithmetic."""
+    for j, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if cfg.weight_decay:
+            g = g.add(p, alpha=cfg.weight_decay)
+        if bufs:
+            g = bufs[j].copy_(g) if first else bufs[j].mul_(cfg.momentum).add_(g)
+        p.add_(g, alpha=-cfg.lr)
 
 
 class FlatLayout:
@@ -72,6 +141,7 @@ class PopulationOptimizer:
         self.exp_avg_sq = torch.zeros_like(flat) if adam else None
         self.momentum = torch.zeros_like(flat) if mom else None
         self._step_t = torch.zeros((), dtype=torch.float32, device=flat.device)
+        self.fused = fused_available(flat.device)
 
     def _lists(self, tensor: torch.Tensor, members: list[int]) -> list[torch.Tensor]:
         if len(members) == self.layout.n:
@@ -95,6 +165,9 @@ class PopulationOptimizer:
             if cfg.name == "adam":
                 m = self._lists(self.exp_avg, members)
                 v = self._lists(self.exp_avg_sq, members)
+                if not self.fused:
+                    adam_reference_(params, grads, m, v, self.steps, cfg)
+                    continue
                 torch._fused_adam_(
                     params,
                     grads,
@@ -112,6 +185,9 @@ class PopulationOptimizer:
                 )
             else:
                 buf = self._lists(self.momentum, members) if cfg.momentum > 0 else []
+                if not self.fused:
+                    sgd_reference_(params, grads, buf, self.steps == 1, cfg)
+                    continue
                 torch._fused_sgd_(
                     params,
                     grads,
