@@ -10,10 +10,8 @@ fast path (:mod:`weightlab.population.mlp_engine`); any other module runs throug
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +29,7 @@ from weightlab.population.func_engine import FuncEngine
 from weightlab.population.mlp_engine import MLPEngine
 from weightlab.population.spec import MemberSpec
 from weightlab.progress import progress_bar
+from weightlab.runs.files import atomic_write_json, load_tensors, read_json, save_tensors
 from weightlab.train.config import OptimConfig, TrainConfig
 from weightlab.train.loop import EvalPoint, TrainResult, eval_steps
 from weightlab.train.order import batch_indices, steps_per_epoch
@@ -347,10 +346,7 @@ class Population:
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``weights.safetensors`` (stacked weights, buffers, per-member masks) and
         ``manifest.json`` (specs with optimizer settings, data seed, budget); atomic writes."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"param/{k}": v.detach().cpu().contiguous() for k, v in self._params.items()}
         tensors.update({f"buffer/{k}": v.cpu().contiguous() for k, v in self._buffers.items()})
         members = []
@@ -372,11 +368,8 @@ class Population:
             "memory_budget_mib": self.memory_budget_mib,
             "members": members,
         }
-        _atomic(directory / "weights.safetensors", lambda p: save_file(tensors, p))
-        _atomic(
-            directory / "manifest.json",
-            lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n"),
-        )
+        save_tensors(directory / "weights.safetensors", tensors)
+        atomic_write_json(directory / "manifest.json", manifest)
 
     @classmethod
     def load(
@@ -386,18 +379,10 @@ class Population:
         device: torch.device | str = "cpu",
     ) -> Population:
         """Rebuild a population saved with :meth:`save` (weights, buffers, masks, specs)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-            tensors = load_file(str(directory / "weights.safetensors"))
-        except (OSError, ValueError, SafetensorError) as e:
-            raise RunFileError(
-                f"cannot read a saved population in {directory}: {e}; save it again"
-            ) from e
-        if manifest.get("format") != "weightlab.population":
+        manifest = read_json(directory / "manifest.json", "population manifest")
+        tensors = load_tensors(directory / "weights.safetensors")
+        if not isinstance(manifest, dict) or manifest.get("format") != "weightlab.population":
             raise RunFileError(f"{directory} does not hold a saved weightlab population")
         try:
             specs = []
@@ -425,15 +410,3 @@ class Population:
         for s in pop.specs:  # the loaded weights are the current state, not an init to keep
             s.init_state = None
         return pop
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

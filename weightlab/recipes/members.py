@@ -51,7 +51,7 @@ def train_members(
 
         pop = Population(factory, list(specs), device=device, data_seed=data_seed)
         results = pop.fit(data, cfg, snapshot_steps=snapshot_steps, progress=progress)
-        finals = [take_snapshot(pop.member(i)) for i in range(len(specs))]
+        finals = [pop.state(i) for i in range(len(specs))]
         return results, finals
     results, finals = [], []
     for spec in specs:
