@@ -68,6 +68,19 @@ def weightlab_cache(tmp_path_factory) -> Path:
         yield cache
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: they run fastest that way, and
+    far more predictably when the 2 cores are shared (OpenMP spin-waits otherwise).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """``run_cli(*args, cwd=tmp_path, timeout=300, **env) -> CLIResult``."""

@@ -35,13 +35,7 @@ from weightlab.train.order import batch_indices
 WIDTHS = [12, 16, 8, 4]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on the shared 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(seed: int = 0) -> MLP:

@@ -7,25 +7,18 @@ import math
 import pytest
 import torch
 
-from weightlab.core import get_masks, restore_snapshot, take_snapshot
-from weightlab.core.mask import apply_masks
+from weightlab.core import get_masks, take_snapshot
 from weightlab.data import Split, TaskData, load_dataset
 from weightlab.errors import ConfigError
 from weightlab.models import CNN1D, MLP, model_factory
-from weightlab.population import MemberSpec, Population
+from weightlab.population import MemberSpec, Population, build_member
 from weightlab.seeding import generator
 from weightlab.train import OptimConfig, TrainConfig, evaluate, train
 
 RTOL, ATOL = 1e-4, 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded, and far more predictably on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +41,7 @@ def random_mask(shape, seed: int, density: float = 0.5) -> torch.Tensor:
 
 
 def reference(factory, spec: MemberSpec, data, cfg, pop_seed=0, snapshot_steps=()):
-    model = factory(spec.seed)
-    if spec.init_state is not None:
-        restore_snapshot(model, spec.init_state)
-    if spec.masks:
-        apply_masks(model, spec.masks)
+    model = build_member(factory, spec)
     if spec.optim is not None:
         cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.eval_every, spec.optim)
     ds = spec.data_seed if spec.data_seed is not None else pop_seed

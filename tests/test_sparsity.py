@@ -41,13 +41,7 @@ LENET_1D = {  # MLP 40-300-100-10 (LeNet-300-100 on MNIST-1D)
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on the shared 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(seed: int = 0, shapes=None) -> dict[str, torch.Tensor]:

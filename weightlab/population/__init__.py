@@ -6,6 +6,6 @@ results = pop.fit(load_dataset("mnist1d"), TrainConfig(epochs=5))
 """
 
 from weightlab.population.population import Population
-from weightlab.population.spec import MemberSpec
+from weightlab.population.spec import MemberSpec, build_member
 
-__all__ = ["MemberSpec", "Population"]
+__all__ = ["MemberSpec", "Population", "build_member"]

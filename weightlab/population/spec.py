@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from weightlab.train.config import OptimConfig
 
@@ -30,3 +32,21 @@ class MemberSpec:
     optim: OptimConfig | None = None
     masks: dict[str, torch.Tensor] | None = None
     init_state: dict[str, torch.Tensor] | None = None
+
+
+def build_member(
+    factory: Callable[[int], nn.Module], spec: MemberSpec, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """Member ``spec`` as an ordinary module, as the single-model loop trains it:
+    ``factory(spec.seed)``, then ``spec.init_state`` restored (if any), moved to ``device``,
+    then ``spec.masks`` attached with :func:`weightlab.core.apply_masks`."""
+    from weightlab.core.mask import apply_masks
+    from weightlab.core.snapshots import restore_snapshot
+
+    model = factory(spec.seed)
+    if spec.init_state is not None:
+        restore_snapshot(model, spec.init_state)
+    model = model.to(device)
+    if spec.masks:
+        apply_masks(model, spec.masks)
+    return model

@@ -13,24 +13,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from weightlab.core.mask import apply_masks
-from weightlab.core.snapshots import restore_snapshot, take_snapshot
+from weightlab.core.snapshots import take_snapshot
 from weightlab.data.task import TaskData
+from weightlab.population.spec import build_member
 from weightlab.train.config import TrainConfig
 from weightlab.train.loop import TrainResult, train
 
 ENGINES = ("population", "loop")
-
-
-def build_member(factory: Callable[[int], nn.Module], spec, device) -> nn.Module:
-    """Member ``spec`` as an ordinary module: init from ``spec.seed`` or ``spec.init_state``, masks attached."""
-    model = factory(spec.seed)
-    if spec.init_state is not None:
-        restore_snapshot(model, spec.init_state)
-    model = model.to(device)
-    if spec.masks:
-        apply_masks(model, spec.masks)
-    return model
 
 
 def train_members(
