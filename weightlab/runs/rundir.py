@@ -155,10 +155,11 @@ class RunDir:
             metrics, tensors = compute()
             if tensors:
                 save_tensors(tpath, tensors)
-            atomic_write_json(jpath, {"key": key, "metrics": metrics, "has_tensors": bool(tensors)})
-            metrics = read_json(jpath, "unit file")[
-                "metrics"
-            ]  # the JSON-normalized form, as on resume
+            record = json.loads(
+                dumps_json({"key": key, "metrics": metrics, "has_tensors": bool(tensors)})
+            )
+            atomic_write_text(jpath, dumps_json(record))
+            metrics = record["metrics"]  # the JSON-normalized form (NaN -> null), as on resume
         self._metrics.append({"unit": key, **metrics})
         atomic_write_text(
             self.path / "metrics.jsonl",
