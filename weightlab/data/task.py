@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from weightlab.errors import DataError
 from weightlab.seeding import generator
+
+KINDS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (float32) and integer labels ``y`` of one split."""
+    """Inputs ``x`` (float) and targets ``y`` of one split: int64 class labels
+    (classification) or float targets of any shape ``(n, *output_shape)`` (regression)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -26,13 +30,37 @@ class Split:
 
 @dataclass(frozen=True)
 class TaskData:
-    """A classification task with fixed, deterministic splits."""
+    """A supervised task with fixed, deterministic splits.
+
+    Args:
+        kind: ``"classification"`` (``y`` int64 labels in ``[0, num_classes)``, model
+            outputs ``(B, num_classes)`` logits) or ``"regression"`` (``y`` float
+            ``(n, *output_shape)``; ``num_classes`` is 0).
+        output_shape: shape of one model output; defaults to ``(num_classes,)`` for
+            classification and ``y.shape[1:]`` for regression.
+        info: task facts for recipes and probes (e.g. a teacher's weights), JSON-able
+            scalars or tensors; never used by training.
+    """
 
     name: str
     train: Split
     val: Split
     test: Split
     num_classes: int
+    kind: str = "classification"
+    output_shape: tuple[int, ...] | None = None
+    info: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"task kind must be one of {KINDS}, got {self.kind!r}")
+        if self.output_shape is None:
+            shape = (self.num_classes,) if self.kind == "classification" else self.train.y.shape[1:]
+            object.__setattr__(self, "output_shape", tuple(int(d) for d in shape))
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == "regression"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -49,6 +77,9 @@ class TaskData:
             self.val.to(device),
             self.test.to(device),
             self.num_classes,
+            self.kind,
+            self.output_shape,
+            self.info,
         )
 
 
@@ -71,3 +102,11 @@ def _split(x: np.ndarray, y: np.ndarray) -> Split:
 def make_split(x: np.ndarray, y: np.ndarray) -> Split:
     """A :class:`Split` from NumPy arrays (float32 inputs, int64 labels)."""
     return _split(x, y)
+
+
+def make_regression_split(x: np.ndarray, y: np.ndarray) -> Split:
+    """A regression :class:`Split` from NumPy arrays (float32 inputs and targets)."""
+    return Split(
+        torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
+        torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32),
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -357,7 +356,7 @@ class Population:
                 {
                     "seed": int(s.seed),
                     "data_seed": s.data_seed,
-                    "optim": None if s.optim is None else asdict(s.optim),
+                    "optim": None if s.optim is None else s.optim.to_dict(),
                     "masks": sorted(s.masks or {}),
                 }
             )
@@ -389,7 +388,7 @@ class Population:
             for i, m in enumerate(manifest["members"]):
                 optim = m["optim"]
                 if optim is not None:
-                    optim = OptimConfig(**{**optim, "betas": tuple(optim["betas"])})
+                    optim = OptimConfig.from_dict(optim)
                 masks = {k: tensors[f"mask/{i}/{k}"] for k in m["masks"]} or None
                 state = {
                     k[len("param/") :]: v[i] for k, v in tensors.items() if k.startswith("param/")

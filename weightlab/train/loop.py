@@ -23,27 +23,43 @@ from weightlab.train.order import batch_indices, steps_per_epoch
 
 @dataclass(frozen=True)
 class EvalPoint:
-    """Metrics at one evaluation. ``train_loss`` is the mean over steps since the last one."""
+    """Metrics at one evaluation. ``train_loss`` is the mean over steps since the last one.
+
+    Classification fills ``val_acc``/``test_acc``; regression fills ``*_r2`` (R², uniform
+    mean over outputs) and ``*_rel_err`` (``‖ŷ − y‖₂ / ‖y‖₂`` over the split) and leaves the
+    accuracies ``None``. :meth:`to_dict` drops the fields that are ``None``.
+    """
 
     step: int
     epoch: float
     train_loss: float
     val_loss: float
-    val_acc: float
+    val_acc: float | None
     test_loss: float
-    test_acc: float
+    test_acc: float | None
+    val_r2: float | None = None
+    test_r2: float | None = None
+    val_rel_err: float | None = None
+    test_rel_err: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
 class TrainResult:
-    """History of evaluations, plus weight snapshots taken at requested steps."""
+    """History of evaluations, weight snapshots taken at requested steps, and probe values.
+
+    ``probes`` holds one ``{"step": t, name: value, ...}`` dict per step at which probes
+    ran. ``diverged``: the training loss was non-finite at evaluation ``diverged_step``;
+    the member stopped updating there and ``history`` ends with that evaluation.
+    """
 
     history: list[EvalPoint]
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     diverged: bool = False
+    diverged_step: int | None = None
+    probes: list[dict] = field(default_factory=list)
 
     @property
     def best(self) -> EvalPoint:
