@@ -1,23 +1,24 @@
-"""Population engine vs a plain sequential PyTorch loop, on MNIST-1D MLPs trained with Adam.
+"""Population engine against what a user writes instead, as shares of the machine's matmul peak.
 
-For each config and population size N it measures, each in its own subprocess (so peak RSS
-belongs to that measurement alone):
+Every row trains the same members on the same batches with four methods, each timed in the
+same subprocess in interleaved rounds (so all see the same machine load):
 
-Both are timed in the same subprocess in alternating rounds and the best round of each
-is kept, so both see the same machine load (peak RSS includes the loop's <= 8 small models).
+- ``loop``: one ``nn.Module`` + one ``torch.optim`` optimizer per member (PyTorch's default
+  implementation), members stepped in turn;
+- ``loop-fused``: the same with ``fused=True`` (the strongest plain baseline);
+- ``vmap``: the ``torch.func`` ensemble a user writes (``stack_module_state`` +
+  ``vmap(functional_call)`` + one fused optimizer over the stacked parameters);
+- ``population``: :class:`weightlab.population.Population`'s engine (training steps only:
+  batch gather, forward, backward, optimizer update).
 
-- ``loop``: one ``nn.Module`` + one ``torch.optim.Adam`` per member, stepping each member in
-  turn on its batch. For large N only a subset of members (and steps) is timed and the rate
-  extrapolated: a loop's cost per member-step does not depend on N (``loop_members_timed``
-  says how many were timed).
-- ``population``: :class:`weightlab.population.Population`'s engine, training steps only
-  (batch gather + forward + backward + optimizer step), same data and batch order.
+Loops are timed on the same ``LOOP_MEMBERS`` members at every N (their cost per
+member-step does not depend on N) and reported per member-step. Each method reports the
+median rate over rounds and the spread (min-max), and its share of peak: executed matmul
+FLOPs (forward, input-gradient except for the first layer, weight-gradient; padding never
+counts) per second over the fp32 2048x2048 ``torch.mm`` rate measured in the same run.
+Ratios use the faster loop.
 
-Also measured in the same run: the machine's fp32 matmul FLOP/s (2048x2048 matmuls), and the
-engine's achieved fraction of it, counting ``3 x 2 x B x sum(in*out)`` FLOPs per member-step
-(forward, input-gradient and weight-gradient matmuls).
-
-    .venv/bin/python bench/population.py [--quick] [--device cpu] [--threads T]
+    .venv/bin/python bench/population.py [--rows small,lottery] [--rounds 5] [--quick]
 """
 
 from __future__ import annotations
@@ -26,29 +27,60 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-CONFIGS = {
-    "small": ([40, 100, 100, 10], 32),
-    "lottery": ([40, 300, 100, 10], 60),
-    "wide": ([40, 256, 256, 10], 128),
-}
-SIZES = (1, 8, 64, 256)
 RESULTS = Path(__file__).parent / "results" / "population.json"
+LOOP_MEMBERS = 8
+SWEEP_WIDTHS = (64, 128, 256, 512, 1024)
+
+# name: (kind, architecture, batch size, members, optimizer setting)
+ROWS: dict[str, dict] = {
+    "small": {"kind": "mlp", "widths": [40, 100, 100, 10], "batch": 32, "n": 64},
+    "lottery": {"kind": "mlp", "widths": [40, 300, 100, 10], "batch": 60, "n": 64},
+    "lottery-sched": {
+        "kind": "mlp",
+        "widths": [40, 300, 100, 10],
+        "batch": 60,
+        "n": 64,
+        "optim": "adamw-cosine-groups",
+    },
+    "wide": {"kind": "mlp", "widths": [40, 256, 256, 10], "batch": 128, "n": 256},
+    "cnn1d": {"kind": "cnn1d", "batch": 60, "n": 64},
+    "siren": {"kind": "siren", "widths": [1, 256, 256, 1], "batch": 1024, "n": 16},
+    "sweep": {"kind": "sweep", "widths": list(SWEEP_WIDTHS), "batch": 60, "n": 60},
+}
 
 
-def flops_per_member_step(widths: list[int], batch: int) -> int:
-    return 3 * 2 * batch * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+# -- FLOPs ---------------------------------------------------------------------------------
+def matmul_flops_per_example(model: nn.Module, x: torch.Tensor) -> int:
+    """Executed matmul FLOPs of one training step per example: forward + weight-gradient for
+    every Linear/Conv, plus the input-gradient for all but the first such layer."""
+    per_layer: list[int] = []
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Linear):
+            per_layer.append(2 * m.in_features * m.out_features * (out.numel() // out.shape[-1]))
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            k = m.in_channels // m.groups * int(torch.tensor(m.kernel_size).prod())
+            per_layer.append(2 * k * out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x[:1])
+    for h in handles:
+        h.remove()
+    return 3 * sum(per_layer) - per_layer[0]
 
 
-def matmul_flops(device: str, size: int = 2048, seconds: float = 1.5) -> float:
+def peak_flops(device: str, size: int = 2048, seconds: float = 1.5) -> float:
     """Best-of fp32 ``size x size`` matmul rate in FLOP/s."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=g).to(device)
@@ -71,202 +103,293 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# -- the work of one row -------------------------------------------------------------------
+class Row:
+    """Members, data, loss and optimizer settings of one benchmark row."""
+
+    def __init__(self, name: str, device: str) -> None:
+        from weightlab.models import CNN1D, MLP, model_factory
+
+        spec = ROWS[name]
+        self.name, self.device, self.spec = name, device, spec
+        self.batch, self.n = spec["batch"], spec["n"]
+        kind = spec["kind"]
+        if kind in ("mlp", "cnn1d", "sweep"):
+            from weightlab.data import load_dataset
+
+            data = load_dataset("mnist1d", device)
+            self.x, self.y = data.train.x, data.train.y
+            self.regression = False
+        else:  # SIREN: a 1-D signal on 1,024 points, full batch
+            g = torch.Generator().manual_seed(0)
+            t = torch.linspace(-1, 1, spec["batch"]).unsqueeze(1)
+            self.x = t.to(device)
+            self.y = (torch.sin(12 * t) + 0.3 * torch.randn(t.shape, generator=g)).to(device)
+            self.regression = True
+        if kind == "mlp":
+            self.factories = {"": model_factory(MLP, spec["widths"])}
+        elif kind == "cnn1d":
+            self.factories = {"": model_factory(CNN1D, channels=(32, 32), kernel=5, batchnorm=True)}
+        elif kind == "siren":
+            self.factories = {"": model_factory(MLP, spec["widths"], activation="sin")}
+        else:
+            self.factories = {f"w{w}": model_factory(MLP, [40, w, w, 10]) for w in spec["widths"]}
+        per = self.n // len(self.factories)
+        self.members = [(key, s) for key in self.factories for s in range(per)]
+        self.flops = {
+            key: matmul_flops_per_example(f(0), self.x[:1].cpu()) * self.batch
+            for key, f in self.factories.items()
+        }
+        self.order = torch.stack(
+            [
+                torch.randperm(len(self.x), generator=torch.Generator().manual_seed(i))[
+                    : self.batch
+                ]
+                for i in range(64)
+            ]
+        ).to(device)
+
+    @property
+    def flops_per_member_step(self) -> float:
+        return sum(self.flops[k] for k, _ in self.members) / len(self.members)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, y) if self.regression else F.cross_entropy(out, y)
+
+    def optim_config(self):
+        from weightlab.train import OptimConfig, ParamGroup, Schedule
+
+        if self.spec.get("optim") == "adamw-cosine-groups":
+            return OptimConfig(
+                "adamw",
+                lr=1e-3,
+                weight_decay=0.01,
+                groups=(
+                    ParamGroup(("layers.2.*",), lr_mult=0.5),
+                    ParamGroup(("*.bias",), wd_mult=0),
+                ),
+                schedule=Schedule("cosine", warmup_steps=10),
+            )
+        return OptimConfig("adam", lr=1e-3)
+
+    def torch_optimizer(self, named: dict[str, torch.Tensor], fused: bool) -> torch.optim.Optimizer:
+        """The plain-PyTorch optimizer (and LR schedule, as ``opt.schedule``) equal to
+        :meth:`optim_config`, over ``named`` parameters (plain names; stacked or not)."""
+        cfg = self.optim_config()
+        kw = {"fused": True} if fused else {}
+        if cfg.name == "adam":
+            return torch.optim.Adam(list(named.values()), lr=cfg.lr, **kw)
+        last = [p for n, p in named.items() if n.startswith("layers.2.")]
+        bias = [
+            p for n, p in named.items() if n.endswith(".bias") and not n.startswith("layers.2.")
+        ]
+        rest = [
+            p for n, p in named.items() if not n.startswith("layers.2.") and not n.endswith(".bias")
+        ]
+        groups = [
+            {"params": last, "lr": cfg.lr * 0.5},
+            {"params": bias, "weight_decay": 0.0},
+            {"params": rest},
+        ]
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+        total = 10_000
+        opt.schedule = torch.optim.lr_scheduler.LambdaLR(  # type: ignore[attr-defined]
+            opt, lambda s: cfg.schedule.factor(s % total, total)
+        )
+        return opt
 
 
-def _data(device: str):
-    from weightlab.data import load_dataset
-
-    return load_dataset("mnist1d", device)
-
-
-def _loop_runner(config: str, n: int, device: str, data):
-    """A plain loop over at most 8 members (one ``nn.Module`` + one ``torch.optim.Adam``
-    each); its cost per member-step does not depend on N, so larger N is extrapolated."""
-    from weightlab.models import MLP, model_factory
-    from weightlab.train import batch_indices
-
-    widths, batch = CONFIGS[config]
-    x, y = data.train.x, data.train.y
-    timed = min(n, 8)
-    factory = model_factory(MLP, widths)
-    models = [factory(s).to(device) for s in range(timed)]
-    opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-    order = batch_indices(len(data.train), batch, 1, 0).to(device)
+def loop_runner(row: Row, fused: bool):
+    """One module + one optimizer per member, stepped in turn (the user's plain loop)."""
+    picked = _loop_members(row)
+    models = [row.factories[k](s).to(row.device) for k, s in picked]
+    opts = [row.torch_optimizer(dict(m.named_parameters()), fused) for m in models]
     pos = [0]
 
     def run(k: int) -> None:
         for _ in range(k):
-            idx = order[pos[0] % order.shape[0]]
+            idx = row.order[pos[0] % row.order.shape[0]]
             pos[0] += 1
+            xb, yb = row.x[idx], row.y[idx]
             for m, o in zip(models, opts, strict=True):
-                loss = F.cross_entropy(m(x[idx]), y[idx])
+                loss = row.loss(m(xb), yb)
                 o.zero_grad(set_to_none=True)
                 loss.backward()
                 o.step()
+                if hasattr(o, "schedule"):
+                    o.schedule.step()
 
-    return run, timed
+    flops = sum(row.flops[k] for k, _ in picked) / len(picked)
+    return run, len(picked), flops
 
 
-def _population_runner(config: str, n: int, device: str, data):
-    """The population engine's training step over all chunks (no evaluation)."""
-    from weightlab.models import MLP, model_factory
-    from weightlab.population import MemberSpec, Population
-    from weightlab.train import OptimConfig, batch_indices
+def _loop_members(row: Row) -> list[tuple[str, int]]:
+    """The same members at every N: up to LOOP_MEMBERS, spread over the row's architectures."""
+    keys = list(row.factories)
+    per = max(1, LOOP_MEMBERS // len(keys))
+    return [(k, s) for k in keys for s in range(per)]
 
-    widths, batch = CONFIGS[config]
-    x, y = data.train.x, data.train.y
-    pop = Population(model_factory(MLP, widths), [MemberSpec(seed=s) for s in range(n)], device)
-    order = batch_indices(len(data.train), batch, 1, 0).to(device)
-    optim = OptimConfig("adam", lr=1e-3)
-    chunks = pop._chunks(batch)
-    engines = [pop._engine(m, [optim] * len(m)) for m in chunks] if len(chunks) == 1 else None
+
+def vmap_runner(row: Row):
+    """``torch.func`` ensemble per architecture: stacked parameters, one fused optimizer."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    groups = []
+    for key, f in row.factories.items():
+        models = [f(s).to(row.device) for k, s in row.members if k == key]
+        params, buffers = stack_module_state(models)
+        base = f(0).to("meta")
+        opt = row.torch_optimizer(params, fused=True)
+
+        def member_loss(p, b, xb, yb, base=base):
+            return row.loss(functional_call(base, (p, b), (xb,)), yb)
+
+        groups.append((params, buffers, opt, vmap(member_loss, in_dims=(0, 0, None, None))))
     pos = [0]
 
     def run(k: int) -> None:
-        for members in chunks:  # chunks train one after another, as in Population.fit
-            engine = engines[0] if engines else pop._engine(members, [optim] * len(members))
-            for s in range(k):
-                idx = order[(pos[0] + s) % order.shape[0]]
-                engine.train_step(x[idx], y[idx])
-        pos[0] += k
+        for _ in range(k):
+            idx = row.order[pos[0] % row.order.shape[0]]
+            pos[0] += 1
+            xb, yb = row.x[idx], row.y[idx]
+            for params, buffers, opt, fn in groups:
+                loss = fn(params, buffers, xb, yb).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if hasattr(opt, "schedule"):
+                    opt.schedule.step()
 
-    return run, {"chunks": len(chunks), "fast_path": pop._is_fast()}
+    return run
 
 
-def _best_rate(run, work: int, steps: int, rounds: int, device: str) -> float:
-    best = 0.0
+def population_runner(row: Row):
+    """The population engine's training step for every bucket (no evaluation)."""
+    from weightlab.population import MemberSpec, Population
+
+    optim = row.optim_config()
+    engines = []
+    for key, f in row.factories.items():
+        specs = [MemberSpec(seed=s, optim=optim) for k, s in row.members if k == key]
+        pop = Population(f, specs, row.device)
+        chunks = pop._chunks(row.batch)
+        assert len(chunks) == 1, f"{row.name}: benchmark expects one chunk, got {len(chunks)}"
+        engines.append(pop._engine(chunks[0], [optim] * len(specs)))
+    x_fast = row.x.flatten(1) if row.x.dim() > 2 else row.x
+    pos = [0]
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            idx = row.order[pos[0] % row.order.shape[0]]
+            pos[0] += 1
+            for e in engines:
+                e.train_step(x_fast[idx], row.y[idx])
+
+    return run
+
+
+# -- measurement ---------------------------------------------------------------------------
+def worker(name: str, device: str, rounds: int, quick: bool) -> dict:
+    row = Row(name, device)
+    loop, timed, loop_flops = loop_runner(row, fused=False)
+    loop_f, _, _ = loop_runner(row, fused=True)
+    runners = {"loop": loop, "loop-fused": loop_f, "vmap": vmap_runner(row)}
+    runners["population"] = population_runner(row)
+    work = {"loop": timed, "loop-fused": timed, "vmap": row.n, "population": row.n}
+    flops = {"loop": loop_flops, "loop-fused": loop_flops}
+    flops.update(vmap=row.flops_per_member_step, population=row.flops_per_member_step)
+    budget = 3e8 if quick else 2e9  # matmul FLOPs per timed round and method
+    steps = {m: int(max(2, min(200, budget // (work[m] * flops[m])))) for m in runners}
+    for run in runners.values():
+        run(2)
+    rates: dict[str, list[float]] = {m: [] for m in runners}
     for _ in range(rounds):
-        _sync(device)
-        t = time.perf_counter()
-        run(steps)
-        _sync(device)
-        best = max(best, work * steps / (time.perf_counter() - t))
-    return best
-
-
-def worker(config: str, n: int, quick: bool, device: str) -> dict:
-    """Loop and population timed in alternating rounds (best round of each), so both see
-    the same machine load; the machine this was written on is shared with other jobs."""
-    data = _data(device)
-    loop, timed = _loop_runner(config, n, device, data)
-    pop, info = _population_runner(config, n, device, data)
-    loop(2)
-    pop(2)
-    rounds = 2 if quick else 5
-    loop_steps = 3 if quick else 10
-    pop_steps = _pop_steps(config, n, quick)
-    lr, pr = 0.0, 0.0
-    for _ in range(rounds):
-        lr = max(lr, _best_rate(loop, timed, loop_steps, 1, device))
-        pr = max(pr, _best_rate(pop, n, pop_steps, 1, device))
+        for m, run in runners.items():
+            _sync(device)
+            t = time.perf_counter()
+            run(steps[m])
+            _sync(device)
+            rates[m].append(work[m] * steps[m] / (time.perf_counter() - t))
     return {
-        "loop_rate": lr,
-        "pop_rate": pr,
-        "timed_members": timed,
-        "loop_steps_timed": loop_steps * rounds,
-        "pop_steps_timed": pop_steps * rounds,
-        **info,
+        "rates": rates,
+        "flops_per_member_step": flops,
+        "steps": steps,
+        "loop_members_timed": timed,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def _pop_steps(config: str, n: int, quick: bool) -> int:
-    work = n * flops_per_member_step(*CONFIGS[config])
-    budget = 1e9 if quick else 4e9  # FLOPs of training per timed round
-    return int(max(2, min(100, budget // work)))
-
-
-def _spawn(args: list[str], threads: int | None) -> dict:
+def _spawn(args: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--worker", *args]
-    if threads:
-        cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def _measure_all(a, sizes: list[int], threads_arg: int | None) -> list[dict]:
-    if threads_arg:
-        torch.set_num_threads(threads_arg)
-    peak = matmul_flops(a.device)  # measured with the same thread count as the workers
-    threads = threads_arg or torch.get_num_threads()
-    print(f"device {a.device}, {threads} threads, fp32 2048^2 matmul: {peak / 1e9:.1f} GFLOP/s")
-    print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    rows = []
-    head = f"{'config':8} {'N':>4} {'loop ms/s':>10} {'pop ms/s':>10} {'speedup':>8} {'matmul%':>8} {'RSS MiB':>8}"
-    print(head)
-    for config in a.configs.split(","):
-        widths, batch = CONFIGS[config]
-        for n in sizes:
-            r = _spawn([config, str(n), "1" if a.quick else "0", a.device], threads_arg)
-            frac = r["pop_rate"] * flops_per_member_step(widths, batch) / peak
-            row = {
-                "config": config,
-                "widths": widths,
-                "batch_size": batch,
-                "n": n,
-                "loop_member_steps_per_s": r["loop_rate"],
-                "loop_members_timed": r["timed_members"],
-                "loop_steps_timed": r["loop_steps_timed"],
-                "population_member_steps_per_s": r["pop_rate"],
-                "population_steps_timed": r["pop_steps_timed"],
-                "speedup_vs_loop": r["pop_rate"] / r["loop_rate"],
-                "matmul_fraction": frac,
-                "matmul_peak_flops": peak,
-                "peak_rss_mib": r["peak_rss_mib"],
-                "chunks": r["chunks"],
-                "fast_path": r["fast_path"],
-                "device": a.device,
-                "threads": threads,
-                "load_average": os.getloadavg()[0],
-            }
-            rows.append(row)
-            print(
-                f"{config:8} {n:>4} {r['loop_rate']:>10.0f} {r['pop_rate']:>10.0f} "
-                f"{row['speedup_vs_loop']:>7.1f}x {100 * frac:>7.1f}% {r['peak_rss_mib']:>8.0f}",
-                flush=True,
-            )
-    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="few steps, sizes 1 and 64 only")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="fewer steps per round (smoke check)")
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--threads", default=None, help="torch.set_num_threads; a comma list measures each"
-    )
-    p.add_argument("--configs", default=",".join(CONFIGS))
-    p.add_argument("--sizes", default=None)
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--worker", nargs=4, metavar=("CONFIG", "N", "QUICK", "DEVICE"))
+    p.add_argument("--worker", nargs=4, metavar=("ROW", "DEVICE", "ROUNDS", "QUICK"))
     a = p.parse_args()
-    thread_list = [int(t) for t in a.threads.split(",")] if a.threads else [None]
     if a.worker:
-        if thread_list[0]:
-            torch.set_num_threads(thread_list[0])
-        config, n, quick, device = a.worker
-        res = worker(config, int(n), quick == "1", device)
-        res["peak_rss_mib"] = _peak_rss_mib()
-        print(json.dumps(res))
+        name, device, rounds, quick = a.worker
+        print(json.dumps(worker(name, device, int(rounds), quick == "1")))
         return
-    sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else ([1, 64] if a.quick else SIZES)
-    rows = []
-    for t in thread_list:
-        rows += _measure_all(a, sizes, t)
-    print("loop rates time at most 8 members (loop_members_timed) and extrapolate per member-step")
-    _atomic_json(Path(a.out), rows)
+    rows = a.rows.split(",")
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"population bench: error: unknown row(s) {unknown}; choose from {list(ROWS)}")
+    peak = peak_flops(a.device)
+    print(
+        f"device {a.device}, {torch.get_num_threads()} threads, fp32 2048^2 mm peak "
+        f"{peak / 1e9:.1f} GFLOP/s, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'row':14} {'N':>4} {'method':11} {'member-steps/s (median, min-max)':>34} "
+        f"{'% peak':>7} {'vs loop':>8}"
+    )
+    out = []
+    for name in rows:
+        r = _spawn([name, a.device, str(a.rounds), "1" if a.quick else "0"])
+        med = {m: statistics.median(v) for m, v in r["rates"].items()}
+        best_loop = max(med["loop"], med["loop-fused"])
+        entry = {"row": name, **ROWS[name], "peak_flops": peak, "methods": {}}
+        for m, v in r["rates"].items():
+            share = med[m] * r["flops_per_member_step"][m] / peak
+            entry["methods"][m] = {
+                "median": med[m],
+                "min": min(v),
+                "max": max(v),
+                "rounds": v,
+                "share_of_peak": share,
+                "vs_best_loop": med[m] / best_loop,
+            }
+            print(
+                f"{name:14} {ROWS[name]['n']:>4} {m:11} {med[m]:>12.0f} ({min(v):>8.0f}-{max(v):>8.0f})"
+                f"      {100 * share:>6.1f}% {med[m] / best_loop:>7.2f}x",
+                flush=True,
+            )
+        pop = entry["methods"]["population"]
+        entry["population_vs_vmap"] = pop["median"] / entry["methods"]["vmap"]["median"]
+        entry["loop_members_timed"] = r["loop_members_timed"]
+        entry["peak_rss_mib"] = r["peak_rss_mib"]
+        entry["load_average"] = os.getloadavg()[0]
+        print(f"{'':14} population / vmap ensemble: {entry['population_vs_vmap']:.2f}x", flush=True)
+        out.append(entry)
+    print(f"loops time {LOOP_MEMBERS} members at every N; rates are per member-step")
+    _atomic_json(Path(a.out), out)
     print(f"wrote {a.out}")
 
 
