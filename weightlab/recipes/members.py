@@ -9,6 +9,7 @@ the same numbers to float tolerance.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -45,14 +46,18 @@ def train_members(
     results, finals = [], []
     for spec in specs:
         model = build_member(factory, spec, device)
-        member_cfg = (
-            cfg
-            if spec.optim is None
-            else TrainConfig(cfg.epochs, cfg.batch_size, cfg.eval_every, spec.optim)
-        )
-        seed = spec.data_seed if spec.data_seed is not None else data_seed
+        member_cfg = cfg if spec.optim is None else replace(cfg, optim=spec.optim)
+        order_seed = spec.data_seed if spec.data_seed is not None else data_seed
         results.append(
-            train(model, data, member_cfg, seed, snapshot_steps=snapshot_steps, progress=progress)
+            train(
+                model,
+                data,
+                member_cfg,
+                order_seed,
+                seed=spec.seed,
+                snapshot_steps=snapshot_steps,
+                progress=progress,
+            )
         )
         finals.append(take_snapshot(model))
     return results, finals

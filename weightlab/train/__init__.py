@@ -1,19 +1,38 @@
 """The single-model training loop (the reference semantics the population engine matches)."""
 
 from weightlab.train.config import OptimConfig, ParamGroup, Schedule, TrainConfig
-from weightlab.train.loop import EvalPoint, TrainResult, evaluate, make_optimizer, train
+from weightlab.train.loop import EvalPoint, TrainResult, evaluate, train
+from weightlab.train.losses import resolve_loss
+from weightlab.train.optim import make_optimizer
 from weightlab.train.order import batch_indices, steps_per_epoch
+from weightlab.train.probes import (
+    Probe,
+    ProbeContext,
+    distance_from_init,
+    grad_norm,
+    relative_change,
+    train_loss,
+    weight_norm,
+)
 
 __all__ = [
     "EvalPoint",
     "OptimConfig",
     "ParamGroup",
+    "Probe",
+    "ProbeContext",
     "Schedule",
     "TrainConfig",
     "TrainResult",
     "batch_indices",
+    "distance_from_init",
     "evaluate",
+    "grad_norm",
     "make_optimizer",
+    "relative_change",
+    "resolve_loss",
     "steps_per_epoch",
     "train",
+    "train_loss",
+    "weight_norm",
 ]

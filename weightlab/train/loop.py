@@ -1,24 +1,50 @@
-"""One small training loop: seeded data order, SGD or Adam, periodic evaluation, and the
-early-stopping iteration (minimum validation loss) recorded as in Frankle & Carbin (2019),
-Section 2: "we use the iteration of minimum validation loss as a proxy for learning speed".
+"""One small training loop: seeded data order, ``torch.optim`` SGD/Adam/AdamW with
+parameter groups, schedules and clipping, any per-example loss, probes, periodic
+evaluation, and the early-stopping iteration (minimum validation loss) recorded as in
+Frankle & Carbin (2019), Section 2: "we use the iteration of minimum validation loss as a
+proxy for learning speed".
+
+This is the reference semantics every population engine reproduces per member.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from weightlab.core.selectors import plain_name
 from weightlab.core.snapshots import take_snapshot
 from weightlab.data.task import Split, TaskData
-from weightlab.errors import DivergenceError
+from weightlab.errors import ConfigError
+from weightlab.models.dropout import (
+    dropout_layers,
+    dropout_step,
+    functional_dropout,
+    replace_dropout,
+)
 from weightlab.progress import progress_bar
-from weightlab.train.config import OptimConfig, TrainConfig
+from weightlab.train.config import TrainConfig
+from weightlab.train.losses import LossFn, check_per_example, resolve_loss
+from weightlab.train.metrics import correct_count, r2_and_rel_err, sse_per_output, target_stats
+from weightlab.train.optim import clip_gradients, make_optimizer, set_lr
 from weightlab.train.order import batch_indices, steps_per_epoch
+from weightlab.train.probes import Probe, ProbeContext, check_probes, run_probes
+
+__all__ = [
+    "EvalPoint",
+    "TrainResult",
+    "cast_data",
+    "check_snapshot_steps",
+    "eval_steps",
+    "evaluate",
+    "evaluate_split",
+    "make_optimizer",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -79,27 +105,57 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, chunk: int = 8192) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``split`` (eval mode, restored after)."""
+def evaluate_split(
+    model: nn.Module,
+    split: Split,
+    kind: str,
+    loss_fn: LossFn,
+    chunk: int = 8192,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``split`` in eval mode (mode restored after).
+
+    Returns ``{"loss", "acc"}`` for classification and ``{"loss", "r2", "rel_err"}`` for
+    regression; ``loss`` is the mean of ``loss_fn``'s per-example losses (see
+    :mod:`weightlab.train.metrics` for R² and the relative error).
+    """
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(split), chunk):
-        logits = model(split.x[i : i + chunk])
-        y = split.y[i : i + chunk]
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(-1) == y).sum())
-    model.train(was_training)
-    return loss_sum / len(split), correct / len(split)
+    n = len(split)
+    loss_sum, correct, sse = 0.0, 0, None
+    try:
+        for i in range(0, n, chunk):
+            pred = model(split.x[i : i + chunk])
+            y = split.y[i : i + chunk]
+            loss_sum += float(loss_fn(pred, y).sum())
+            if kind == "classification":
+                correct += int(correct_count(pred, y))
+            else:
+                part = sse_per_output(pred.reshape(y.shape), y)
+                sse = part if sse is None else sse + part
+    finally:
+        model.train(was_training)
+    if kind == "classification":
+        return {"loss": loss_sum / n, "acc": correct / n}
+    ss_tot, y_sq = target_stats(split.y)
+    r2, rel = r2_and_rel_err(sse, ss_tot.to(sse.device), y_sq.to(sse.device))
+    return {"loss": loss_sum / n, "r2": float(r2), "rel_err": float(rel)}
 
 
-def make_optimizer(params: Iterable[torch.Tensor], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` or ``SGD`` with the settings of ``cfg``."""
-    if cfg.name == "adam":
-        return torch.optim.Adam(
-            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    chunk: int = 8192,
+    *,
+    kind: str = "classification",
+    loss: str | LossFn = "auto",
+) -> tuple[float, ...]:
+    """``(loss, accuracy)`` for classification (cross-entropy by default), or
+    ``(loss, r2, rel_err)`` for ``kind="regression"`` (MSE by default)."""
+    ndim = split.y.ndim - 1 if kind == "regression" else 1
+    m = evaluate_split(model, split, kind, resolve_loss(loss, kind, ndim), chunk)
+    if kind == "classification":
+        return m["loss"], m["acc"]
+    return m["loss"], m["r2"], m["rel_err"]
 
 
 def eval_steps(total_steps: int, spe: int, eval_every: int) -> list[int]:
@@ -111,69 +167,195 @@ def eval_steps(total_steps: int, spe: int, eval_every: int) -> list[int]:
     return steps
 
 
+def check_snapshot_steps(snapshot_steps: Sequence[int], total_steps: int) -> set[int]:
+    """The requested snapshot steps as a set; any outside ``[0, total_steps]`` is a
+    :class:`ConfigError` (raised before training starts)."""
+    steps = set()
+    for s in snapshot_steps:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ConfigError(f"snapshot steps must be integers, got {s!r}")
+        if not 0 <= s <= total_steps:
+            raise ConfigError(
+                f"snapshot step {s} is outside the run (0..{total_steps} steps); "
+                "choose a step within the training budget"
+            )
+        steps.add(s)
+    return steps
+
+
+def cast_data(data: TaskData, dtype: torch.dtype) -> TaskData:
+    """``data`` with float inputs (and float targets) cast to ``dtype``; labels unchanged."""
+
+    def cast(split: Split) -> Split:
+        y = split.y.to(dtype) if split.y.is_floating_point() else split.y
+        return Split(split.x.to(dtype), y)
+
+    return TaskData(
+        data.name,
+        cast(data.train),
+        cast(data.val),
+        cast(data.test),
+        data.num_classes,
+        data.kind,
+        data.output_shape,
+        data.info,
+    )
+
+
+def _eval_point(
+    model: nn.Module, data: TaskData, loss_fn: LossFn, step: int, spe: int, train_loss: float
+) -> EvalPoint:
+    val = evaluate_split(model, data.val, data.kind, loss_fn)
+    test = evaluate_split(model, data.test, data.kind, loss_fn)
+    if data.kind == "classification":
+        return EvalPoint(
+            step, step / spe, train_loss, val["loss"], val["acc"], test["loss"], test["acc"]
+        )
+    return EvalPoint(
+        step,
+        step / spe,
+        train_loss,
+        val["loss"],
+        None,
+        test["loss"],
+        None,
+        val_r2=val["r2"],
+        test_r2=test["r2"],
+        val_rel_err=val["rel_err"],
+        test_rel_err=test["rel_err"],
+    )
+
+
 def train(
     model: nn.Module,
     data: TaskData,
     cfg: TrainConfig,
     data_seed: int,
     *,
+    seed: int = 0,
     snapshot_steps: Sequence[int] = (),
+    probes: Sequence[Probe] = (),
     on_eval: Callable[[EvalPoint, nn.Module], None] | None = None,
     progress: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` and evaluate on val/test.
 
+    Each step ``t = 1..T``: set the scheduled learning rates, forward a batch (dropout
+    masks of member ``seed`` at step ``t``, see :mod:`weightlab.models.dropout`), mean
+    per-example loss, backward, clip, update; then snapshot, probes and evaluation if due.
+
+    Divergence: if the mean training loss since the last evaluation is non-finite at an
+    evaluation, the evaluation is still recorded (metrics may be NaN), ``diverged`` and
+    ``diverged_step`` are set, and training stops there. No exception is raised.
+
     Args:
-        model: any module mapping ``x`` to logits; masks and other transforms attached
+        model: any module mapping ``x`` to outputs; masks and other transforms attached
             with :mod:`weightlab.core` are respected (pruned weights stay zero).
+            ``nn.Dropout`` modules are replaced in place by weightlab's seeded ``Dropout``.
         data: the task, already on the model's device.
-        cfg: epochs, batch size, evaluation interval and optimizer.
+        cfg: epochs, batch size (the train split's size gives full-batch gradient
+            descent), evaluation interval, optimizer and loss.
         data_seed: seeds the data order (see :func:`batch_indices`).
-        snapshot_steps: steps after which to keep a copy of the weights (0 = before training).
+        seed: the member's init seed; seeds the dropout masks.
+        snapshot_steps: steps after which to keep a copy of the weights (0 = before
+            training); each must lie in ``[0, T]``.
+        probes: :class:`~weightlab.train.probes.Probe` s run every ``probe.every`` steps.
         on_eval: called with each :class:`EvalPoint` and the model.
-        progress: show a tqdm progress bar.
+        progress: show a progress bar.
+        dtype: cast the model and the data to this dtype first (e.g. ``torch.float64``
+            for equivalence tests).
 
     Raises:
-        DivergenceError: the training loss became NaN or infinite.
+        ConfigError: a snapshot step outside the run, a warm-up longer than the run, a
+            parameter group matching nothing, a batch larger than the train split, or
+            dropout inside a functional call.
     """
+    if dtype is not None:
+        model.to(dtype)
+        data = cast_data(data, dtype)
     n = len(data.train)
     spe = steps_per_epoch(n, cfg.batch_size)
+    total = spe * cfg.epochs
+    snaps = check_snapshot_steps(snapshot_steps, total)
+    cfg.optim.schedule.check(total)
+    probes = check_probes(probes)
+    hidden = functional_dropout(model)
+    if hidden:
+        raise ConfigError(
+            f"module(s) {', '.join(hidden)} apply dropout with the global RNG; set their "
+            "dropout to 0 and use nn.Dropout / weightlab.models.Dropout modules instead"
+        )
+    replace_dropout(model)
+    drop = dropout_layers(model)
+    loss_fn = resolve_loss(cfg.loss, data.kind, len(data.output_shape))
+    custom_loss = not isinstance(cfg.loss, str)
+    opt = make_optimizer(model, cfg.optim)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    named = [(plain_name(k), p) for k, p in model.named_parameters() if p.requires_grad]
     order = batch_indices(n, cfg.batch_size, cfg.epochs, data_seed).to(data.device)
-    total = order.shape[0]
     evals = set(eval_steps(total, spe, cfg.eval_every))
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
+
     result = TrainResult(history=[])
-    if 0 in snapshot_steps:
+    ctx = None
+    if probes:
+        init = {k: p.detach().clone() for k, p in named}
+        ctx = ProbeContext(0, data, loss_fn, init, None, seed)
+    if 0 in snaps:
         result.snapshots[0] = take_snapshot(model)
+    if ctx is not None:
+        row = run_probes(probes, model, ctx)
+        if row is not None:
+            result.probes.append(row)
     bar = progress_bar(total, "train", "step", progress, leave=False)
-    running, count = torch.zeros((), device=data.device), 0
+    running, count = torch.zeros((), device=data.device, dtype=torch.float64), 0
     model.train()
-    for step in range(1, total + 1):
-        idx = order[step - 1]
-        loss = F.cross_entropy(model(data.train.x[idx]), data.train.y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running += loss.detach()
-        count += 1
-        if step in snapshot_steps:
-            result.snapshots[step] = take_snapshot(model)
-        if step in evals:
-            train_loss = float(running) / count
-            if not math.isfinite(train_loss):
-                raise DivergenceError(
-                    f"training diverged (loss {train_loss}) by step {step}; lower the learning rate"
-                )
-            running.zero_()
-            count = 0
-            val_loss, val_acc = evaluate(model, data.val)
-            test_loss, test_acc = evaluate(model, data.test)
-            point = EvalPoint(step, step / spe, train_loss, val_loss, val_acc, test_loss, test_acc)
-            result.history.append(point)
-            if on_eval is not None:
-                on_eval(point, model)
+    try:
+        for step in range(1, total + 1):
+            idx = order[step - 1]
+            x, y = data.train.x[idx], data.train.y[idx]
+            set_lr(opt, cfg.optim, step - 1, total)
+            if drop:
+                with dropout_step(drop, seed, step):
+                    pred = model(x)
+            else:
+                pred = model(x)
+            losses = loss_fn(pred, y)
+            if custom_loss:
+                check_per_example(losses, (len(idx),))
+            loss = losses.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            probe_due = ctx is not None and any(p.due(step) for p in probes)
+            if probe_due:
+                ctx.grads = {
+                    k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                    for k, p in named
+                }
+            clip_gradients(params, cfg.optim)
+            opt.step()
+            running += loss.detach()
+            count += 1
+            if step in snaps:
+                result.snapshots[step] = take_snapshot(model)
+            if probe_due:
+                ctx.step = step
+                result.probes.append(run_probes(probes, model, ctx))
+                ctx.grads = None
+            if step in evals:
+                train_loss = float(running) / count
+                running.zero_()
+                count = 0
+                point = _eval_point(model, data, loss_fn, step, spe, train_loss)
+                result.history.append(point)
+                if on_eval is not None:
+                    on_eval(point, model)
+                if not math.isfinite(train_loss):
+                    result.diverged, result.diverged_step = True, step
+                    break
+            if bar is not None:
+                bar.update(1)
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return result
