@@ -491,10 +491,14 @@ def test_bad_input_one_line_before_training(cls_data):
         Schedule("step", step_size=-2)
 
 
-def test_regression_task_rejects_cross_entropy(reg_data):
+def test_regression_task_rejects_cross_entropy_and_wrong_outputs(reg_data, cls_data):
     cfg = TrainConfig(epochs=1, batch_size=20, loss="cross_entropy")
     with pytest.raises(ConfigError, match="needs a classification task"):
         train(build(MLP, [5, 2], seed=0), reg_data, cfg, 0)
+    with pytest.raises(ConfigError, match=r"outputs of shape \(3,\) per example, task 'teacher'"):
+        train(build(MLP, [5, 3], seed=0), reg_data, TrainConfig(1, 20), 0)
+    with pytest.raises(ConfigError, match=r"outputs of shape \(4,\) per example.*needs \(3,\)"):
+        train(mlp(widths=(6, 4)), cls_data, TrainConfig(1, 16), 0)
 
 
 def test_train_members_loop_passes_seed_and_member_optim(cls_data):

@@ -99,8 +99,12 @@ def test_mse_per_example_mean_equals_f_mse_loss():
 def test_loss_errors_and_callable():
     with pytest.raises(ConfigError, match="classification task"):
         resolve_loss("cross_entropy", "regression")
-    with pytest.raises(ConfigError, match="does not match the target shape"):
+    with pytest.raises(ConfigError, match="do not match targets of shape"):
         mse_per_example(_randn(4, 2), _randn(4, 3))
+    with pytest.raises(ConfigError, match=r"must output \(batch, \*\(\)\)"):
+        mse_per_example(_randn(4, 1), _randn(4))  # would broadcast to (4, 4)
+    with pytest.raises(ConfigError, match="do not fit labels"):
+        cross_entropy_per_example(_randn(4, 3, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ConfigError, match="integer class labels"):
         cross_entropy_per_example(_randn(4, 2), _randn(4))
 

@@ -130,6 +130,11 @@ def evaluate_split(
             if kind == "classification":
                 correct += int(correct_count(pred, y))
             else:
+                if pred.numel() != y.numel():
+                    raise ConfigError(
+                        f"model outputs of shape {tuple(pred.shape)} do not match targets of "
+                        f"shape {tuple(y.shape)}; change the model's output layer"
+                    )
                 part = sse_per_output(pred.reshape(y.shape), y)
                 sse = part if sse is None else sse + part
     finally:
@@ -200,6 +205,16 @@ def cast_data(data: TaskData, dtype: torch.dtype) -> TaskData:
         data.output_shape,
         data.info,
     )
+
+
+def _check_outputs(pred: torch.Tensor, data: TaskData) -> None:
+    """One line if the model's outputs cannot be the task's (checked on the first batch)."""
+    want = tuple(data.output_shape)
+    if tuple(pred.shape[1:]) != want:
+        raise ConfigError(
+            f"model outputs of shape {tuple(pred.shape[1:])} per example, task "
+            f"{data.name!r} needs {want}; change the model's output layer"
+        )
 
 
 def _eval_point(
@@ -320,6 +335,8 @@ def train(
                     pred = model(x)
             else:
                 pred = model(x)
+            if step == 1 and not custom_loss:
+                _check_outputs(pred, data)
             losses = loss_fn(pred, y)
             if custom_loss:
                 check_per_example(losses, (len(idx),))

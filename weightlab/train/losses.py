@@ -33,7 +33,13 @@ def cross_entropy_per_example(pred: torch.Tensor, target: torch.Tensor) -> torch
             "cross-entropy needs integer class labels; use loss 'mse' for float targets"
         )
     lead = pred.shape[:-1]
-    t = target.expand(lead) if target.shape != lead else target
+    try:
+        t = target.expand(lead) if target.shape != lead else target
+    except RuntimeError:
+        raise ConfigError(
+            f"model outputs of shape {tuple(pred.shape)} do not fit labels of shape "
+            f"{tuple(target.shape)}; the model must output (batch, classes) logits"
+        ) from None
     out = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), t.reshape(-1), reduction="none")
     return out.view(lead)
 
@@ -57,10 +63,11 @@ def mse_per_example(
         target = F.one_hot(target, pred.shape[-1]).to(pred.dtype)
         output_ndim = 1
     k = target.ndim - 1 if output_ndim is None else output_ndim
-    if k and tuple(pred.shape[-k:]) != tuple(target.shape[-k:]):
+    if pred.ndim < k + 1 or tuple(pred.shape[-k - 1 :]) != tuple(target.shape[-k - 1 :]):
+        want = tuple(target.shape[-k:]) if k else ()
         raise ConfigError(
-            f"model output shape {tuple(pred.shape[-k:])} does not match the target shape "
-            f"{tuple(target.shape[-k:])}; give the model {tuple(target.shape[-k:])} outputs"
+            f"model outputs of shape {tuple(pred.shape)} do not match targets of shape "
+            f"{tuple(target.shape)}; the model must output (batch, *{want})"
         )
     sq = (pred - target).square()
     return sq.mean(dim=tuple(range(-k, 0))) if k else sq
