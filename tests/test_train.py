@@ -479,6 +479,8 @@ def test_bad_input_one_line_before_training(cls_data):
 
     fails("snapshot step 7 is outside the run", snapshot_steps=(0, 7))
     fails("snapshot step -1 is outside the run", snapshot_steps=(-1,))
+    fails("snapshot steps must be integers", snapshot_steps=(1.5,))
+    fails("snapshot step 9 is outside", snapshot_steps=(np.int64(9),))
     long_warmup = OptimConfig(schedule=Schedule(warmup_steps=10))
     fails("warm-up of 10 steps is longer than the run", TrainConfig(1, 16, optim=long_warmup))
     nothing = OptimConfig(groups=(ParamGroup(("head.*",)),))
@@ -520,3 +522,19 @@ def test_train_members_loop_passes_seed_and_member_optim(cls_data):
 def test_split_helper_types():
     s = Split(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
     assert len(s) == 2
+
+
+def test_probe_may_use_autograd_without_changing_training(cls_data):
+    cfg = TrainConfig(epochs=1, batch_size=16, optim=OptimConfig("sgd", lr=0.1, momentum=0.9))
+
+    def full_grad(model, ctx):
+        with torch.enable_grad():
+            loss = ctx.loss_fn(model(ctx.data.train.x), ctx.data.train.y).mean()
+            loss.backward()  # leaves .grad behind on purpose
+        return sum(float(p.grad.square().sum()) for p in model.parameters()) ** 0.5
+
+    plain, probed = mlp(), mlp()
+    train(plain, cls_data, cfg, 0, dtype=F64)
+    res = train(probed, cls_data, cfg, 0, probes=[Probe("full_grad", 2, full_grad)], dtype=F64)
+    assert_same_weights(plain, probed, rtol=0, atol=0)
+    assert all(r["full_grad"] > 0 for r in res.probes)

@@ -10,6 +10,7 @@ This is the reference semantics every population engine reproduces per member.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -177,8 +178,9 @@ def check_snapshot_steps(snapshot_steps: Sequence[int], total_steps: int) -> set
     :class:`ConfigError` (raised before training starts)."""
     steps = set()
     for s in snapshot_steps:
-        if isinstance(s, bool) or not isinstance(s, int):
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise ConfigError(f"snapshot steps must be integers, got {s!r}")
+        s = int(s)
         if not 0 <= s <= total_steps:
             raise ConfigError(
                 f"snapshot step {s} is outside the run (0..{total_steps} steps); "

@@ -7,6 +7,10 @@ step's evaluation, in eval mode under ``torch.no_grad()``; the model's train/eva
 its buffers (BatchNorm running statistics) are restored afterwards, so a probe never
 changes training.
 
+A probe that needs gradients (e.g. a Hessian-vector product for sharpness) may open
+``torch.enable_grad()`` inside ``fn``; gradients it leaves in ``.grad`` are cleared before
+the next update. It must not change parameters.
+
 ``fn(model, ctx) -> value`` gets a :class:`ProbeContext` and returns either a dict
 ``{key: value}`` (recorded as ``"<name>/<key>"``) or one value (recorded as ``"<name>"``);
 a value is a float or a tensor of at most :data:`MAX_ELEMENTS` elements. Values are stored
