@@ -301,7 +301,7 @@ def train(
     if hidden:
         raise ConfigError(
             f"module(s) {', '.join(hidden)} apply dropout with the global RNG; set their "
-            "dropout to 0 and use nn.Dropout / weightlab.models.Dropout modules instead"
+            "dropout to 0 and use nn.Dropout modules (seeded by weightlab) instead"
         )
     replace_dropout(model)
     drop = dropout_layers(model)
