@@ -3,8 +3,8 @@
 Some modules have no batching rule for ``vmap`` (in torch 2.13: ``nn.RNN``, ``nn.LSTM`` and
 ``nn.GRU``, whose fused kernels ``aten::rnn_tanh`` / ``aten::lstm`` / ``aten::gru`` cannot be
 vectorized). :func:`vmap_rejection` finds out once per population by running a vmapped
-forward of the model on two members (train mode, cloned buffers, nothing kept); if it
-raises, the population trains on :class:`SequentialEngine` and logs one line on the
+forward and backward (and an eval-mode forward) of the model on two members, on copies;
+if one raises, the population trains on :class:`SequentialEngine` and logs one line on the
 ``"weightlab"`` logger saying so and why.
 
 :class:`SequentialEngine` keeps everything of :class:`~weightlab.population.func_engine.FuncEngine`
@@ -37,26 +37,38 @@ log = logging.getLogger("weightlab")
 
 
 def vmap_rejection(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Why ``vmap(functional_call(model, ...))`` cannot run ``model`` on ``x``, or ``None``.
+    """Why ``vmap(functional_call(model, ...))`` cannot train ``model`` on ``x``, or ``None``.
 
-    Runs one vmapped forward over two stacked copies of ``model``'s parameters and
-    (cloned) buffers in train mode; nothing is written back. Random operations are allowed
-    here (``randomness="different"``): they are refused separately by
+    Does what a training step and an evaluation of the generic path do, on two stacked
+    copies of ``model``'s parameters and buffers (copies: nothing is written back): a
+    train-mode vmapped forward, the gradient of its sum with respect to the stacked
+    parameters, and an eval-mode vmapped forward under ``no_grad``. Random operations are
+    allowed here (``randomness="different"``): they are refused separately by
     :func:`refuse_random_forward`, not a reason to change path.
     """
-    params = {k: torch.stack([v.detach()] * 2) for k, v in model.named_parameters()}
-    buffers = {k: torch.stack([v.detach()] * 2) for k, v in model.named_buffers()}
+    params = {
+        k: torch.stack([v.detach()] * 2).requires_grad_() for k, v in model.named_parameters()
+    }
     layers = dropout_layers(model)
     was = model.training
-    model.train()
 
     def one(p, b, xi):
         with dropout_step(layers, 0, 1):
             return functional_call(model, (p, b), (xi,))
 
+    def forward():
+        buffers = {k: torch.stack([v.detach()] * 2) for k, v in model.named_buffers()}
+        out = vmap(one, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+        return out[0] if isinstance(out, tuple) else out
+
     try:
+        model.train()
+        out = forward()
+        if out.requires_grad:
+            torch.autograd.grad(out.sum(), list(params.values()), allow_unused=True)
+        model.eval()
         with torch.no_grad():
-            vmap(one, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+            forward()
     except (RuntimeError, NotImplementedError) as e:
         text = str(e).strip()
         return text.splitlines()[0] if text else type(e).__name__
@@ -126,8 +138,6 @@ def log_path(model: nn.Module, reason: str | None) -> None:
 
 class SequentialEngine(FuncEngine):
     """:class:`FuncEngine` whose forward runs member by member instead of under ``vmap``."""
-
-    sequential = True
 
     def _map_members(self, fn, params, buffers, x, x_dim, masks):
         outs = []
