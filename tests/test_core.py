@@ -132,6 +132,74 @@ def test_optimizer_state_and_weights_stay_zero_at_pruned_positions(optim):
             assert state[key][m].abs().sum() > 0, key
 
 
+def _adam_steps(model, opt, steps: int, seed: int = 5) -> None:
+    g = generator(seed)
+    for _ in range(steps):
+        x = torch.randn(16, WIDTHS[0], generator=g)
+        y = torch.randint(0, WIDTHS[-1], (16,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False])
+def test_masking_mid_training_zeroes_optimizer_state(with_optimizer):
+    """Masks applied after Adam steps: with the optimizer passed, its moments are zeroed at
+    pruned positions and pruned stored weights stay exactly 0; without it the leftover
+    moments keep moving them (the behaviour ``optimizer=`` fixes)."""
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    params = dict(model.named_parameters())
+    _adam_steps(model, opt, 5)
+    masks = _masks(model, 0.4)
+    apply_masks(model, masks, optimizer=opt if with_optimizer else None)
+    for name in masks:  # the optimizer's Parameter is the transform's stored original
+        assert _original(model, name) is params[name]
+    _adam_steps(model, opt, 5, seed=6)
+    for name, m in masks.items():
+        p = _original(model, name)
+        if with_optimizer:
+            assert torch.all(p[~m] == 0)
+            assert torch.all(opt.state[p]["exp_avg"][~m] == 0)
+            assert torch.all(opt.state[p]["exp_avg_sq"][~m] == 0)
+            assert opt.state[p]["exp_avg"][m].abs().sum() > 0
+        else:
+            assert p[~m].abs().sum() > 0  # drifted away from zero
+
+
+def test_masking_updates_zero_sgd_momentum_of_an_already_masked_layer():
+    model = _mlp()
+    apply_masks(model, _masks(model, 0.8))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    _adam_steps(model, opt, 3)
+    tighter = {n: m & _masks(model, 0.5, seed=2)[n] for n, m in get_masks(model).items()}
+    apply_masks(model, tighter, optimizer=opt)
+    _adam_steps(model, opt, 3, seed=7)
+    for name, m in tighter.items():
+        p = _original(model, name)
+        assert torch.all(p[~m] == 0)
+        assert torch.all(opt.state[p]["momentum_buffer"][~m] == 0)
+
+
+class _Tied(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.Linear(6, 6)
+        self.dec = torch.nn.Linear(6, 6)
+        self.dec.weight = self.enc.weight  # tied
+
+
+@pytest.mark.parametrize("name", ["enc.weight", "dec.weight"])
+def test_tied_parameters_are_refused_naming_both_aliases(name):
+    model = _Tied()
+    with pytest.raises(
+        ConfigError, match=r"'(enc|dec)\.weight' is shared with '(dec|enc)\.weight'"
+    ):
+        apply_masks(model, {name: torch.ones(6, 6)})
+    assert not parametrize.is_parametrized(model.enc)
+    apply_masks(model, {"enc.bias": torch.ones(6)})  # untied parameters are fine
+
+
 def test_checkpoint_holds_zeros_and_reloads(tmp_path):
     model = _mlp()
     masks = _masks(model, 0.25)

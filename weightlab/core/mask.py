@@ -5,7 +5,8 @@ Used by every pruning method (Frankle & Carbin 2019; Han et al. 2015). Invariant
 - pruned weights are exactly zero in the forward pass (``W ⊙ M``);
 - they get zero gradient (``∂L/∂W = ∂L/∂W_eff ⊙ M``);
 - the stored weight is zeroed where ``M = 0`` when a mask is applied, so weight decay,
-  optimizer moments and saved checkpoints hold exact zeros there as well.
+  optimizer moments and saved checkpoints hold exact zeros there as well; masking a model
+  mid-training also zeroes the optimizer's state there (``apply_masks(..., optimizer)``).
 """
 
 from __future__ import annotations
@@ -47,10 +48,53 @@ def _mask_transform(model: nn.Module, name: str) -> Mask | None:
     return masks[0] if masks else None
 
 
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """``id(stored parameter) -> its plain names`` (several names: tied parameters)."""
+    out: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        out.setdefault(id(p), []).append(plain_name(name))
+    return out
+
+
+def _refuse_tied(model: nn.Module, names) -> None:
+    for aliases in _aliases(model).values():
+        hit = [n for n in aliases if n in names]
+        if hit and len(aliases) > 1:
+            others = [n for n in aliases if n != hit[0]]
+            raise ConfigError(
+                f"parameter {hit[0]!r} is shared with {', '.join(map(repr, others))} (tied "
+                "weights); a mask on one alias would not mask the others: untie them first"
+            )
+
+
+def _zero_optimizer_state(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor, mask: torch.Tensor
+) -> None:
+    """Zero every state tensor of ``param`` shaped like it (Adam's ``exp_avg``,
+    ``exp_avg_sq``, ``max_exp_avg_sq``; SGD's ``momentum_buffer``...) where ``mask`` is 0."""
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for value in state.values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value.mul_(mask.to(value.device, value.dtype))
+
+
 @torch.no_grad()
-def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+def apply_masks(
+    model: nn.Module,
+    masks: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> nn.Module:
     """Attach (or update) a :class:`Mask` on each named parameter and zero the stored
-    weight where the mask is 0. Names are plain parameter names."""
+    weight where the mask is 0. Names are plain parameter names.
+
+    With ``optimizer``, its per-parameter state tensors (moments, momentum buffers) are
+    zeroed at the pruned positions too; otherwise Adam's leftover moments keep moving
+    pruned stored weights after masking (the gradient there is zero, the update is not).
+    Tied parameters (one ``Parameter`` under two names) are refused, naming both aliases.
+    """
+    _refuse_tied(model, set(masks))
     for name, mask in masks.items():
         module, attr = _resolve(model, name)
         existing = _mask_transform(model, name)
@@ -63,6 +107,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
             existing.mask.copy_(mask)
         original = module.parametrizations[attr].original
         original.mul_(mask.to(original.dtype))
+        if optimizer is not None:
+            _zero_optimizer_state(optimizer, original, mask)
     return model
 
 
