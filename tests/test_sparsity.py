@@ -32,6 +32,7 @@ from weightlab.sparsity import (
     uniform_densities,
     weights_of,
 )
+from weightlab.sparsity.allocation import global_removals
 from weightlab.train import OptimConfig, TrainConfig, train
 
 LENET_1D = {  # MLP 40-300-100-10 (LeNet-300-100 on MNIST-1D)
@@ -285,6 +286,40 @@ def test_imp_step_global():
         imp_step(w, None, rates, scope="local")
     with pytest.raises(ConfigError, match="no pruning rate"):
         imp_step(w, None, {"layers.0.weight": 0.2})
+
+
+@pytest.mark.parametrize(
+    "alive, rates",
+    [
+        ([12000, 30000, 1000], [0.2, 0.2, 0.1]),  # LeNet-300-100 on MNIST-1D, last at half rate
+        ([5, 7, 9], [0.3, 0.5, 0.1]),  # every layer rounds half up
+        ([40, 3000, 10], [0.25, 0.0, 0.9]),  # a rate-0 layer stays out of the pool
+    ],
+)
+def test_global_removals_equal_the_layerwise_total(alive, rates):
+    """Global pruning with per-layer rate overrides removes, in total, exactly what
+    layer-wise pruning with the same rates removes (rates weighted by alive counts), not
+    ``mean(rates) · alive`` (the unweighted average)."""
+    names = [f"l{i}.weight" for i in range(len(alive))]
+    shapes = {n: torch.Size([a]) for n, a in zip(names, alive, strict=True)}
+    rate = dict(zip(names, rates, strict=True))
+    w = _weights(4, shapes)
+    layerwise = imp_step(w, None, rate, scope="layerwise")
+    removed_layerwise = sum(alive) - sum(mask_counts(layerwise).values())
+    assert global_removals(dict(zip(names, alive, strict=True)), rate) == removed_layerwise
+    pool = [n for n in names if rate[n] > 0]
+    kept = global_masks(
+        {n: w[n].abs() for n in pool},
+        sum(shapes[n].numel() for n in pool)
+        - global_removals({n: shapes[n].numel() for n in pool}, rate),
+    )
+    removed_global = sum(shapes[n].numel() for n in pool) - sum(mask_counts(kept).values())
+    assert removed_global == removed_layerwise
+    if alive[0] == 12000:  # the unweighted mean would remove 7167, not 8500
+        unweighted = round_half_up(Fraction(1, 2) / 3, sum(alive))
+        assert (unweighted, removed_layerwise) == (7167, 8500)
+    with pytest.raises(ConfigError, match="no pruning rate"):
+        global_removals({"x": 3}, {})
 
 
 def test_density_schedule_lenet_40_300_100_10():

@@ -192,6 +192,28 @@ def _check_rate(rate: float, what: str, allow_zero: bool = False) -> float:
     return r
 
 
+def global_removals(alive: Mapping[str, int], rates: Mapping[str, float]) -> int:
+    """How many weights one *global* pruning round removes from the layers with rate > 0:
+    ``Σ_l round-half-up(r_l · alive_l)``, exactly the total that layer-wise pruning with
+    the same rates removes.
+
+    This is the pool's alive-weighted mean rate ``r̄ = Σ r_l·alive_l / Σ alive_l``
+    applied to the pool (``r̄ · Σ alive_l``), rounded per layer as layer-wise pruning
+    rounds; an unweighted mean of the rates would remove more or less than that whenever
+    layers with different rates have different sizes. One global threshold then decides
+    *where* the removals fall (Frankle & Carbin 2019, Sec. 4, global pruning).
+    """
+    total = 0
+    for name, a in alive.items():
+        if name not in rates:
+            raise ConfigError(f"no pruning rate for {name!r}; give one for every layer")
+        r = _check_rate(rates[name], f"pruning rate for {name!r}", allow_zero=True)
+        if int(a) < 0:
+            raise ConfigError(f"alive count for {name!r} must be >= 0, got {a}")
+        total += round_half_up(r, int(a)) if r > 0 else 0
+    return total
+
+
 def layer_rates(
     names: Sequence[str], rate: float, overrides: Mapping[str, float] | None = None
 ) -> dict[str, float]:
@@ -226,6 +248,7 @@ def layer_rates(
 __all__ = [
     "erk_densities",
     "global_masks",
+    "global_removals",
     "keep_counts",
     "layer_rates",
     "layerwise_masks",
