@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import weightlab.init.stacked as stacked_mod
 from weightlab.core.snapshots import take_snapshot
 from weightlab.errors import ConfigError
 from weightlab.init import INIT_SCHEMES, init_module_
@@ -265,15 +266,19 @@ FACTORIES = {
     "cnn": lambda init: model_factory(CNN1D, channels=(8, 8), init=init),
     "cnn_bn": lambda init: model_factory(CNN1D, 40, (6, 4), 3, 10, batchnorm=True, init=init),
     "attn": lambda init: model_factory(Attn, init=init),
+    "linear64": lambda init: model_factory(nn.Linear, 30, 20, dtype=torch.float64, init=init),
 }
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("arch", list(FACTORIES))
-def test_draw_stacked_is_bit_identical_to_build(arch, scheme, threads):
+def test_draw_stacked_is_bit_identical_to_build(arch, scheme, threads, monkeypatch):
     factory = FACTORIES[arch](scheme)
-    seeds = [0, 1, 5, 2**40 + 3, 17, 9]
+    seeds = [0, 1, 5, 2**40 + 3, 17, 9, 4]
+    if threads == 2:  # chunks of 2 members, split over 2 workers (odd sizes on purpose)
+        per_member = 8 * sum(p.numel() for p in factory(0).parameters())
+        monkeypatch.setattr(stacked_mod, "_STAGE_BYTES", 2 * per_member)
     stacked = draw_stacked(factory, seeds, threads=threads)
     assert stacked is not None
     for i, seed in enumerate(seeds):

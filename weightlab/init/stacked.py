@@ -101,6 +101,8 @@ class _Worker:
             v = self.stage[d.dist.kind][:n, off : off + size]
             if d.dist.kind == "uniform":  # (rand * 2 - 1) * bound, rounded to float32 by copy_
                 v.mul_(2).sub_(1).mul_(d.dist.scale)
+                if dst.dtype != torch.float32:  # build rounds to float32 first
+                    v = v.float()
                 dst.copy_(v.view(dst.shape))
             else:
                 dst.copy_(torch.mul(v, d.dist.scale).view(dst.shape))
