@@ -113,6 +113,7 @@ _NORMS: tuple[type[nn.Module], ...] = (
 
 
 def get_scheme(name: str) -> Scheme:
+    """The scheme called ``name``; an unknown name raises a one-line :class:`ConfigError`."""
     if name not in INIT_SCHEMES:
         raise ConfigError(f"unknown init scheme {name!r}; choose one of: {', '.join(INIT_SCHEMES)}")
     return INIT_SCHEMES[name]
