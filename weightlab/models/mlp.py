@@ -9,12 +9,18 @@ from torch import nn
 
 from weightlab.errors import ConfigError
 
-ACTIVATIONS = {"relu": nn.functional.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
+ACTIVATIONS = {
+    "relu": nn.functional.relu,
+    "tanh": torch.tanh,
+    "gelu": nn.functional.gelu,
+    "sin": torch.sin,  # SIREN's periodic activation (Sitzmann et al. 2020); ω0 is an init concern
+}
 
 
 class MLP(nn.Module):
     """``widths = [in, h1, ..., out]``; Linear layers ``layers.0 .. layers.{L-1}`` with
-    ``activation`` between them and none after the last (logits)."""
+    ``activation`` (relu, tanh, gelu or sin) between them and none after the last (logits
+    or regression outputs)."""
 
     def __init__(self, widths: Sequence[int], activation: str = "relu") -> None:
         super().__init__()

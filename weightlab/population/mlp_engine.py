@@ -1,12 +1,15 @@
 """Fast path for :class:`weightlab.models.MLP`: stacked weights, batched matmuls and a
 hand-written backward pass, no autograd.
 
-For member ``n`` with layers ``Z_l = A_{l-1} W_l^T + b_l``, ``A_l = φ(Z_l)`` and mean
-cross-entropy over a batch of ``B`` examples, backpropagation (Rumelhart et al. 1986) gives
+For member ``n`` with layers ``Z_l = A_{l-1} W_l^T + b_l``, ``A_l = φ(Z_l)`` and a loss
+``L`` averaged over a batch of ``B`` examples, backpropagation (Rumelhart et al. 1986) gives
 
-- ``∂L/∂Z_L = (softmax(Z_L) - onehot(y)) / B``
+- ``∂L/∂Z_L = (softmax(Z_L) - onehot(y)) / B`` for cross-entropy,
+  ``2 (Z_L - y) / (B · D)`` for MSE over ``D`` outputs, and for any other per-example loss
+  ``∂L/∂Z_L`` by autograd on the output alone (the rest stays hand-written);
 - ``∂L/∂W_l = (∂L/∂Z_l)^T A_{l-1}``, ``∂L/∂b_l = Σ_b ∂L/∂Z_l``
-- ``∂L/∂Z_{l-1} = (∂L/∂Z_l W_l) ⊙ φ'(Z_{l-1})``
+- ``∂L/∂Z_{l-1} = (∂L/∂Z_l W_l) ⊙ φ'(Z_{l-1})``, with ``φ' = [Z > 0]`` (relu),
+  ``1 - A²`` (tanh), ``cos Z`` (sin, as in SIRENs, Sitzmann et al. 2020) or gelu's
 
 computed for all ``N`` members at once with ``torch.baddbmm`` / ``torch.bmm`` on
 ``(N, B, ·)`` tensors, written straight into the flat gradient buffer (see
@@ -17,16 +20,17 @@ member dimension instead of copied.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from weightlab.models.mlp import MLP
+from weightlab.population.loss import EngineLoss
 from weightlab.population.optim import FlatLayout, PopulationOptimizer
 from weightlab.train.config import OptimConfig
 
-FAST_ACTIVATIONS = ("relu", "tanh", "gelu")
+FAST_ACTIVATIONS = ("relu", "tanh", "gelu", "sin")
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -41,7 +45,12 @@ def supports(model: torch.nn.Module) -> bool:
 
 
 class MLPEngine:
-    """Trains ``N`` MLPs of identical widths as one computation."""
+    """Trains ``N`` MLPs of identical widths as one computation.
+
+    ``params`` are stacked ``(N, *shape)`` tensors whose dtype the engine keeps; ``loss``
+    is the training loss (default: cross-entropy); ``opt_kwargs`` go to
+    :class:`PopulationOptimizer` (``total_steps``, ``multipliers``).
+    """
 
     def __init__(
         self,
@@ -50,12 +59,18 @@ class MLPEngine:
         masks: dict[str, torch.Tensor],
         optims: Sequence[OptimConfig] | None,
         device: torch.device,
+        *,
+        loss: EngineLoss | None = None,
+        opt_kwargs: Mapping[str, object] | None = None,
     ) -> None:
         self.widths = list(template.widths)
         self.act = template.activation
-        self.n = n = next(iter(params.values())).shape[0]
+        first = next(iter(params.values()))
+        self.n = n = first.shape[0]
+        self.dtype = first.dtype
+        self.loss = loss or EngineLoss()
         self.layout = FlatLayout(n, {k: v.shape[1:] for k, v in params.items()})
-        self.flat = torch.empty(self.layout.total, device=device)
+        self.flat = torch.empty(self.layout.total, device=device, dtype=self.dtype)
         self.grad = torch.zeros_like(self.flat)
         for name, v in self.layout.views(self.flat).items():
             v.copy_(params[name])
@@ -65,7 +80,11 @@ class MLPEngine:
         self.b = [views[f"layers.{i}.bias"].unsqueeze(1) for i in range(L)]
         self.gW = [gviews[f"layers.{i}.weight"] for i in range(L)]
         self.gb = [gviews[f"layers.{i}.bias"] for i in range(L)]
-        self.opt = PopulationOptimizer(self.flat, self.layout, optims, masks) if optims else None
+        self.opt = (
+            PopulationOptimizer(self.flat, self.layout, optims, masks, **dict(opt_kwargs or {}))
+            if optims
+            else None
+        )
         self._bufs: dict[int, list[torch.Tensor]] = {}
 
     # -- state ---------------------------------------------------------------------------
@@ -77,12 +96,12 @@ class MLPEngine:
 
     # -- compute -------------------------------------------------------------------------
     def _buffers(self, batch: int) -> list[torch.Tensor]:
-        """Preallocated ``Z_l`` (and gelu outputs / input grads) for a batch size."""
+        """Preallocated ``Z_l`` (and gelu/sin outputs, input grads) for a batch size."""
         if batch not in self._bufs:
-            dev, n = self.flat.device, self.n
-            z = [torch.empty(n, batch, w, device=dev) for w in self.widths[1:]]
-            a = [torch.empty(n, batch, w, device=dev) for w in self.widths[1:-1]]
-            d = [torch.empty(n, batch, w, device=dev) for w in self.widths[1:-1]]
+            dev, n, dt = self.flat.device, self.n, self.dtype
+            z = [torch.empty(n, batch, w, device=dev, dtype=dt) for w in self.widths[1:]]
+            a = [torch.empty(n, batch, w, device=dev, dtype=dt) for w in self.widths[1:-1]]
+            d = [torch.empty(n, batch, w, device=dev, dtype=dt) for w in self.widths[1:-1]]
             self._bufs = {batch: [z, a, d]}
         return self._bufs[batch]
 
@@ -105,6 +124,8 @@ class MLPEngine:
                     h = zi.relu_()
                 elif self.act == "tanh":
                     h = zi.tanh_()
+                elif self.act == "sin":
+                    h = torch.sin(zi, out=a[i]) if a else torch.sin(zi)
                 else:
                     h = F.gelu(zi, out=a[i]) if a else F.gelu(zi)
             else:
@@ -112,23 +133,33 @@ class MLPEngine:
             acts.append(h)
         return acts
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step for every member; returns the per-member batch loss ``(N,)``.
-
-        ``x``: ``(B, in)`` shared by all members or ``(N, B, in)``; ``y``: ``(B,)`` or ``(N, B)``.
-        """
-        batch = x.shape[-2]
-        z, a, d = self._buffers(batch)
-        with torch.no_grad():
-            acts = self._forward(x, z, a)
-            logits = acts[-1]
-            logp = torch._log_softmax(logits, -1, False, out=self._logp(logits))
+    def _output_grad(self, out: torch.Tensor, y: torch.Tensor):
+        """``(per-member batch loss (N,), ∂L/∂Z_L)``; the gradient may overwrite ``out``."""
+        batch = out.shape[1]
+        if self.loss.kind == "cross_entropy":
+            logp = torch._log_softmax(out, -1, False, out=self._logp(out))
             yy = (y if y.dim() == 2 else y.unsqueeze(0).expand(self.n, batch)).unsqueeze(-1)
             loss = logp.gather(-1, yy).squeeze(-1).mean(1).neg_()
             # dL/dZ_L = (softmax - onehot) / B, built in place in logp's storage
             dz = logp.exp_()
             dz.scatter_add_(-1, yy, torch.full_like(yy, -1.0, dtype=dz.dtype))
-            dz.mul_(1.0 / batch)
+            return loss, dz.mul_(1.0 / batch)
+        target = self.loss.member_targets(y, self.n)
+        if self.loss.kind == "mse":
+            return self.loss.mse_grad(out, target, self._logp(out))
+        return self.loss.autograd_grad(out, target)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step for every member; returns the per-member batch loss ``(N,)``.
+
+        ``x``: ``(B, in)`` shared by all members or ``(N, B, in)``; ``y``: ``(B, *t)`` or
+        ``(N, B, *t)`` (labels or float targets, per the engine's loss).
+        """
+        batch = x.shape[-2]
+        z, a, d = self._buffers(batch)
+        with torch.no_grad():
+            acts = self._forward(x, z, a)
+            loss, dz = self._output_grad(acts[-1], y)
             for i in range(len(self.W) - 1, -1, -1):
                 torch.bmm(dz.transpose(1, 2), acts[i], out=self.gW[i])
                 torch.sum(dz, dim=1, out=self.gb[i])
@@ -141,6 +172,8 @@ class MLPEngine:
                     )
                 elif self.act == "tanh":
                     dz = da.mul_(1 - acts[i].square())
+                elif self.act == "sin":  # sin'(z) = cos(z); Z_{i-1} is not needed after this
+                    dz = da.mul_(torch.cos(z[i - 1], out=z[i - 1]))
                 else:
                     dz = torch.ops.aten.gelu_backward(da, z[i - 1])
             self.opt.step(self.grad)
@@ -148,14 +181,13 @@ class MLPEngine:
 
     @torch.no_grad()
     def evaluate(self, split, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member summed cross-entropy and number correct on ``split``."""
-        loss = torch.zeros(self.n, device=self.flat.device, dtype=torch.float64)
-        correct = torch.zeros(self.n, device=self.flat.device, dtype=torch.long)
+        """Per-member summed loss ``(N,)`` and number correct ``(N,)`` (classification) or
+        summed squared error per output ``(N, *out)`` (regression) on ``split``."""
+        loss, second = None, None
         for s in range(0, len(split), rows):
             xs, ys = split.x[s : s + rows].flatten(1), split.y[s : s + rows]
-            logits = self._forward(xs, None, None)[-1]
-            yy = ys.unsqueeze(0).expand(self.n, -1)
-            ce = F.cross_entropy(logits.transpose(1, 2), yy, reduction="none")
-            loss += ce.sum(1, dtype=torch.float64)
-            correct += (logits.argmax(-1) == yy).sum(1)
-        return loss, correct
+            out = self._forward(xs, None, None)[-1]
+            part = self.loss.eval_stats(out, self.loss.member_targets(ys, self.n))
+            loss = part[0] if loss is None else loss + part[0]
+            second = part[1] if second is None else second + part[1]
+        return loss, second
