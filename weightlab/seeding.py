@@ -9,6 +9,8 @@ weights, masks and data orders on every device.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -28,3 +30,14 @@ def generator(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
+
+
+@contextmanager
+def seeded_global_cpu_rng(seed: int) -> Iterator[None]:
+    """Run code that draws from PyTorch's *global* CPU RNG (a constructor, a layer's own
+    ``reset_parameters``) deterministically: inside ``torch.random.fork_rng(devices=[])``
+    with only ``torch.default_generator`` seeded. Unlike ``torch.manual_seed`` it never
+    reseeds accelerator generators, and the caller's CPU RNG state is restored on exit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        yield

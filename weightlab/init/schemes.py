@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 
 from weightlab.errors import ConfigError
 from weightlab.init.fans import conv_fans, conv_transpose_fans, embedding_fans, linear_fans
-from weightlab.seeding import derive_seed, generator
+from weightlab.seeding import derive_seed, generator, seeded_global_cpu_rng
 
 
 @dataclass(frozen=True)
@@ -293,8 +293,7 @@ def init_module_(
                 sub = int(torch.randint(0, 2**62, (), generator=g))
             else:
                 sub = derive_seed(int(seed), step.module)
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(sub)
+            with seeded_global_cpu_rng(sub):
                 modules[step.module].reset_parameters()
             continue
         prefix, _, attr = step.name.rpartition(".")

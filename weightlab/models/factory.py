@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from weightlab.init.schemes import get_scheme, init_module_
-from weightlab.seeding import derive_seed
+from weightlab.seeding import derive_seed, seeded_global_cpu_rng
 
 ModelFactory = Callable[[int], nn.Module]
 
@@ -44,8 +44,7 @@ def build(
     """
     get_scheme(init)  # fail on a bad name before constructing
     seed = int(seed)
-    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        torch.default_generator.manual_seed(derive_seed("build", seed))
+    with seeded_global_cpu_rng(derive_seed("build", seed)), torch.device("cpu"):
         model = cls(*args, **kwargs)
         init_module_(model, seed, init)
     return model.to(device)
