@@ -62,6 +62,10 @@ LAYERS = {
         lambda: nn.LSTM(50, 200),
         [("weight_ih_l0", 4, 50, 200), ("weight_hh_l0", 4, 200, 200)],
     ),
+    "lstm_proj": (
+        lambda: nn.LSTM(300, 200, proj_size=64),
+        [("weight_hh_l0", 4, 64, 200), ("weight_hr_l0", 1, 200, 64)],
+    ),
     "gru2": (
         lambda: nn.GRU(30, 100, num_layers=2),
         [("weight_ih_l1", 3, 100, 100), ("weight_hh_l1", 3, 100, 100)],
