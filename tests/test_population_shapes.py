@@ -107,11 +107,10 @@ def test_width_sweep_equals_each_member_alone(data):
         assert pop.key(i) == w
         assert pop.state(i)["layers.1.weight"].shape == (w, w)
         assert_member_equal(pop.state(i), results[i], model, ref)
-    losses = pop.evaluate(data.test)[0]
-    want = [r.final.test_loss for r in results]
-    torch.testing.assert_close(
-        losses.double(), torch.tensor(want, dtype=torch.float64), rtol=1e-4, atol=1e-6
-    )
+    losses, accs = pop.evaluate(data.test)  # in member order, like the results
+    want = torch.tensor([r.final.test_loss for r in results], dtype=torch.float64)
+    torch.testing.assert_close(losses.double(), want, rtol=RTOL, atol=ATOL)
+    assert accs.tolist() == [r.final.test_acc for r in results]
 
 
 def test_useful_flops_count_matmuls_without_padding(data):

@@ -156,11 +156,12 @@ class BucketedPopulation:
                 results[i] = r
         return results  # type: ignore[return-value]
 
-    def evaluate(self, split: Split) -> tuple[torch.Tensor, ...]:
-        """:meth:`Population.evaluate` of every bucket, each returned tensor in member order."""
+    def evaluate(self, split: Split, loss: object = "auto") -> tuple[torch.Tensor, ...]:
+        """:meth:`Population.evaluate` of every bucket (per-member mean loss, and accuracy or
+        R²), each returned tensor in member order."""
         out: list[torch.Tensor] | None = None
         for b in self.buckets:
-            got = b.population.evaluate(split)
+            got = b.population.evaluate(split, loss)
             if out is None:
                 out = [torch.empty(len(self), dtype=t.dtype) for t in got]
             idx = torch.tensor(b.members)
