@@ -202,6 +202,7 @@ class _Call:
     """One kernel call: a setting, a group's multipliers, and the views it updates."""
 
     cfg: OptimConfig
+    slot: int  # index of cfg among the plan's distinct configs (its schedule factor)
     lr_mult: float
     wd_mult: float
     keys: list[str]
@@ -209,6 +210,10 @@ class _Call:
     params: list[torch.Tensor]
     state: tuple[list[torch.Tensor], ...]  # (exp_avg, exp_avg_sq) or (momentum,) or ()
     grads: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.adam = self.cfg.name in ("adam", "adamw")
+        self.weight_decay = self.cfg.weight_decay * self.wd_mult
 
 
 class PopulationOptimizer:
@@ -279,7 +284,12 @@ class PopulationOptimizer:
         names = self.layout.names
         self._calls: list[_Call] = []
         self._clip_runs: list[tuple[float, list[tuple[int, int]]]] = []
-        for cfg, members in by_cfg.items():
+        # per distinct config: its schedule, or None when the factor is always 1
+        self._schedules = [
+            None if c.schedule.kind == "constant" and not c.schedule.warmup_steps else c.schedule
+            for c in by_cfg
+        ]
+        for slot, (cfg, members) in enumerate(by_cfg.items()):
             runs = _runs(members)
             groups: dict[tuple[float, float], list[str]] = {}
             mults = self.multipliers.get(cfg) if cfg.groups else None
@@ -295,7 +305,8 @@ class PopulationOptimizer:
                 else:
                     state = ()
                 params = self._pieces(self.flat, keys, runs)
-                self._calls.append(_Call(cfg, lr_mult, wd_mult, keys, runs, params, state))
+                call = _Call(cfg, slot, lr_mult, wd_mult, keys, runs, params, state)
+                self._calls.append(call)
             if cfg.clip_value > 0:
                 self._clip_runs.append((cfg.clip_value, runs))
         self._grad_for: torch.Tensor | None = None
@@ -352,17 +363,15 @@ class PopulationOptimizer:
             self._clip_by_norm(grad)
         self.steps += 1
         self._step_t.fill_(float(self.steps))
-        factors: dict[OptimConfig, float] = {}
+        done, total = self.steps - 1, max(1, self.total_steps)
+        factors = [1.0 if s is None else s.factor(done, total) for s in self._schedules]
         for call in self._calls:
-            cfg = call.cfg
-            if cfg not in factors:
-                factors[cfg] = self.lr_factor(cfg)
-            lr = cfg.lr * factors[cfg] * call.lr_mult
-            wd = cfg.weight_decay * call.wd_mult
-            if cfg.name in ("adam", "adamw"):
-                self._adam(call, lr, wd)
+            # as the loop's set_lr: lr * lr_mult * schedule factor
+            lr = call.cfg.lr * call.lr_mult * factors[call.slot]
+            if call.adam:
+                self._adam(call, lr, call.weight_decay)
             else:
-                self._sgd(call, lr, wd)
+                self._sgd(call, lr, call.weight_decay)
 
     def _clip_by_norm(self, grad: torch.Tensor) -> None:
         norms = self.last_grad_norm if self.record_grad_norm else None
