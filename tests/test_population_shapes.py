@@ -169,6 +169,28 @@ def test_nn_rnn_takes_the_sequential_path(data, caplog):
     assert "per-member sequential path" in lines[0] and "rnn_tanh" in lines[0]
 
 
+def test_sequential_path_runs_the_built_in_probes(data):
+    from weightlab.train.probes import distance_from_init, grad_norm, weight_norm
+
+    f = model_factory(SeqRNN, features=5, hidden=8)
+    probes = [weight_norm(5), distance_from_init(5), grad_norm(5)]
+    short = replace(CFG, epochs=2)
+    results = Population(f, [MemberSpec(seed=0), MemberSpec(seed=1)], dtype=DTYPE).fit(
+        data, short, probes=probes
+    )
+    for i in (0, 1):
+        ref = train(
+            build_member(f, MemberSpec(seed=i)), data, short, 0, seed=i, dtype=DTYPE, probes=probes
+        )
+        assert [p["step"] for p in results[i].probes] == [p["step"] for p in ref.probes]
+        for got, want in zip(results[i].probes, ref.probes, strict=True):
+            assert got.keys() == want.keys()
+            for k in want:
+                torch.testing.assert_close(
+                    torch.as_tensor(got[k]), torch.as_tensor(want[k]), rtol=RTOL, atol=ATOL
+                )
+
+
 def test_lstm_and_gru_take_the_sequential_path(data, caplog):
     caplog.set_level(logging.INFO, logger="weightlab")
     short = replace(CFG, epochs=2)  # 20 steps
