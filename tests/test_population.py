@@ -151,6 +151,11 @@ def test_divergent_member_does_not_stop_others(data):
     pop = Population(MLP_F, specs)
     results = pop.fit(data, cfg)
     assert results[1].diverged and not results[0].diverged
+    # one policy with the loop: flagged at an evaluation, which is the member's last point
+    assert results[1].diverged_step == results[1].history[-1].step == 10
+    assert results[0].history[-1].step == 20
+    _, bad = reference(MLP_F, specs[1], data, cfg)
+    assert (bad.diverged, bad.diverged_step) == (True, 10)
     model, ref = reference(MLP_F, specs[0], data, cfg)
     assert_state_close(pop.state(0), take_snapshot(model))
 
