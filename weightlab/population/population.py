@@ -576,7 +576,8 @@ class Population:
         """
         split = split.to(self.device)
         y = split.y.to(self.dtype) if split.y.is_floating_point() else split.y
-        split = Split(split.x.to(self.dtype), y)
+        x = split.x.to(self.dtype) if split.x.is_floating_point() else split.x  # token ids stay
+        split = Split(x, y)
         kind = "regression" if y.is_floating_point() else "classification"
         eloss = EngineLoss.resolve(loss, kind, tuple(y.shape[1:]))
         self._measure_split(split)
