@@ -233,6 +233,32 @@ def test_mse_regression_generic_path():
     assert results[1].final.val_r2 > 0.3
 
 
+class Grid(nn.Module):
+    """Outputs of shape (2, 3) per example (a regression target that is not a vector)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).unflatten(-1, (2, 3))
+
+
+def test_regression_targets_of_any_shape():
+    flat = _regression(d_out=6, seed=3)
+
+    def grid(split: Split) -> Split:
+        return Split(split.x, split.y.view(-1, 2, 3))
+
+    data = TaskData("grid", grid(flat.train), grid(flat.val), grid(flat.test), 0, "regression")
+    assert data.output_shape == (2, 3)
+    cfg = replace(CFG, optim=OptimConfig("adam", lr=3e-3))
+    _, results, _ = check(
+        model_factory(Grid), [MemberSpec(seed=0), MemberSpec(seed=1, data_seed=1)], data, cfg
+    )
+    assert results[0].final.val_r2 is not None
+
+
 def _huber(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(pred, target, reduction="none", beta=0.5).mean(-1)
 
