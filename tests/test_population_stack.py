@@ -173,8 +173,10 @@ def test_optimizer_matches_torch_optim_with_groups_schedules_clipping(monkeypatc
     n, steps = len(cfgs), 12
     g = generator(0)
     init = {k: torch.randn(n, *s, generator=g, dtype=F64) for k, s in shapes.items()}
-    grads = [{k: torch.randn(n, *s, generator=g, dtype=F64) for k, s in shapes.items()}
-             for _ in range(steps)]  # fmt: skip
+    grads = [
+        {k: torch.randn(n, *s, generator=g, dtype=F64) for k, s in shapes.items()}
+        for _ in range(steps)
+    ]
     layout = FlatLayout(n, {k: torch.Size(s) for k, s in shapes.items()})
     flat = torch.empty(layout.total, dtype=F64)
     for k, v in layout.views(flat).items():
@@ -197,8 +199,10 @@ def test_optimizer_matches_torch_optim_with_groups_schedules_clipping(monkeypatc
         by_mult: dict = {}
         for k in shapes:
             by_mult.setdefault(mults[k] if c.groups else (1.0, 1.0), []).append(ps[k])
-        pgs = [{"params": v, "lr": c.lr * lm, "weight_decay": c.weight_decay * wm, "m": lm}
-               for (lm, wm), v in by_mult.items()]  # fmt: skip
+        pgs = [
+            {"params": v, "lr": c.lr * lm, "weight_decay": c.weight_decay * wm, "m": lm}
+            for (lm, wm), v in by_mult.items()
+        ]
         ref = kinds[c.name](pgs, lr=c.lr, **extra)
         for t in range(steps):
             for k, p in ps.items():
@@ -304,8 +308,11 @@ MUP_GROUPS = (ParamGroup(("layers.2.*",), lr_mult=0.25), ParamGroup(("*.bias",),
 
 @pytest.mark.parametrize("factory", [MLP_REG, TINY], ids=["mlp", "generic"])
 def test_two_param_groups_mup_style(factory):
-    groups = MUP_GROUPS if factory is MLP_REG else (
-        ParamGroup(("body.2.*",), lr_mult=0.25), ParamGroup(("*.bias",), wd_mult=0.0))  # fmt: skip
+    groups = (
+        MUP_GROUPS
+        if factory is MLP_REG
+        else (ParamGroup(("body.2.*",), lr_mult=0.25), ParamGroup(("*.bias",), wd_mult=0.0))
+    )
     specs = [
         MemberSpec(seed=0, optim=OptimConfig("adamw", lr=3e-3, weight_decay=0.1, groups=groups)),
         MemberSpec(seed=1, optim=OptimConfig("sgd", lr=0.05, weight_decay=1e-3, groups=groups)),
@@ -435,8 +442,13 @@ def test_config_errors_before_training():
 
 
 def test_save_load_hash_and_version(tmp_path):
-    optim = OptimConfig("adamw", lr=2e-3, weight_decay=0.1, groups=MUP_GROUPS,
-                        schedule=Schedule("cosine", warmup_steps=5))  # fmt: skip
+    optim = OptimConfig(
+        "adamw",
+        lr=2e-3,
+        weight_decay=0.1,
+        groups=MUP_GROUPS,
+        schedule=Schedule("cosine", warmup_steps=5),
+    )
     specs = [MemberSpec(seed=0, optim=optim), MemberSpec(seed=1, data_seed=3)]
     pop = Population(MLP_REG, specs, dtype=F64)
     pop.fit(REG, TrainConfig(1, 32))

@@ -55,10 +55,12 @@ def fused_available(device: torch.device) -> bool:
             m, v = torch.zeros_like(p), torch.zeros_like(p)
             t = torch.ones((), device=device)
             kw = dict(beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8)
-            torch._fused_adam_([p], [g], [m], [v], [], [t], lr=0.1, **kw, amsgrad=False,
-                               maximize=False)  # fmt: skip
-            torch._fused_adamw_([p], [g], [m], [v], [], [t], lr=0.1, **kw, amsgrad=False,
-                                maximize=False)  # fmt: skip
+            torch._fused_adam_(
+                [p], [g], [m], [v], [], [t], lr=0.1, **kw, amsgrad=False, maximize=False
+            )
+            torch._fused_adamw_(
+                [p], [g], [m], [v], [], [t], lr=0.1, **kw, amsgrad=False, maximize=False
+            )
             torch._fused_sgd_(
                 [p],
                 [g],
@@ -298,8 +300,10 @@ class PopulationOptimizer:
                 groups.setdefault(key, []).append(k)
             for (lr_mult, wd_mult), keys in groups.items():
                 if cfg.name in ("adam", "adamw"):
-                    state = (self._pieces(self.exp_avg, keys, runs),
-                             self._pieces(self.exp_avg_sq, keys, runs))  # fmt: skip
+                    state = (
+                        self._pieces(self.exp_avg, keys, runs),
+                        self._pieces(self.exp_avg_sq, keys, runs),
+                    )
                 elif cfg.momentum > 0:
                     state = (self._pieces(self.momentum, keys, runs),)
                 else:

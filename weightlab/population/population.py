@@ -516,9 +516,10 @@ class Population:
     def _user_probe(self, probe, run, members, engine, step, j, init_views) -> dict:
         i = members[j]
         model = self._module(
-            i, {k: v[j] for k, v in engine.params().items()},
+            i,
+            {k: v[j] for k, v in engine.params().items()},
             {k: v[j] for k, v in engine.buffers().items()},
-        )  # fmt: skip
+        )
         grads = None
         if step > 0 and engine.opt.last_grad is not None:
             grads = {k: v[j].clone() for k, v in engine.layout.views(engine.opt.last_grad).items()}
