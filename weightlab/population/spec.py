@@ -19,6 +19,7 @@ class MemberSpec:
         seed: init seed passed to the model factory (``factory(seed)``).
         data_seed: data-order seed; ``None`` uses the population's shared ``data_seed``.
         optim: optimizer settings; ``None`` uses ``cfg.optim`` of :meth:`Population.fit`.
+            Members may differ in any field (optimizer, lr, schedule, groups, clipping).
         masks: plain parameter name (``"layers.0.weight"``) -> 0/1 mask of the same shape.
             Pruned weights are stored as exact zeros and get zero gradient, as with
             :func:`weightlab.core.apply_masks` (Frankle & Carbin 2019, Section 2, Eq. ``f(x; m ⊙ θ)``).
