@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from weightlab.cli import main
-from weightlab.recipes.lottery_ticket import LotteryTicket
+from weightlab.recipes.sparsity.lottery_ticket import LotteryTicket
 
 SMOKE = ["run", "lottery-ticket", "--smoke", "--quiet"]
 
@@ -54,15 +54,38 @@ def cli(tmp_path, monkeypatch, capsys):
 # -- weightlab recipes ----------------------------------------------------------------
 
 
-def test_recipes_lists_lottery_ticket_with_paper_and_claim(run_cli):
+def test_recipes_lists_lottery_ticket_by_family_with_row_paper_and_claim(run_cli):
     res = run_cli("recipes")
     assert res.rc == 0, res.stderr
     assert res.stderr == ""
     lines = res.stdout.splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("lottery-ticket "))
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("lottery-ticket "))
+    assert "sparsity:" in lines[:first]
+    assert "[#16]" in lines[first]
     assert LotteryTicket.paper in lines[first]
     assert "Frankle & Carbin" in lines[first]
     assert lines[first + 1].strip() == f"claim: {LotteryTicket.claim}"
+
+
+def test_recipes_family_filter(cli):
+    from weightlab.recipes import all_recipes
+
+    rc, out, err = cli("recipes", "--family", "sparsity")
+    assert rc == 0 and err == ""
+    assert out.splitlines()[0] == "sparsity:"
+    names = {c.name for c in all_recipes().values() if c.family == "sparsity"}
+    for n in names:
+        assert f"  {n} " in out
+    others = {c.name for c in all_recipes().values() if c.family != "sparsity"}
+    assert not any(f"  {n} " in out for n in others)
+    rc, out, err = cli("recipes", "--family", "quant")
+    assert rc == 0 and out.splitlines()[0] == "quant:"
+
+
+def test_recipes_unknown_family(cli):
+    rc, out, err = cli("recipes", "--family", "pruning")
+    _assert_one_line_error(rc, err, "unknown family 'pruning'", "sparsity", "adapters")
+    assert out == ""
 
 
 # -- option errors (in-process) -------------------------------------------------------
@@ -73,7 +96,19 @@ OPTION_ERRORS = [
         ["unknown recipe", "no-such-recipe", "lottery-ticket"],
         id="unknown-recipe",
     ),
-    pytest.param([*SMOKE, "--data", "nope"], ["--data", "nope", "mnist1d"], id="unknown-dataset"),
+    pytest.param(
+        [*SMOKE, "--data", "nope"], ["--data nope", "unknown task", "mnist1d"], id="unknown-task"
+    ),
+    pytest.param(
+        [*SMOKE, "--rewind-step", "5000"],
+        ["--rewind-step 5000", "past the end", "0..116"],
+        id="rewind-step-past-the-end",
+    ),
+    pytest.param(
+        [*SMOKE, "--warmup-steps", "117"], ["warm-up of 117 steps", "--warmup-steps"], id="warmup"
+    ),
+    pytest.param([*SMOKE, "--schedule", "linear"], ["--schedule", "cosine"], id="schedule"),
+    pytest.param(["recipes", "--family", "x"], ["unknown family"], id="unknown-family"),
     pytest.param([*SMOKE, "--no-such-flag", "3"], ["--no-such-flag"], id="unknown-option"),
     pytest.param([*SMOKE, "--epochs", "abc"], ["--epochs", "int", "'abc'"], id="non-numeric-int"),
     pytest.param([*SMOKE, "--rate", "fast"], ["--rate", "float", "'fast'"], id="non-numeric-float"),
@@ -113,6 +148,39 @@ def test_error_found_once_the_run_started_leaves_no_directory(cli, tmp_path):
     rc, _, err = cli(*SMOKE, "--batch-size", "50", "--out", tmp_path / "big")
     assert rc == 0, err
     assert (tmp_path / "big" / "summary.json").exists()
+
+
+def test_task_the_recipe_does_not_support(cli, tmp_path, monkeypatch):
+    """A registered task the recipe does not declare is refused, naming the ones it takes."""
+    monkeypatch.setattr(LotteryTicket, "tasks", ("mnist1d",))
+    rc, _, err = cli(*SMOKE, "--data", "digits", "--out", tmp_path / "r")
+    _assert_one_line_error(rc, err, "--data digits", "does not support", "mnist1d")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_keeps_a_pre_existing_empty_out(cli, tmp_path, monkeypatch):
+    """An error found once the run started removes only what this process created."""
+    from weightlab.errors import ConfigError
+
+    def fail(*a, **k):
+        raise ConfigError("something the user can fix")
+
+    monkeypatch.setattr(LotteryTicket, "run", fail)
+    out = tmp_path / "mine"
+    out.mkdir()
+    rc, _, err = cli(*SMOKE, "--out", out)
+    _assert_one_line_error(rc, err, "something the user can fix")
+    assert out.is_dir() and list(out.iterdir()) == []
+    rc, _, err = cli(*SMOKE, "--out", tmp_path / "new")
+    assert rc == 2 and not (tmp_path / "new").exists()
+
+
+def test_run_prints_diverged_count_last(cli, tmp_path):
+    rc, out, err = cli(*SMOKE, "--out", tmp_path / "r")
+    assert rc == 0, err
+    assert out.splitlines()[-1] == "Diverged members: 0 of 14"
+    assert "Diverged members: 0 of 14" in (tmp_path / "r" / "report.md").read_text()
+    assert "Diverged members: 0 of 14" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_error_with_explicit_out_creates_no_directory(cli, tmp_path):
@@ -186,6 +254,36 @@ def test_report_on_summary_of_wrong_shape(cli, copy_run):
     (run / "summary.json").write_text(json.dumps(summary))
     rc, _, err = cli("report", run)
     _assert_one_line_error(rc, err, "summary.json", "re-run")
+
+
+@pytest.mark.parametrize(
+    "edit,problem",
+    [
+        (lambda s: s["claims"][0].pop("verdict"), "claims[0] has no 'verdict'"),
+        (lambda s: s["claims"][1].update(verdict="maybe"), "verdict 'maybe'"),
+        (lambda s: s["claims"][2].update(evidence=[1]), "'evidence'] should be an object"),
+        (lambda s: s.update(claims={"a": 1}), "'claims'] should be a list"),
+        (lambda s: s["claims"].append("held"), "claims[3] is a string, not an object"),
+    ],
+    ids=["no-verdict", "bad-verdict", "evidence-list", "claims-dict", "claim-string"],
+)
+def test_report_on_malformed_claims(cli, copy_run, edit, problem):
+    run = copy_run()
+    summary = json.loads((run / "summary.json").read_text())
+    edit(summary)
+    (run / "summary.json").write_text(json.dumps(summary))
+    rc, _, err = cli("report", run)
+    _assert_one_line_error(rc, err, str(run / "summary.json"), problem, "re-run")
+
+
+@pytest.mark.parametrize("content", ["[]", '{"recipe": "lottery-ticket"}', '"text"'])
+def test_config_json_of_the_wrong_shape(cli, copy_run, content):
+    run = copy_run()
+    (run / "config.json").write_text(content)
+    rc, _, err = cli("report", run)
+    _assert_one_line_error(rc, err, str(run / "config.json"), "malformed")
+    rc, _, err = cli(*SMOKE, "--out", run)
+    _assert_one_line_error(rc, err, str(run / "config.json"), "malformed", "--out")
 
 
 # -- run-directory errors -------------------------------------------------------------

@@ -17,12 +17,12 @@ import torch
 from conftest import SMOKE_ARGS, cli_command, cli_env, run_cli_in
 
 from weightlab.cli import main
-from weightlab.recipes.lottery_ticket import (
+from weightlab.recipes.runner import make_config
+from weightlab.recipes.sparsity.lottery_ticket import (
     LOW_DENSITY,
     MATCH_DENSITY,
     LotteryTicket,
 )
-from weightlab.recipes.runner import make_config
 from weightlab.runs import load_tensors, read_json
 
 VERDICTS = {"held", "did not hold", "not tested"}
@@ -63,6 +63,19 @@ def reference(request, smoke_run):
         return smoke_run if engine == "population" else request.getfixturevalue("loop_run")
 
     return get
+
+
+@pytest.fixture
+def cli_main(tmp_path, monkeypatch, capsys, one_thread):
+    """``cli_main(*args) -> (rc, stdout, stderr)``: ``weightlab.cli.main`` in-process."""
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args):
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return call
 
 
 def _units_mtimes(run: Path) -> dict[str, int]:
@@ -129,8 +142,10 @@ def test_smoke_run_outputs(engine, reference):
         (2, "reinit"),
         (2, "random"),
     ]
+    assert s["members"] == 14 and s["diverged_members"] == []
     for r in s["rows"]:
-        assert r["n"] == 2 and r["diverged"] == 0
+        assert r["n"] == 2 and r["diverged"] == 0 and r["excluded"] == []
+        assert r["last_step_mean"] == 116  # 2 epochs of 58 steps
         expect = sum(KEEP[r["round"]].values()) / TOTAL
         assert r["density"] == pytest.approx(expect, abs=1e-12)
         vals = r["test_acc_values"]
@@ -149,9 +164,14 @@ def test_smoke_run_outputs(engine, reference):
         assert c["verdict"] in VERDICTS
         assert c["verdict"] == {True: "held", False: "did not hold", None: "not tested"}[c["held"]]
         assert c["quote"] and c["statement"] and c["detail"]
-    # smoke never reaches 10% density, so (b) cannot be tested; (a) and (c) can
+    # smoke never reaches 10% density, so (b) cannot be tested; dense learns (well above
+    # chance), so (a) is tested; in 2 epochs dense early-stops at its last evaluation, so
+    # (c) cannot be judged (it would hold trivially)
+    assert s["chance_pct"] == pytest.approx(100 * 0.1, abs=3)
     assert s["claims"][1]["verdict"] == "not tested"
-    assert s["claims"][0]["verdict"] != "not tested" and s["claims"][2]["verdict"] != "not tested"
+    assert s["claims"][0]["verdict"] != "not tested"
+    assert s["claims"][2]["verdict"] == "not tested"
+    assert "last evaluation (116)" in s["claims"][2]["detail"]
 
     # report.md / report.html / PNG
     md = (run / "report.md").read_text()
@@ -262,7 +282,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(engine, when, reference,
             _wait_for(run / "units" / "round-00.json", proc)
         else:
             _wait_for(run / "config.json", proc)
-            time.sleep(0.3)  # loading data, then training round 0 (~0.7 s on CPU)
+            # the data is loaded and checked before config.json is written; round 0
+            # (2 dense members) then trains for a few tenths of a second
+            time.sleep(0.05)
         _kill9(proc)
     finally:
         if proc.poll() is None:
@@ -333,13 +355,18 @@ def test_report_reflects_summary_edits(copy_run):
 # -- (5) the claim checks ----------------------------------------------------------------------
 
 
-def _row(round_, arm, density, acc, es=100.0):
+CHANCE = 10.0  # balanced 10-class test split, in percent
+
+
+def _row(round_, arm, density, acc, es=100.0, excluded=()):
     return {
         "round": round_,
         "arm": arm,
         "density": density,
         "test_acc_mean": acc,
         "early_stop_mean": es,
+        "last_step_mean": 1000.0,
+        "excluded": list(excluded),
     }
 
 
@@ -355,8 +382,8 @@ def _rows(dense=(90.0, 100.0), **by_density):
     return rows
 
 
-def _verdicts(rows):
-    return {c.id: c for c in LotteryTicket.check_claims(rows)}
+def _verdicts(rows, chance=CHANCE):
+    return {c.id: c for c in LotteryTicket.check_claims(rows, chance)}
 
 
 def test_claims_all_held():
@@ -399,7 +426,8 @@ def test_claims_not_tested_when_densities_are_out_of_range():
     # only mid densities: nothing <= 10% -> (b) untested
     c = _verdicts(_rows(r1=(0.5, 91.0, 80.0, 90.0)))
     assert {k: v.verdict for k, v in c.items()} == {"a": "held", "b": "not tested", "c": "held"}
-    assert c["b"].held is None and c["b"].evidence == {}
+    assert c["b"].held is None
+    assert c["b"].evidence == {"not_tested_because": [c["b"].detail]}
     assert f"{LOW_DENSITY:.0%}" in c["b"].detail
     # only very sparse tickets: nothing >= 20% -> (a) and (c) untested, (b) tested
     c = _verdicts(_rows(r1=(0.15, 70.0, 80.0, 90.0), r2=(0.08, 60.0, 61.0, 90.0)))
@@ -408,14 +436,15 @@ def test_claims_not_tested_when_densities_are_out_of_range():
         "b": "did not hold",
         "c": "not tested",
     }
-    assert f"{MATCH_DENSITY:.0%}" in c["a"].detail and c["a"].evidence == {}
+    assert f"{MATCH_DENSITY:.0%}" in c["a"].detail
+    assert list(c["a"].evidence) == ["not_tested_because"]
     # dense only
     c = _verdicts(_rows())
     assert {v.verdict for v in c.values()} == {"not tested"}
 
 
 def test_claim_results_serialize():
-    c = LotteryTicket.check_claims(_rows(r1=(0.05, 85.0, 80.0, 90.0)))
+    c = LotteryTicket.check_claims(_rows(r1=(0.05, 85.0, 80.0, 90.0)), CHANCE)
     d = [x.to_dict() for x in c]
     assert [x["verdict"] for x in d] == ["not tested", "held", "not tested"]
     assert json.loads(json.dumps(d)) == d
@@ -446,3 +475,179 @@ def test_digits_smoke_run(run_cli, tmp_path):
     # two epochs of Adam on digits are far above chance (10%)
     assert dense["test_acc_mean"] > 50.0
     assert {c["verdict"] for c in s["claims"]} <= VERDICTS
+
+
+# -- (7) claim preconditions (defect 1) and diverged members (defect 2) -------------------------
+
+
+def test_claims_not_tested_when_dense_did_not_learn():
+    rows = _rows(dense=(19.9, 100.0), r1=(0.5, 19.5, 10.0, 90.0), r2=(0.05, 19.0, 10.0, 90.0))
+    c = _verdicts(rows, chance=10.0)
+    assert {v.verdict for v in c.values()} == {"not tested"}
+    for v in c.values():
+        assert "did not learn" in v.detail and "19.9%" in v.detail and "10.0%" in v.detail
+    # exactly 10 pts above chance is enough
+    rows[0]["test_acc_mean"] = 20.0
+    assert _verdicts(rows, chance=10.0)["a"].verdict != "not tested"
+    # chance is the test split's majority-class rate, e.g. 62.7% on breast cancer
+    assert _verdicts(rows, chance=62.7)["a"].verdict == "not tested"
+
+
+def test_claims_not_tested_when_a_member_they_read_diverged():
+    rows = _rows(r1=(0.5, 91.0, 80.0, 90.0), r2=(0.05, 85.0, 80.0, 90.0))
+    rows[1]["excluded"] = ["ticket seed 1 at 50.0% (diverged at step 40)"]  # (a), (c) read it
+    c = _verdicts(rows)
+    assert c["a"].verdict == "not tested" and c["c"].verdict == "not tested"
+    assert "ticket seed 1 at 50.0% (diverged at step 40)" in c["a"].detail
+    assert c["b"].verdict == "held"  # (b) reads only the 5% rows
+    rows[1]["excluded"] = []
+    rows[5]["excluded"] = ["reinit seed 0 at 5.0% (diverged)"]  # the reinit arm at 5%
+    c = _verdicts(rows)
+    assert c["b"].verdict == "not tested" and "reinit seed 0" in c["b"].detail
+    assert c["a"].verdict == "held" and c["c"].verdict == "held"
+
+
+def test_claim_c_not_tested_when_dense_stops_at_its_last_evaluation():
+    rows = _rows(dense=(90.0, 1000.0), r1=(0.5, 91.0, 80.0, 1000.0))
+    c = _verdicts(rows)
+    assert c["a"].verdict == "held"
+    assert c["c"].verdict == "not tested" and "last evaluation" in c["c"].detail
+
+
+def _member(round_, arm, seed, acc, diverged=False, step=100):
+    return {
+        "round": round_,
+        "arm": arm,
+        "seed": seed,
+        "density": {0: 1.0, 1: 0.5}[round_],
+        "diverged": diverged,
+        "diverged_step": 40 if diverged else None,
+        "early_stop_step": step,
+        "last_step": 200,
+        "test_acc": acc,
+        "val_loss": 0.5,
+        "final_test_acc": acc,
+        "history": [],
+    }
+
+
+def test_diverged_members_are_left_out_of_means_and_named():
+    records = [
+        _member(0, "ticket", 0, 0.80),
+        _member(0, "ticket", 1, 0.90),
+        _member(0, "ticket", 2, 0.10, diverged=True),
+        *[_member(1, arm, s, 0.85) for arm in ("ticket", "reinit", "random") for s in (0, 1, 2)],
+    ]
+    cfg = make_config("lottery-ticket", smoke=True)
+    s = LotteryTicket().summarize(cfg, records, chance=10.0)
+    dense = s["rows"][0]
+    assert dense["n"] == 2 and dense["diverged"] == 1
+    assert dense["test_acc_mean"] == pytest.approx(85.0)  # (80 + 90) / 2, not 60
+    assert dense["excluded"] == ["dense seed 2 at 100.0% (diverged at step 40)"]
+    # seed 2's later members were pruned from the diverged ticket: left out as well
+    ticket = s["rows"][1]
+    assert ticket["n"] == 2 and ticket["diverged"] == 0
+    assert ticket["excluded"] == ["ticket seed 2 at 50.0% (pruned from a diverged ticket)"]
+    assert s["members"] == 12 and s["diverged_members"] == ["dense seed 2 at 100.0%"]
+    a = s["claims"][0]
+    assert a["verdict"] == "not tested" and "dense seed 2" in a["detail"]
+
+
+def test_lr_10_on_digits_claims_nothing(cli_main, tmp_path):
+    """Defect 1: at lr 10 every arm sits near chance; no claim may read "held"."""
+    rc, out, err = cli_main(*SMOKE_ARGS, "--data", "digits", "--lr", "10", "--out", tmp_path / "r")
+    assert rc == 0, err
+    s = read_json(tmp_path / "r" / "summary.json")
+    assert [c["verdict"] for c in s["claims"]] == ["not tested"] * 3
+    assert "did not learn" in s["claims"][0]["detail"]
+    chance = s["chance_pct"]
+    assert 10.0 <= chance <= 15.0  # digits' test split: majority class rate
+    assert out.splitlines()[-1].startswith("Diverged members: ")
+
+
+# -- (8) plan_imp and --rewind-step (defect 3) ----------------------------------------------------
+
+
+def test_plan_imp_matches_density_schedule_and_checks_the_rewind_step():
+    from weightlab.errors import ConfigError
+    from weightlab.sparsity import IMPConfig, density_schedule, layer_rates
+    from weightlab.sparsity.imp import plan_imp
+
+    shapes = {n: torch.Size(s) for n, s in SHAPES.items()}
+    imp = IMPConfig(rate=0.5, rate_overrides={"last": 0.25}, target_density=0.3, rewind=116)
+    plan = plan_imp(shapes, imp, total_steps=116)
+    assert plan.densities == density_schedule(shapes, imp)
+    assert plan.densities == pytest.approx([sum(KEEP[r].values()) / TOTAL for r in range(3)])
+    assert plan.rates == layer_rates(list(shapes), 0.5, {"last": 0.25})
+    assert plan.rates["layers.2.weight"] == 0.25 and plan.rounds == 2
+    assert plan.rewind_step == 116  # the last step is allowed
+    with pytest.raises(ConfigError, match=r"rewind step 117 is past the end.*0\.\.116"):
+        plan_imp(shapes, IMPConfig(rewind=117), total_steps=116)
+    with pytest.raises(ConfigError, match="total_steps"):
+        plan_imp(shapes, imp, total_steps=0)
+
+
+def test_iterative_magnitude_pruning_rejects_a_rewind_step_before_training():
+    from weightlab.data import load_dataset
+    from weightlab.errors import ConfigError
+    from weightlab.models import MLP
+    from weightlab.models.factory import model_factory
+    from weightlab.sparsity import IMPConfig, iterative_magnitude_pruning
+    from weightlab.train import OptimConfig, TrainConfig
+
+    calls = []
+
+    def train_fn(*a, **k):
+        calls.append(1)
+        raise AssertionError("must not train")
+
+    data = load_dataset("digits")
+    with pytest.raises(ConfigError, match="rewind step 1000 is past the end"):
+        iterative_magnitude_pruning(
+            model_factory(MLP, [64, 8, 10]),
+            data,
+            TrainConfig(1, 100, 0, OptimConfig("adam", lr=1e-3)),
+            IMPConfig(rewind=1000),
+            seed=0,
+            train_fn=train_fn,
+        )
+    assert calls == []
+
+
+def test_rewind_step_past_the_end_writes_nothing_and_the_corrected_run_works(cli_main, tmp_path):
+    out = tmp_path / "r"
+    rc, _, err = cli_main(*SMOKE_ARGS, "--rewind-step", "117", "--out", out)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "--rewind-step 117 is past the end" in err and "0..116" in err
+    assert not out.exists()
+    rc, _, err = cli_main(*SMOKE_ARGS, "--rewind-step", "116", "--out", out)
+    assert rc == 0, err
+    t = load_tensors(out / "units" / "round-00.safetensors")
+    assert "rewind.0.layers.0.weight" in t
+
+
+def test_malformed_unit_file_is_one_line_error_naming_it(cli_main, copy_run):
+    run = copy_run()
+    (run / "summary.json").unlink()
+    unit = run / "units" / "round-01.json"
+    rec = json.loads(unit.read_text())
+    del rec["metrics"]["members"]
+    unit.write_text(json.dumps(rec))
+    rc, _, err = cli_main(*SMOKE_ARGS, "--out", run)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert str(unit) in err and "no 'members'" in err and "delete it and re-run" in err
+    # following the advice recovers the run
+    unit.unlink()
+    rc, _, err = cli_main(*SMOKE_ARGS, "--out", run)
+    assert rc == 0, err
+
+
+def test_schedule_flags_reach_the_run_hash_and_are_checked(cli_main, tmp_path):
+    from weightlab.runs import config_hash
+
+    a = make_config("lottery-ticket", smoke=True)
+    b = make_config("lottery-ticket", smoke=True, schedule="cosine", warmup_steps=10)
+    assert config_hash("lottery-ticket", a) != config_hash("lottery-ticket", b)
+    rc, _, err = cli_main(*SMOKE_ARGS, "--warmup-steps", "1000", "--out", tmp_path / "w")
+    assert rc == 2 and "warm-up of 1000 steps" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w").exists()

@@ -7,6 +7,7 @@ import ast
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -17,8 +18,8 @@ import torch
 
 import weightlab
 from weightlab.errors import RunFileError
-from weightlab.recipes.lottery_ticket import LotteryTicket, LotteryTicketConfig
 from weightlab.recipes.runner import make_config
+from weightlab.recipes.sparsity.lottery_ticket import LotteryTicket, LotteryTicketConfig
 from weightlab.runs import (
     RunDir,
     atomic_write_json,
@@ -312,8 +313,9 @@ def test_unit_with_tensors_but_no_json_is_recomputed(tmp_path):
 def test_unit_json_without_metrics_is_an_error(tmp_path):
     rd = RunDir(tmp_path / "run", "tiny", TinyConfig()).open()
     (rd.units_dir / "u.json").write_text('{"key": "u"}')
-    with pytest.raises(RunFileError, match="no metrics"):
+    with pytest.raises(RunFileError, match="no 'metrics'") as exc:
         rd.unit("u", lambda: ({}, {}))
+    assert str(rd.units_dir / "u.json") in str(exc.value) and "delete it" in str(exc.value)
 
 
 def test_unit_with_missing_tensor_file_names_both_files(tmp_path):
@@ -332,6 +334,113 @@ def test_bad_unit_keys_are_rejected(tmp_path, key):
     with pytest.raises(ValueError, match="bad unit key"):
         rd.unit(key, lambda: ({}, {}))
     assert list(rd.units_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "record,problem",
+    [
+        ({"key": "u", "metrics": [], "has_tensors": False}, "'metrics'] should be an object"),
+        (
+            {"key": "u", "metrics": {}, "has_tensors": "yes"},
+            "'has_tensors'] should be true or false",
+        ),
+        ([], "is a list, not an object"),
+    ],
+    ids=["metrics-list", "has-tensors-string", "record-list"],
+)
+def test_unit_json_of_the_wrong_shape_is_an_error(tmp_path, record, problem):
+    rd = RunDir(tmp_path / "run", "tiny", TinyConfig()).open()
+    (rd.units_dir / "u.json").write_text(json.dumps(record))
+    with pytest.raises(RunFileError) as exc:
+        rd.unit("u", lambda: 1 / 0)
+    msg = str(exc.value)
+    assert problem in msg and str(rd.units_dir / "u.json") in msg and "\n" not in msg
+
+
+def test_unit_metrics_check_rejects_a_unit_without_members(tmp_path):
+    rd = RunDir(tmp_path / "run", "tiny", TinyConfig()).open()
+    rd.unit("u", lambda: ({"round": 0}, {}))
+
+    def check(metrics):
+        if "members" not in metrics:
+            raise ValueError("the metrics have no 'members'")
+
+    with pytest.raises(RunFileError, match="unit file .*u.json is malformed .*no 'members'"):
+        RunDir(tmp_path / "run", "tiny", TinyConfig()).open().unit("u", lambda: 1 / 0, check=check)
+    assert rd.computed == ["u"]
+
+
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        ("[]", "is a list, not an object"),
+        ('{"recipe": "tiny"}', "has no 'config'"),
+        ('{"recipe": "tiny", "config": [], "non_default": {}}', "'config'] should be an object"),
+        ('{"recipe": 3, "config": {}, "non_default": {}}', "'recipe'] should be a string"),
+    ],
+    ids=["list", "no-config", "config-list", "recipe-number"],
+)
+def test_config_json_of_the_wrong_shape_is_an_error(tmp_path, content, problem):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(content)
+    with pytest.raises(RunFileError) as exc:
+        RunDir(d, "tiny", TinyConfig()).open()
+    msg = str(exc.value)
+    assert problem in msg and str(d / "config.json") in msg and "--out" in msg
+    assert (d / "config.json").read_text() == content
+
+
+def test_discard_keeps_a_pre_existing_empty_out_dir(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    rd = RunDir(d, "tiny", TinyConfig()).open()
+    assert (d / "config.json").exists()
+    assert rd.discard_if_empty()
+    assert d.is_dir() and list(d.iterdir()) == []  # the user's folder survives, empty
+
+
+def test_discard_removes_a_dir_it_created_and_never_a_finished_run(tmp_path):
+    rd = RunDir(tmp_path / "a" / "run", "tiny", TinyConfig()).open()
+    assert rd.discard_if_empty() and not (tmp_path / "a" / "run").exists()
+    rd = RunDir(tmp_path / "b", "tiny", TinyConfig()).open()
+    rd.unit("u", lambda: ({"x": 1}, {}))
+    assert not rd.discard_if_empty() and (tmp_path / "b" / "units" / "u.json").exists()
+    # a run this process did not create is never removed
+    rd = RunDir(tmp_path / "c", "tiny", TinyConfig()).open()
+    again = RunDir(tmp_path / "c", "tiny", TinyConfig()).open()
+    assert not again.discard_if_empty() and (tmp_path / "c" / "config.json").exists()
+    assert rd.discard_if_empty()
+
+
+def test_schema_claims_and_summary():
+    from weightlab.runs.schema import expect_claim, expect_summary
+
+    good = {
+        "id": "a",
+        "quote": "q",
+        "statement": "s",
+        "held": None,
+        "verdict": "not tested",
+        "detail": "d",
+        "evidence": {},
+    }
+    assert expect_claim(dict(good), "c") == good
+    for change, problem in [
+        ({"verdict": "maybe"}, "verdict 'maybe'"),
+        ({"held": True}, "disagrees"),
+        ({"evidence": []}, "'evidence'] should be an object"),
+        ({"quote": " "}, "empty quote"),
+        ({"held": 1}, "'held'] should be true or false or null"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            expect_claim({**good, **change}, "c")
+    with pytest.raises(ValueError, match="claims\\[0\\] has no 'detail'"):
+        expect_summary(
+            {"recipe": "x", "claims": [{k: v for k, v in good.items() if k != "detail"}]}
+        )
+    with pytest.raises(ValueError, match="diverged_members"):
+        expect_summary({"recipe": "x", "claims": [], "diverged_members": [1]})
 
 
 def test_config_mismatch_is_an_error(tmp_path):

@@ -1,6 +1,6 @@
 """The ``weightlab`` command line.
 
-    weightlab recipes
+    weightlab recipes [--family F]
     weightlab run RECIPE [--seeds N] [--data NAME] [--device cpu|cuda] [--out DIR] [--smoke] [recipe flags]
     weightlab report RUN_DIR
 
@@ -64,18 +64,29 @@ def _typed(kind: type, flag: str):
     return convert
 
 
-def _cmd_recipes(_args) -> int:
-    from weightlab.recipes.registry import RECIPES
+def _cmd_recipes(args) -> int:
+    """Recipes by family: ``name  [#row]  paper`` then ``claim: ...`` under it."""
+    from weightlab.recipes.registry import all_recipes, recipes_by_family
 
-    width = max(len(n) for n in RECIPES)
-    for name, cls in sorted(RECIPES.items()):
-        print(f"{name:<{width}}  {cls.paper}\n{'':<{width}}  claim: {cls.claim}")
+    groups = recipes_by_family(args.family)
+    width = max((len(n) for n in all_recipes()), default=0)
+    for family, classes in groups.items():
+        if not classes and args.family is None:
+            continue
+        print(f"{family}:")
+        if not classes:
+            print("  (no recipes yet)")
+        for cls in classes:
+            tag = f"[#{cls.row}]"
+            print(f"  {cls.name:<{width}}  {tag:<6} {cls.paper}")
+            print(f"  {'':<{width}}  {'':<6} claim: {cls.claim}")
     return 0
 
 
 def _cmd_run(argv: list[str]) -> int:
     from weightlab.recipes.registry import get_recipe
     from weightlab.recipes.runner import make_config, run_recipe
+    from weightlab.report.render import diverged_line
 
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
@@ -85,8 +96,11 @@ def _cmd_run(argv: list[str]) -> int:
             return 0
         raise WeightlabError("missing recipe name: weightlab run RECIPE (see 'weightlab recipes')")
     recipe = get_recipe(argv[0])
+    tasks = ", ".join(recipe.tasks)
     parser = _Parser(
-        prog=f"weightlab run {recipe.name}", description=f"{recipe.paper}. {recipe.claim}."
+        prog=f"weightlab run {recipe.name}",
+        description=f"{recipe.paper}. {recipe.claim}. Tasks (--data): {tasks}; "
+        f"or user data FILE.npz / idx:DIR holding {' or '.join(recipe.kinds)} data.",
     )
     parser.add_argument(
         "--out",
@@ -117,6 +131,7 @@ def _cmd_run(argv: list[str]) -> int:
     for c in summary["claims"]:
         print(f"  ({c['id']}) {c['verdict'].upper()}: {c['statement']}\n      {c['detail']}")
     print(f"\nRun directory: {path}\nReport: {path / 'report.html'}")
+    print(diverged_line(summary))
     return 0
 
 
@@ -138,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             prog="weightlab", description="weightlab: the science and engineering of layer weights"
         )
         sub = parser.add_subparsers(dest="command", metavar="{recipes,run,report}")
-        sub.add_parser("recipes", help="list recipes: name, paper, claim")
+        lst = sub.add_parser("recipes", help="list recipes by family: name, row, paper, claim")
+        lst.add_argument("--family", default=None, help="only this family")
         sub.add_parser("run", help="run (or resume) a recipe: weightlab run RECIPE --help")
         rep = sub.add_parser("report", help="render a run's report again")
         rep.add_argument("run_dir", help="a run directory")

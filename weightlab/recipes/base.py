@@ -30,7 +30,10 @@ class RecipeConfig:
     """Fields every recipe has."""
 
     seeds: int = opt(3, "number of independent seeds (error bars are over seeds)", min=1, max=1000)
-    data: str = opt("mnist1d", "dataset name", choices=("mnist1d", "digits"))
+    data: str = opt(
+        "mnist1d",
+        "task: one the recipe supports (see --help), or user data FILE.npz or idx:DIR",
+    )
     device: str = opt("cpu", "device to train on", choices=("cpu", "cuda"))
 
     def __post_init__(self) -> None:
@@ -100,14 +103,79 @@ class Figure:
     png: bytes
 
 
+FAMILIES = (
+    "sparsity",
+    "init",
+    "kernels",
+    "adapters",
+    "probes",
+    "quant",
+    "growth",
+    "dynamics",
+    "data",
+)
+SMOKE_BUDGET_S = 5.0  # a smoke run should take at most this long on 2 cores
+
+
 class Recipe:
-    """Base class. Subclasses set the class attributes and implement ``run`` and ``figures``."""
+    """Base class. Subclasses set the class attributes and implement ``run`` (and usually
+    ``tables`` and ``figures``).
+
+    Class attributes:
+        name: the CLI name (``weightlab run NAME``); a subclass without its own ``name``
+            is not registered (use that for shared bases).
+        family: one of :data:`FAMILIES`; the module must live in ``weightlab/recipes/<family>/``.
+        row: the method's row number ``[#N]`` in the project's list of papers.
+        paper, claim: shown by ``weightlab recipes`` and in the report.
+        Config: the frozen config dataclass (CLI flags are generated from it).
+        tasks: task names ``--data`` accepts (the first is the default); user data
+            (``FILE.npz``, ``idx:DIR``) is accepted when its kind is in ``kinds``.
+        kinds: task kinds the recipe handles (``"classification"``, ``"regression"``).
+        task_fields: config fields passed to the task loader as task parameters.
+        smoke: config overrides for ``--smoke`` (a run of a few seconds).
+        broken: config overrides that wreck training (applied on top of ``smoke``); on such
+            a run no claim may read "held". Ignored when ``trains`` is false.
+        trains: false for recipes that train nothing (e.g. analytic kernels).
+        smoke_seconds: the smoke run's measured wall time on 2 cores; the conformance
+            test marks a recipe over :data:`SMOKE_BUDGET_S` as ``slow``.
+    """
 
     name: ClassVar[str]
+    family: ClassVar[str]
+    row: ClassVar[int]
     paper: ClassVar[str]
     claim: ClassVar[str]
     Config: ClassVar[type]
+    tasks: ClassVar[tuple[str, ...]] = ()
+    kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    task_fields: ClassVar[tuple[str, ...]] = ()
     smoke: ClassVar[dict[str, Any]] = {}
+    broken: ClassVar[dict[str, Any]] = {}
+    trains: ClassVar[bool] = True
+    smoke_seconds: ClassVar[float | None] = None
+
+    def __init__(self) -> None:
+        self._data_cache: dict[tuple, Any] = {}
+
+    # -- data ------------------------------------------------------------------------
+    def task_params(self, cfg: Any) -> dict[str, Any]:
+        """The task parameters this run passes to the loader (from ``task_fields``)."""
+        return {f: getattr(cfg, f) for f in self.task_fields}
+
+    def load_data(self, cfg: Any):
+        """The run's task (checked against ``tasks`` / ``kinds``), loaded once per instance."""
+        from weightlab.recipes.tasks import load_task
+
+        key = (cfg.data, cfg.device, tuple(sorted(self.task_params(cfg).items())))
+        if key not in self._data_cache:
+            self._data_cache[key] = load_task(self, cfg.data, cfg.device, self.task_params(cfg))
+        return self._data_cache[key]
+
+    def validate(self, cfg: Any, data_sizes: dict[str, int]) -> None:
+        """Checks that need the data's sizes (e.g. a step count against the run's length);
+        runs before the run directory is opened, so a rejected config writes nothing.
+        ``data_sizes`` maps ``train``/``val``/``test`` to their numbers of examples.
+        Raise a one-line :class:`~weightlab.errors.ConfigError`."""
 
     def run(self, cfg: Any, rd: RunDir, progress: bool = False) -> dict:
         """Train and measure; return the summary dict (written to ``summary.json``)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from weightlab.errors import RunFileError
 from weightlab.runs.files import atomic_write_bytes, atomic_write_text, read_json
+from weightlab.runs.schema import check_config, check_summary
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -31,13 +32,11 @@ def render_report(run_dir: Path) -> list[Path]:
         raise RunFileError(
             f"run directory {run_dir} does not exist; pass the directory a 'weightlab run' printed"
         )
-    config = read_json(run_dir / "config.json", "run config")
-    summary = read_json(run_dir / "summary.json", "run summary")
-    if not isinstance(summary, dict) or "claims" not in summary or not isinstance(config, dict):
-        raise RunFileError(
-            f"{run_dir / 'summary.json'} is not a weightlab summary; re-run the recipe to recreate it"
-        )
-    recipe = get_recipe(str(config.get("recipe")))
+    config = check_config(read_json(run_dir / "config.json", "run config"), run_dir / "config.json")
+    summary = check_summary(
+        read_json(run_dir / "summary.json", "run summary"), run_dir / "summary.json"
+    )
+    recipe = get_recipe(config["recipe"])
     try:
         tables = recipe.tables(summary)
         figures = recipe.figures(summary)
@@ -55,6 +54,14 @@ def render_report(run_dir: Path) -> list[Path]:
     return [run_dir / "report.md", run_dir / "report.html", *written]
 
 
+def diverged_line(summary: dict) -> str:
+    """``Diverged members: k of n`` (with their names), from a summary."""
+    names = summary.get("diverged_members") or []
+    total = summary.get("members")
+    of = f" of {total}" if total is not None else ""
+    return f"Diverged members: {len(names)}{of}" + (f" ({', '.join(names)})" if names else "")
+
+
 def _markdown(recipe, config, summary, tables, figures) -> str:
     out = [f"# {recipe.name}: {recipe.paper}", "", recipe.claim, ""]
     nd = config.get("non_default") or {}
@@ -64,7 +71,7 @@ def _markdown(recipe, config, summary, tables, figures) -> str:
         "Non-default: " + (", ".join(f"`{k}={v}`" for k, v in nd.items()) or "none (all defaults)"),
         "",
     ]
-    out += ["## Claims", ""]
+    out += ["## Claims", "", diverged_line(summary), ""]
     for c in summary["claims"]:
         out += [
             f"- **({c['id']}) {c['verdict'].upper()}**: {c['statement']}.",
@@ -95,7 +102,7 @@ def _html(recipe, config, summary, tables, figures) -> str:
         + (e(", ".join(f"{k}={v}" for k, v in nd.items())) or "none (all defaults)")
         + "</p>"
     )
-    parts.append("<h2>Claims</h2><ul>")
+    parts.append(f"<h2>Claims</h2><p>{e(diverged_line(summary))}</p><ul>")
     for c in summary["claims"]:
         cls = c["verdict"].replace(" ", "-")
         parts.append(

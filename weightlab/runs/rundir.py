@@ -38,6 +38,7 @@ from weightlab.runs.files import (
     remove_stale_temp_files,
     save_tensors,
 )
+from weightlab.runs.schema import check_config, check_unit
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -73,6 +74,7 @@ class RunDir:
         self.config = config
         self.units_dir = self.path / "units"
         self._metrics: list[dict] = []
+        self.computed: list[str] = []
 
     # -- creation and validation -------------------------------------------------
     def open(self) -> RunDir:
@@ -87,7 +89,7 @@ class RunDir:
         }
         record = json.loads(dumps_json(record))
         if cfg_path.exists():
-            existing = read_json(cfg_path, "run config")
+            existing = check_config(read_json(cfg_path, "run config"), cfg_path)
             if existing.get("recipe") != self.recipe or existing.get("config") != record["config"]:
                 raise RunFileError(
                     f"{self.path} holds a run of {existing.get('recipe')!r} with another config; "
@@ -98,6 +100,8 @@ class RunDir:
                 f"{self.path} exists and is not a weightlab run directory; choose another --out"
             )
         self.created = not cfg_path.exists()
+        # Whether the folder itself is ours: a user's (empty) --out must survive a failed run.
+        self.created_dir = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.units_dir.mkdir(exist_ok=True)
         if not cfg_path.exists():
@@ -107,14 +111,17 @@ class RunDir:
         return self
 
     def discard_if_empty(self) -> bool:
-        """Remove a run directory this process created if no unit finished in it (after a
-        user error found only once the run started, e.g. a batch larger than the data), so
-        a corrected command does not meet a stale config. Returns whether it was removed."""
+        """Undo :meth:`open` if no unit finished (after a user error found only once the run
+        started, e.g. a batch larger than the data), so a corrected command does not meet a
+        stale config. Only what this process created goes: the run's files, and the folder
+        itself only if :meth:`open` made it (an existing empty ``--out`` stays, empty).
+        Returns whether anything was removed."""
         if not getattr(self, "created", False) or any(self.units_dir.glob("*.json")):
             return False
         for p in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):
             p.rmdir() if p.is_dir() else p.unlink()
-        self.path.rmdir()
+        if self.created_dir:
+            self.path.rmdir()
         return True
 
     # -- units -------------------------------------------------------------------
@@ -126,17 +133,20 @@ class RunDir:
         key: str,
         compute: Callable[[], tuple[dict, dict[str, torch.Tensor]]],
         device: str | torch.device = "cpu",
+        check: Callable[[dict], Any] | None = None,
     ) -> tuple[dict, dict[str, torch.Tensor]]:
         """Return the unit ``key``'s ``(metrics, tensors)``, computing and saving it if needed.
 
         Tensors are written first, the metrics JSON last: a unit killed between the two
-        is simply recomputed.
+        is simply recomputed. ``check(metrics)`` validates a unit read back from disk
+        (raise ``ValueError`` naming the problem); a bad file is a one-line
+        :class:`RunFileError` naming it. ``self.computed`` lists the keys computed here.
         """
         if not _KEY.match(key):
             raise ValueError(f"bad unit key {key!r}")
         jpath, tpath = self.units_dir / f"{key}.json", self.units_dir / f"{key}.safetensors"
         if jpath.exists():
-            record = read_json(jpath, "unit file")
+            record = check_unit(read_json(jpath, "unit file"), jpath, check)
             try:
                 tensors = load_tensors(tpath, device) if record.get("has_tensors") else {}
             except RunFileError as e:
@@ -146,13 +156,10 @@ class RunDir:
                     f"tensor file {tpath} of unit {key!r} is missing, unreadable or corrupt; "
                     f"delete {jpath} and {tpath} and re-run to recompute the unit"
                 ) from e
-            metrics = record.get("metrics")
-            if not isinstance(metrics, dict):
-                raise RunFileError(
-                    f"unit file {jpath} is corrupt (no metrics); delete it and re-run to recompute it"
-                )
+            metrics = record["metrics"]
         else:
             metrics, tensors = compute()
+            self.computed.append(key)
             if tensors:
                 save_tensors(tpath, tensors)
             record = json.loads(

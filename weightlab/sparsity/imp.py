@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import torch
 from torch import nn
@@ -33,6 +32,7 @@ from weightlab.errors import ConfigError
 from weightlab.sparsity.allocation import (
     _check_rate,
     global_masks,
+    global_removals,
     layer_rates,
     layerwise_masks,
     round_half_up,
@@ -52,10 +52,7 @@ def _removals(alive: Mapping[str, int], rates: Mapping[str, float], scope: str) 
     if scope == "layerwise":
         return {n: round_half_up(rates[n], a) for n, a in alive.items()}
     pool = [n for n in alive if rates[n] > 0]
-    if not pool:
-        return {"*": 0}
-    mean = sum(Fraction(repr(float(rates[n]))) for n in pool) / len(pool)
-    return {"*": round_half_up(mean, sum(alive[n] for n in pool))}
+    return {"*": global_removals({n: alive[n] for n in pool}, rates)}
 
 
 def _check_scope(scope: str) -> None:
@@ -75,8 +72,9 @@ def imp_step(
 
     - ``layerwise``: layer ``l`` removes ``round-half-up(rate_l · alive_l)`` weights.
     - ``global``: one magnitude threshold over the layers with ``rate > 0`` (the pool)
-      removes ``round-half-up(r̄ · alive_pool)`` weights, ``r̄`` the mean rate over the
-      pool (Frankle & Carbin 2019, Sec. 4, prune deep convnets globally); layers with
+      removes :func:`~weightlab.sparsity.allocation.global_removals` weights, exactly the
+      total layer-wise pruning with the same rates would remove (the alive-weighted mean
+      rate; Frankle & Carbin 2019, Sec. 4, prune deep convnets globally); layers with
       rate 0 keep their masks.
     """
     _check_scope(scope)
@@ -171,7 +169,14 @@ def density_schedule(shapes: Mapping[str, torch.Size], cfg: IMPConfig) -> list[f
     """The overall densities IMP visits, starting with 1.0 (the dense round 0), computed
     from exact counts without training: rounds continue until the density is
     ``<= cfg.target_density``, ``cfg.max_rounds`` rounds are done, or a round would prune
-    nothing. ``len(schedule) - 1`` is the number of pruning rounds."""
+    nothing. ``len(schedule) - 1`` is the number of pruning rounds.
+
+    Layer-wise IMP removes ``round-half-up(rate_l · alive_l)`` per layer, so the schedule
+    is exact. A ``global`` round removes the same total
+    (:func:`~weightlab.sparsity.allocation.global_removals`), but where the removals fall
+    depends on the weights; the schedule keeps the layer-wise bookkeeping, so it is exact
+    for the first global round and, after it, agrees with the trained masks to within the
+    per-layer rounding (a few weights per round)."""
     names = list(shapes)
     if not names:
         raise ConfigError("density_schedule needs at least one layer")
@@ -182,20 +187,53 @@ def density_schedule(shapes: Mapping[str, torch.Size], cfg: IMPConfig) -> list[f
     for _ in range(cfg.max_rounds):
         if schedule[-1] <= cfg.target_density:
             break
-        remove = _removals(alive, rates, cfg.scope)
-        if cfg.scope == "layerwise":
-            alive = {n: alive[n] - remove[n] for n in names}
-        else:
-            # Only the pool total is determined without weights; keep it on one entry.
-            pool = [n for n in names if rates[n] > 0]
-            if not pool:
-                break
-            pooled = sum(alive[n] for n in pool) - remove["*"]
-            alive = {n: (pooled if n == pool[0] else 0) if n in pool else alive[n] for n in names}
+        remove = _removals(alive, rates, "layerwise")
         if sum(remove.values()) == 0:
             break
+        alive = {n: alive[n] - remove[n] for n in names}
         schedule.append(sum(alive.values()) / total)
     return schedule
+
+
+@dataclass(frozen=True)
+class IMPPlan:
+    """What an IMP run will do, known before any training (:func:`plan_imp`).
+
+    ``densities``: the overall density of every round (round 0 = 1.0, dense);
+    ``rates``: the per-layer pruning rate of each round; ``rewind_step``: the step whose
+    weights survivors are reset to (0 = θ0), checked against ``total_steps``."""
+
+    densities: list[float]
+    rates: dict[str, float]
+    rewind_step: int
+    total_steps: int
+
+    @property
+    def rounds(self) -> int:
+        """Number of pruning rounds (``len(densities) - 1``)."""
+        return len(self.densities) - 1
+
+
+def plan_imp(shapes: Mapping[str, torch.Size], cfg: IMPConfig, total_steps: int) -> IMPPlan:
+    """Plan an IMP run over the prunable layers ``shapes`` whose every round trains for
+    ``total_steps`` steps: the density schedule (:func:`density_schedule`), the per-layer
+    rates (:func:`~weightlab.sparsity.allocation.layer_rates`) and the rewind step, which
+    must lie in ``0..total_steps`` (Frankle et al. 2020 rewind to an iteration of the same
+    run). Raises a one-line :class:`ConfigError` otherwise, before anything trains."""
+    if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps < 1:
+        raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
+    k = cfg.rewind_step
+    if k > total_steps:
+        raise ConfigError(
+            f"rewind step {k} is past the end of training ({total_steps} steps per round); "
+            f"choose a rewind step in 0..{total_steps}"
+        )
+    return IMPPlan(
+        densities=density_schedule(shapes, cfg),
+        rates=layer_rates(list(shapes), cfg.rate, cfg.rate_overrides),
+        rewind_step=k,
+        total_steps=int(total_steps),
+    )
 
 
 @dataclass
@@ -240,15 +278,9 @@ def iterative_magnitude_pruning(
     if not picked:
         raise ConfigError("the selector picked no parameters to prune; check its types and roles")
     shapes = {n: getattr(m, a).shape for n, (m, a) in picked.items()}
-    schedule = density_schedule(shapes, imp_cfg)
-    rates = layer_rates(list(shapes), imp_cfg.rate, imp_cfg.rate_overrides)
-
-    k = imp_cfg.rewind_step
     total_steps = steps_per_epoch(len(data.train), train_cfg.batch_size) * train_cfg.epochs
-    if k > total_steps:
-        raise ConfigError(
-            f"rewind step {k} is beyond the {total_steps} training steps; choose 0..{total_steps}"
-        )
+    plan = plan_imp(shapes, imp_cfg, total_steps)
+    schedule, rates, k = plan.densities, plan.rates, plan.rewind_step
     theta0 = take_snapshot(model)
     result = train_fn(
         model, data, train_cfg, seed, snapshot_steps=(k,) if k else (), progress=progress
@@ -268,8 +300,10 @@ def iterative_magnitude_pruning(
 
 __all__ = [
     "IMPConfig",
+    "IMPPlan",
     "IMPRound",
     "density_schedule",
     "imp_step",
     "iterative_magnitude_pruning",
+    "plan_imp",
 ]

@@ -1,5 +1,5 @@
 """Recipe ``lottery-ticket``: Frankle & Carbin (2019), "The Lottery Ticket Hypothesis:
-Finding Sparse, Trainable Neural Networks" (methods.md row #16).
+Finding Sparse, Trainable Neural Networks" (row [#16]).
 
 Iterative magnitude pruning (IMP) of an MLP 40-300-100-10 on MNIST-1D (or 64-300-100-10
 on scikit-learn digits): each round trains, prunes ``rate`` of the remaining weights of
@@ -13,28 +13,42 @@ At every density three arms train side by side, as one population per round:
 
 and round 0 (density 1) is the dense baseline. Accuracy is test accuracy at the
 early-stopping iteration (minimum validation loss), the paper's measure.
+
+Members that diverge are left out of every mean; a seed whose ticket diverged is left
+out of the later rounds too (its masks were pruned from non-finite weights).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from weightlab.data.registry import load_dataset
+from weightlab.errors import ConfigError
 from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.claims import (
+    baseline_learned,
+    judge,
+    majority_rate,
+    no_divergence,
+    stopped_before_end,
+)
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std
 from weightlab.runs.rundir import RunDir
+from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
-from weightlab.sparsity import IMPConfig, density_schedule, imp_step, layer_rates, random_masks
-from weightlab.train.config import OptimConfig, TrainConfig
+from weightlab.sparsity import IMPConfig, imp_step, random_masks
+from weightlab.sparsity.imp import IMPPlan, plan_imp
+from weightlab.train.config import SCHEDULES, OptimConfig, Schedule, TrainConfig
+from weightlab.train.order import steps_per_epoch
 
 ARMS = ("ticket", "reinit", "random")
 QUOTE_SIZE = (
@@ -85,11 +99,11 @@ class LotteryTicketConfig(RecipeConfig):
         "train each round's members as one population, or in a plain loop",
         choices=ENGINES,
     )
+    schedule: str = opt("constant", "learning-rate schedule over each round", choices=SCHEDULES)
+    warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from weightlab.errors import ConfigError
-
         try:
             widths = [int(w) for w in self.hidden.split(",")]
         except ValueError:
@@ -104,15 +118,56 @@ class LotteryTicketConfig(RecipeConfig):
         return [int(w) for w in self.hidden.split(",")]
 
 
+def _num(v: float | None) -> float:
+    """A summary number as a float (JSON null, for an empty mean, becomes NaN)."""
+    return math.nan if v is None else float(v)
+
+
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    """``mean ± std`` for a table; ``n/a`` when every member was left out."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {_num(std):.{digits}f}"
+
+
 def _prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def _check_unit(metrics: dict) -> None:
+    """The shape of a round's unit metrics (raises ``ValueError`` naming the problem)."""
+    expect_fields(metrics, {"round": int, "members": list}, "the metrics")
+    num, opt_num = (int, float), (int, float, type(None))
+    expect_list_of(
+        metrics["members"],
+        {
+            "arm": str,
+            "seed": int,
+            "density": num,
+            "diverged": bool,
+            "early_stop_step": int,
+            "last_step": int,
+            "test_acc": opt_num,
+            "val_loss": opt_num,
+            "final_test_acc": opt_num,
+            "history": list,
+        },
+        "members",
+    )
+    for i, m in enumerate(metrics["members"]):
+        if m["arm"] not in ARMS:
+            raise ValueError(f"members[{i}] has arm {m['arm']!r}, expected one of {ARMS}")
+
+
 class LotteryTicket(Recipe):
     name = "lottery-ticket"
+    family = "sparsity"
+    row = 16
     paper = "Frankle & Carbin 2019, The Lottery Ticket Hypothesis (arXiv:1803.03635)"
     claim = "IMP finds sparse subnetworks (tickets) that, rewound to init, match dense accuracy and learn faster"
     Config = LotteryTicketConfig
+    tasks = ("mnist1d", "digits")
+    kinds = ("classification",)
     smoke: ClassVar[dict] = {
         "seeds": 2,
         "epochs": 2,
@@ -121,10 +176,18 @@ class LotteryTicket(Recipe):
         "rate": 0.5,
         "output_rate": 0.25,
     }
+    # Adam at lr 10 for one epoch: every arm stays at chance (or diverges).
+    broken: ClassVar[dict] = {"lr": 10.0, "epochs": 1}
+    smoke_seconds = 2.4  # measured in-process on this 2-core CPU, one thread
 
     # -- setup ------------------------------------------------------------------
     def _setup(self, cfg: LotteryTicketConfig):
-        data = load_dataset(cfg.data, cfg.device)
+        data = self.load_data(cfg)
+        if len(data.input_shape) != 1:
+            raise ConfigError(
+                f"--data {cfg.data} has inputs of shape {data.input_shape}; this recipe's MLP "
+                "needs flat feature vectors (reshape x to (n, features))"
+            )
         widths = [data.input_shape[0], *cfg.hidden_widths, data.num_classes]
         factory = model_factory(MLP, widths, init=cfg.init)
         names = [f"layers.{i}.weight" for i in range(len(widths) - 1)]
@@ -135,25 +198,50 @@ class LotteryTicket(Recipe):
             target_density=cfg.target_density,
             rewind="init" if cfg.rewind_step == 0 else cfg.rewind_step,
         )
+        schedule = Schedule(cfg.schedule, warmup_steps=cfg.warmup_steps)
         train_cfg = TrainConfig(
-            cfg.epochs, cfg.batch_size, cfg.eval_every, OptimConfig(cfg.optimizer, lr=cfg.lr)
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.eval_every,
+            OptimConfig(cfg.optimizer, lr=cfg.lr, schedule=schedule),
         )
         return data, factory, names, shapes, imp, train_cfg
+
+    def _plan(self, cfg: LotteryTicketConfig) -> IMPPlan:
+        data, _, _, shapes, imp, train_cfg = self._setup(cfg)
+        total = steps_per_epoch(len(data.train), cfg.batch_size) * cfg.epochs
+        train_cfg.optim.schedule.check(total)
+        try:
+            return plan_imp(shapes, imp, total)
+        except ConfigError:
+            if imp.rewind_step <= total:
+                raise
+            raise ConfigError(
+                f"--rewind-step {imp.rewind_step} is past the end of training: each round "
+                f"trains {total} steps; choose --rewind-step in 0..{total}"
+            ) from None
+
+    def validate(self, cfg: LotteryTicketConfig, data_sizes: dict[str, int]) -> None:
+        """Before the run directory opens: the batch fits the data, the warm-up fits the
+        run, and the rewind step lies within a round's training (:func:`plan_imp`)."""
+        self._plan(cfg)
 
     # -- run ----------------------------------------------------------------------
     def run(self, cfg: LotteryTicketConfig, rd: RunDir, progress: bool = False) -> dict:
         from weightlab.population import MemberSpec
 
         data, factory, names, shapes, imp, train_cfg = self._setup(cfg)
-        rates = layer_rates(names, imp.rate, imp.rate_overrides)
-        densities = density_schedule(shapes, imp)
+        plan = self._plan(cfg)
+        rates, densities = plan.rates, plan.densities
         seeds = list(range(cfg.seeds))
         init_seed = {s: derive_seed("lottery-ticket", "init", s) for s in seeds}
         data_seed = {s: derive_seed("lottery-ticket", "data", s) for s in seeds}
         rewind_states: dict[int, dict[str, torch.Tensor] | None] = {s: None for s in seeds}
         prev: dict[str, torch.Tensor] = {}
         records: list[dict] = []
-        bar = progress_bar(len(densities), "lottery-ticket", "round", progress)
+        bar = progress_bar(
+            len(densities), "lottery-ticket", "round", progress, line_each_update=True
+        )
         for r, dens in enumerate(densities):
             if bar is not None:
                 bar.set_description(f"round {r} (density {dens:.3f})")
@@ -166,7 +254,12 @@ class LotteryTicket(Recipe):
                         meta.append(("ticket", s))
                         continue
                     prev_masks = {n: prev[f"ticket.{s}.mask.{n}"].bool() for n in names}
-                    prev_final = {n: prev[f"ticket.{s}.final.{n}"] for n in names}
+                    # a diverged ticket's weights may be non-finite; its seed is left out of
+                    # the claims from here on, but the round still needs definite masks
+                    prev_final = {
+                        n: torch.nan_to_num(prev[f"ticket.{s}.final.{n}"], 0.0, 0.0, 0.0)
+                        for n in names
+                    }
                     masks = imp_step(prev_final, prev_masks, rates, imp.scope)
                     keep = {n: int(m.sum()) for n, m in masks.items()}
                     rnd = random_masks(
@@ -221,8 +314,10 @@ class LotteryTicket(Recipe):
                             "seed": s,
                             "density": sum(int(mask[n].sum()) for n in names)
                             / sum(shapes[n].numel() for n in names),
-                            "diverged": res.diverged,
+                            "diverged": bool(res.diverged),
+                            "diverged_step": res.diverged_step,
                             "early_stop_step": best.step,
+                            "last_step": res.final.step,
                             "test_acc": best.test_acc,
                             "val_loss": best.val_loss,
                             "final_test_acc": res.final.test_acc,
@@ -231,7 +326,7 @@ class LotteryTicket(Recipe):
                     )
                 return {"round": r, "members": members}, saved
 
-            metrics, tensors = rd.unit(f"round-{r:02d}", compute)
+            metrics, tensors = rd.unit(f"round-{r:02d}", compute, check=_check_unit)
             for m in metrics["members"]:
                 records.append({"round": r, **m})
             prev = tensors
@@ -242,10 +337,23 @@ class LotteryTicket(Recipe):
                 bar.update(1)
         if bar is not None:
             bar.close()
-        return self.summarize(cfg, records)
+        return self.summarize(cfg, records, chance=100 * majority_rate(data.test.y))
 
     # -- summary and claims -----------------------------------------------------------
-    def summarize(self, cfg: LotteryTicketConfig, records: list[dict]) -> dict:
+    @staticmethod
+    def member_name(m: dict) -> str:
+        arm = "dense" if m["round"] == 0 else m["arm"]
+        return f"{arm} seed {m['seed']} at {m['density']:.1%}"
+
+    def summarize(self, cfg: LotteryTicketConfig, records: list[dict], chance: float) -> dict:
+        """Rows of mean ± std over seeds per (round, arm), diverged members left out, and
+        the claims. ``chance``: the test split's majority-class rate in percent."""
+        # A seed whose ticket diverged in round r: its later members were pruned from
+        # non-finite weights, so they are left out as well.
+        tainted_from = {}
+        for m in sorted(records, key=lambda m: m["round"]):
+            if m["arm"] == "ticket" and m["diverged"] and m["seed"] not in tainted_from:
+                tainted_from[m["seed"]] = m["round"]
         rows = []
         for r in sorted({m["round"] for m in records}):
             for arm in ARMS:
@@ -255,11 +363,21 @@ class LotteryTicket(Recipe):
                 )
                 if not ms:
                     continue
-                acc = [100 * m["test_acc"] if m["test_acc"] is not None else None for m in ms]
-                es = [m["early_stop_step"] for m in ms]
+                excluded, kept = [], []
+                for m in ms:
+                    if m["diverged"]:
+                        step = m.get("diverged_step")
+                        at = f" (diverged at step {step})" if step is not None else " (diverged)"
+                        excluded.append(self.member_name(m) + at)
+                    elif tainted_from.get(m["seed"], r) < r:
+                        excluded.append(self.member_name(m) + " (pruned from a diverged ticket)")
+                    else:
+                        kept.append(m)
+                acc = [100 * m["test_acc"] if m["test_acc"] is not None else None for m in kept]
+                es = [m["early_stop_step"] for m in kept]
                 fin = [
                     100 * m["final_test_acc"] if m["final_test_acc"] is not None else None
-                    for m in ms
+                    for m in kept
                 ]
                 (am, asd), (em, esd), (fm, fsd) = mean_std(acc), mean_std(es), mean_std(fin)
                 rows.append(
@@ -273,36 +391,52 @@ class LotteryTicket(Recipe):
                         "early_stop_mean": em,
                         "early_stop_std": esd,
                         "early_stop_values": es,
+                        "last_step_mean": mean_std([m["last_step"] for m in kept])[0],
                         "final_test_acc_mean": fm,
                         "final_test_acc_std": fsd,
                         "diverged": sum(bool(m["diverged"]) for m in ms),
-                        "n": len(ms),
+                        "excluded": excluded,
+                        "n": len(kept),
                     }
                 )
-        claims = [c.to_dict() for c in self.check_claims(rows)]
+        claims = [c.to_dict() for c in self.check_claims(rows, chance)]
+        diverged = [self.member_name(m) for m in records if m["diverged"]]
         return {
             "recipe": self.name,
             "paper": self.paper,
             "rows": rows,
             "claims": claims,
+            "chance_pct": chance,
+            "members": len(records),
+            "diverged_members": diverged,
             "accuracy": "test accuracy (%) at the early-stopping iteration (minimum validation loss)",
         }
 
     @staticmethod
-    def check_claims(rows: list[dict]) -> list[ClaimResult]:
+    def check_claims(rows: list[dict], chance: float) -> list[ClaimResult]:
+        """The three claims on the summary rows. ``chance``: the test split's majority-class
+        rate in percent. Every claim first needs a dense baseline that learned and no
+        excluded (diverged) member among the rows it reads; (c) also needs dense's
+        early-stop iteration to precede its last evaluation."""
         dense = next(r for r in rows if r["arm"] == "dense")
         by = {(r["round"], r["arm"]): r for r in rows}
         tickets = [r for r in rows if r["arm"] == "ticket"]
-        out = []
-        # (a) tickets down to ~20% density match or beat dense.
+        learned = baseline_learned(dense["test_acc_mean"], chance=chance)
         big = [t for t in tickets if t["density"] >= MATCH_DENSITY]
-        if big:
+        low = [t for t in tickets if t["density"] <= LOW_DENSITY]
+        reinit_low = [by[(t["round"], "reinit")] for t in low]
+        no_big = None if big else f"no ticket density >= {MATCH_DENSITY:.0%} in this run"
+        no_low = None if low else f"no density <= {LOW_DENSITY:.0%} reached in this run"
+
+        def excluded(rs: list[dict]) -> list[str]:
+            return [name for r in rs for name in r.get("excluded", [])]
+
+        def check_a():
             gaps = [
                 (t["density"], t["test_acc_mean"], t["test_acc_mean"] - dense["test_acc_mean"])
                 for t in big
             ]
             worst = min(gaps, key=lambda g: g[2])
-            held = all(g[2] >= -MATCH_TOLERANCE_PTS for g in gaps)
             detail = (
                 f"dense {dense['test_acc_mean']:.1f}%; over {len(gaps)} ticket densities >= {MATCH_DENSITY:.0%}, "
                 f"worst gap {worst[2]:+.2f} pts at {worst[0]:.1%} (ticket {worst[1]:.1f}%); "
@@ -312,26 +446,13 @@ class LotteryTicket(Recipe):
                 "dense": dense["test_acc_mean"],
                 "gaps": [{"density": d, "ticket": a, "gap_pts": g} for d, a, g in gaps],
             }
-        else:
-            held, detail, ev = None, f"no ticket density >= {MATCH_DENSITY:.0%} in this run", {}
-        out.append(
-            ClaimResult(
-                "a",
-                QUOTE_SIZE,
-                f"tickets down to about {MATCH_DENSITY:.0%} density match or beat dense test accuracy (within {MATCH_TOLERANCE_PTS:g} pt)",
-                held,
-                detail,
-                ev,
-            )
-        )
-        # (b) at low density the random-reinit arm falls clearly below the ticket.
-        low = [t for t in tickets if t["density"] <= LOW_DENSITY]
-        if low:
+            return all(g[2] >= -MATCH_TOLERANCE_PTS for g in gaps), detail, ev
+
+        def check_b():
             gaps = [
-                (t["density"], t["test_acc_mean"], by[(t["round"], "reinit")]["test_acc_mean"])
-                for t in low
+                (t["density"], t["test_acc_mean"], ri["test_acc_mean"])
+                for t, ri in zip(low, reinit_low, strict=True)
             ]
-            held = all(a - b > REINIT_GAP_PTS for _, a, b in gaps)
             smallest = min(gaps, key=lambda g: g[1] - g[2])
             detail = (
                 f"at {len(gaps)} densities <= {LOW_DENSITY:.0%}, smallest ticket-reinit gap {smallest[1] - smallest[2]:+.2f} pts "
@@ -342,23 +463,11 @@ class LotteryTicket(Recipe):
                     {"density": d, "ticket": a, "reinit": b, "gap_pts": a - b} for d, a, b in gaps
                 ]
             }
-        else:
-            held, detail, ev = None, f"no density <= {LOW_DENSITY:.0%} reached in this run", {}
-        out.append(
-            ClaimResult(
-                "b",
-                QUOTE_SIZE,
-                f"at density <= {LOW_DENSITY:.0%} random re-initialization of the ticket's mask is more than {REINIT_GAP_PTS:g} pts below the ticket",
-                held,
-                detail,
-                ev,
-            )
-        )
-        # (c) tickets above that size reach early stopping no later than dense.
-        if big:
+            return all(a - b > REINIT_GAP_PTS for _, a, b in gaps), detail, ev
+
+        def check_c():
             es = [(t["density"], t["early_stop_mean"]) for t in big]
             late = [e for e in es if e[1] > dense["early_stop_mean"]]
-            held = not late
             latest = max(es, key=lambda e: e[1])
             detail = (
                 f"dense early-stop iteration {dense['early_stop_mean']:.0f}; tickets >= {MATCH_DENSITY:.0%}: "
@@ -368,19 +477,36 @@ class LotteryTicket(Recipe):
                 "dense": dense["early_stop_mean"],
                 "tickets": [{"density": d, "early_stop": e} for d, e in es],
             }
-        else:
-            held, detail, ev = None, f"no ticket density >= {MATCH_DENSITY:.0%} in this run", {}
-        out.append(
-            ClaimResult(
+            return not late, detail, ev
+
+        return [
+            judge(
+                "a",
+                QUOTE_SIZE,
+                f"tickets down to about {MATCH_DENSITY:.0%} density match or beat dense test accuracy (within {MATCH_TOLERANCE_PTS:g} pt)",
+                [no_big, learned, no_divergence(excluded([dense, *big]))],
+                check_a,
+            ),
+            judge(
+                "b",
+                QUOTE_SIZE,
+                f"at density <= {LOW_DENSITY:.0%} random re-initialization of the ticket's mask is more than {REINIT_GAP_PTS:g} pts below the ticket",
+                [no_low, learned, no_divergence(excluded([*low, *reinit_low]))],
+                check_b,
+            ),
+            judge(
                 "c",
                 QUOTE_FASTER,
                 f"tickets at density >= {MATCH_DENSITY:.0%} reach their early-stopping iteration no later than dense (mean over seeds)",
-                held,
-                detail,
-                ev,
-            )
-        )
-        return out
+                [
+                    no_big,
+                    learned,
+                    no_divergence(excluded([dense, *big])),
+                    stopped_before_end(dense["early_stop_mean"], dense.get("last_step_mean")),
+                ],
+                check_c,
+            ),
+        ]
 
     # -- report ------------------------------------------------------------------
     def tables(self, summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -398,10 +524,10 @@ class LotteryTicket(Recipe):
                 str(r["round"]),
                 f"{100 * r['density']:.2f}%",
                 r["arm"],
-                f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
-                f"{r['early_stop_mean']:.0f} ± {r['early_stop_std']:.0f}",
-                f"{r['final_test_acc_mean']:.2f} ± {r['final_test_acc_std']:.2f}",
-                str(r["n"]),
+                _pm(r["test_acc_mean"], r["test_acc_std"], 2),
+                _pm(r["early_stop_mean"], r["early_stop_std"], 0),
+                _pm(r["final_test_acc_mean"], r["final_test_acc_std"], 2),
+                str(r["n"]) + (f" ({r['diverged']} diverged)" if r.get("diverged") else ""),
             ]
             for r in summary["rows"]
         ]
@@ -424,8 +550,8 @@ class LotteryTicket(Recipe):
                 continue
             x = [100 * r["density"] for r in pts]
             for ax, key in ((axes[0], "test_acc"), (axes[1], "early_stop")):
-                m = [r[f"{key}_mean"] for r in pts]
-                s = [r[f"{key}_std"] for r in pts]
+                m = [_num(r[f"{key}_mean"]) for r in pts]
+                s = [_num(r[f"{key}_std"]) for r in pts]
                 ax.plot(x, m, "o-", color=colors[arm], label=arm, ms=3)
                 ax.fill_between(
                     x,
@@ -438,7 +564,7 @@ class LotteryTicket(Recipe):
             (axes[0], "test_acc", "test accuracy at early stop (%)"),
             (axes[1], "early_stop", "early-stop iteration"),
         ):
-            ax.axhline(dense[f"{key}_mean"], color="gray", ls="--", lw=1, label="dense")
+            ax.axhline(_num(dense[f"{key}_mean"]), color="gray", ls="--", lw=1, label="dense")
             ax.set_xscale("log")
             ticks = [
                 t
