@@ -538,3 +538,17 @@ def test_probe_may_use_autograd_without_changing_training(cls_data):
     res = train(probed, cls_data, cfg, 0, probes=[Probe("full_grad", 2, full_grad)], dtype=F64)
     assert_same_weights(plain, probed, rtol=0, atol=0)
     assert all(r["full_grad"] > 0 for r in res.probes)
+
+
+def test_cast_data_keeps_integer_inputs():
+    """Token ids (integer inputs, e.g. for nn.Embedding) are not cast to the float dtype."""
+    from weightlab.data.task import Split, TaskData
+    from weightlab.train.loop import cast_data
+
+    ids = torch.tensor([[1, 2], [3, 0]])
+    split = Split(ids, torch.tensor([0, 1]))
+    data = TaskData("tokens", split, split, split, 2)
+    out = cast_data(data, torch.float64)
+    assert out.train.x.dtype == torch.long and torch.equal(out.train.x, ids)
+    floats = cast_data(TaskData("f", Split(ids.float(), split.y), split, split, 2), torch.float64)
+    assert floats.train.x.dtype == torch.float64

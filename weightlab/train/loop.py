@@ -194,8 +194,9 @@ def cast_data(data: TaskData, dtype: torch.dtype) -> TaskData:
     """``data`` with float inputs (and float targets) cast to ``dtype``; labels unchanged."""
 
     def cast(split: Split) -> Split:
+        x = split.x.to(dtype) if split.x.is_floating_point() else split.x  # token ids stay ints
         y = split.y.to(dtype) if split.y.is_floating_point() else split.y
-        return Split(split.x.to(dtype), y)
+        return Split(x, y)
 
     return TaskData(
         data.name,
