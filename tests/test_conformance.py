@@ -153,3 +153,78 @@ def test_broken_run_holds_no_claim(name, tmp_path):
     _, summary = run_recipe(name, cfg, out=tmp_path / "broken")
     verdicts = _check_claims(summary)
     assert "held" not in verdicts, [(c["id"], c["verdict"], c["detail"]) for c in summary["claims"]]
+
+
+# -- the registry ------------------------------------------------------------------------
+
+FAKE = """
+from dataclasses import dataclass
+
+from weightlab.recipes.base import Recipe, RecipeConfig
+
+
+@dataclass(frozen=True)
+class FakeConfig(RecipeConfig):
+    pass
+
+
+class _Base(Recipe):  # no name of its own: not registered
+    family = "quant"
+
+
+class Fake(_Base):
+    name = "{name}"
+    family = "{family}"
+    row = 99
+    paper = "A. Author 2024, A Paper"
+    claim = "something"
+    Config = FakeConfig
+    tasks = ("mnist1d",)
+"""
+
+
+@pytest.fixture
+def extra_quant_module(tmp_path, monkeypatch):
+    """``add(name, family)``: a module dropped into ``weightlab/recipes/quant/`` (via a
+    temporary folder on the package's ``__path__``), seen by a fresh discovery."""
+    import sys
+
+    import weightlab.recipes.quant as quant
+
+    monkeypatch.setattr(quant, "__path__", [*quant.__path__, str(tmp_path)])
+
+    def add(name: str, family: str = "quant", module: str = "fake_recipe") -> None:
+        (tmp_path / f"{module}.py").write_text(FAKE.format(name=name, family=family))
+        monkeypatch.delitem(sys.modules, f"weightlab.recipes.quant.{module}", raising=False)
+
+    yield add
+    for m in [m for m in sys.modules if m.startswith("weightlab.recipes.quant.fake")]:
+        del sys.modules[m]
+
+
+def test_a_new_module_in_a_family_package_is_discovered(extra_quant_module):
+    from weightlab.recipes.registry import discover
+
+    extra_quant_module("fake-quant")
+    found = discover()
+    assert "fake-quant" in found and "lottery-ticket" in found
+    assert found["fake-quant"].__module__ == "weightlab.recipes.quant.fake_recipe"
+    assert "_Base" not in {c.__name__ for c in found.values()}
+
+
+def test_duplicate_recipe_names_are_refused(extra_quant_module):
+    from weightlab.errors import ConfigError
+    from weightlab.recipes.registry import discover
+
+    extra_quant_module("lottery-ticket")
+    with pytest.raises(ConfigError, match="two recipes are named 'lottery-ticket'.*rename one"):
+        discover()
+
+
+def test_a_recipe_in_the_wrong_family_package_is_refused(extra_quant_module):
+    from weightlab.errors import ConfigError
+    from weightlab.recipes.registry import discover
+
+    extra_quant_module("fake-quant", family="sparsity")
+    with pytest.raises(ConfigError, match="declares family 'sparsity' but lives in recipes/quant"):
+        discover()
