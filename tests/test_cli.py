@@ -12,11 +12,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from weightlab.cli import main
 from weightlab.recipes.sparsity.lottery_ticket import LotteryTicket
+from weightlab.runs import load_tensors
 
 SMOKE = ["run", "lottery-ticket", "--smoke", "--quiet"]
 
@@ -150,12 +152,35 @@ def test_error_found_once_the_run_started_leaves_no_directory(cli, tmp_path):
     assert (tmp_path / "big" / "summary.json").exists()
 
 
-def test_task_the_recipe_does_not_support(cli, tmp_path, monkeypatch):
+def test_task_the_recipe_does_not_support(cli, tmp_path):
     """A registered task the recipe does not declare is refused, naming the ones it takes."""
-    monkeypatch.setattr(LotteryTicket, "tasks", ("mnist1d",))
-    rc, _, err = cli(*SMOKE, "--data", "digits", "--out", tmp_path / "r")
-    _assert_one_line_error(rc, err, "--data digits", "does not support", "mnist1d")
+    rc, _, err = cli(*SMOKE, "--data", "teacher_linear", "--out", tmp_path / "r")
+    _assert_one_line_error(rc, err, "--data teacher_linear", "does not support", "mnist1d")
     assert list(tmp_path.iterdir()) == []
+
+
+def _npz(path: Path, regression: bool) -> Path:
+    g = np.random.default_rng(0)
+    x = g.normal(size=(300, 8)).astype(np.float32)
+    y = x[:, :3].sum(1, keepdims=True) if regression else (x[:, 0] > 0).astype(np.int64)
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_user_npz_classification_data_runs(cli, tmp_path):
+    data = _npz(tmp_path / "mine.npz", regression=False)
+    rc, out, err = cli(*SMOKE, "--data", data, "--batch-size", "30", "--out", tmp_path / "r")
+    assert rc == 0, err
+    t = load_tensors(tmp_path / "r" / "units" / "round-00.safetensors")
+    assert tuple(t["ticket.0.final.layers.0.weight"].shape) == (64, 8)
+    assert tuple(t["ticket.0.final.layers.2.weight"].shape) == (2, 32)
+
+
+def test_user_npz_of_the_wrong_kind_is_refused(cli, tmp_path):
+    data = _npz(tmp_path / "reg.npz", regression=True)
+    rc, _, err = cli(*SMOKE, "--data", data, "--out", tmp_path / "r")
+    _assert_one_line_error(rc, err, "regression task", "needs classification data")
+    assert not (tmp_path / "r").exists()
 
 
 def test_failed_run_keeps_a_pre_existing_empty_out(cli, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from weightlab.data import TASKS, task_names
 from weightlab.recipes import FAMILIES, all_recipes
 from weightlab.recipes.base import SMOKE_BUDGET_S
 from weightlab.recipes.runner import make_config, run_recipe
@@ -83,6 +84,8 @@ def test_recipe_declares_its_contract(name):
     assert isinstance(cls.row, int) and not isinstance(cls.row, bool) and cls.row >= 1
     assert cls.paper.strip() and cls.claim.strip()
     assert cls.tasks and all(isinstance(t, str) for t in cls.tasks)
+    assert set(cls.tasks) <= set(task_names()), "declare registered tasks only"
+    assert {TASKS[t].kind for t in cls.tasks} <= set(cls.kinds)
     assert set(cls.kinds) <= {"classification", "regression"} and cls.kinds
     field_names = {f.name for f in dataclasses.fields(cls.Config)}
     assert set(cls.smoke) <= field_names and set(cls.broken) <= field_names

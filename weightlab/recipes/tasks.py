@@ -10,26 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from weightlab import data as _data
+from weightlab.data import is_user_data, load_dataset, task_names
 from weightlab.errors import ConfigError
-
-
-def _task_names() -> list[str]:
-    names = getattr(_data, "task_names", None)
-    return list(names()) if names is not None else sorted(_data.DATASETS)
-
-
-def _is_user_data(name: str) -> bool:
-    check = getattr(_data, "is_user_data", None)
-    return bool(check(name)) if check is not None else False
 
 
 def check_task_name(recipe: Any, name: str) -> None:
     """Refuse a task the registry does not know, or one ``recipe`` does not support."""
-    if name in recipe.tasks or _is_user_data(name):
+    if name in recipe.tasks or is_user_data(name):
         return
     supported = ", ".join(recipe.tasks)
-    if name in _task_names():
+    if name in task_names():
         raise ConfigError(
             f"--data {name}: recipe {recipe.name!r} does not support this task; "
             f"choose one of: {supported} (or user data FILE.npz / idx:DIR)"
@@ -43,7 +33,7 @@ def check_task_name(recipe: Any, name: str) -> None:
 def load_task(recipe: Any, name: str, device: str, params: dict[str, Any]):
     """Load task ``name`` for ``recipe`` on ``device`` after checking it is supported."""
     check_task_name(recipe, name)
-    task = _data.load_dataset(name, device, **params)
+    task = load_dataset(name, device, **params)
     if task.kind not in recipe.kinds:
         raise ConfigError(
             f"--data {name} is a {task.kind} task; recipe {recipe.name!r} needs "

@@ -2,7 +2,8 @@
 Finding Sparse, Trainable Neural Networks" (row [#16]).
 
 Iterative magnitude pruning (IMP) of an MLP 40-300-100-10 on MNIST-1D (or 64-300-100-10
-on scikit-learn digits): each round trains, prunes ``rate`` of the remaining weights of
+on scikit-learn digits; any flat-feature classification task, e.g. iris, wine, breast
+cancer or a user's ``FILE.npz``, works the same way): each round trains, prunes ``rate`` of the remaining weights of
 every hidden layer (``output_rate``, half of it, in the output layer, as in the paper's
 Section 2), and rewinds the survivors to their initial values θ0 (or to iteration k).
 At every density three arms train side by side, as one population per round:
@@ -166,7 +167,7 @@ class LotteryTicket(Recipe):
     paper = "Frankle & Carbin 2019, The Lottery Ticket Hypothesis (arXiv:1803.03635)"
     claim = "IMP finds sparse subnetworks (tickets) that, rewound to init, match dense accuracy and learn faster"
     Config = LotteryTicketConfig
-    tasks = ("mnist1d", "digits")
+    tasks = ("mnist1d", "digits", "iris", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {
         "seeds": 2,
