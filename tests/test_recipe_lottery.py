@@ -651,3 +651,23 @@ def test_schedule_flags_reach_the_run_hash_and_are_checked(cli_main, tmp_path):
     rc, _, err = cli_main(*SMOKE_ARGS, "--warmup-steps", "1000", "--out", tmp_path / "w")
     assert rc == 2 and "warm-up of 1000 steps" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+def test_a_diverging_run_completes_and_counts_its_diverged_members(cli_main, tmp_path):
+    """Defect 2: plain SGD at lr 10 diverges (non-finite loss) for some members: the run
+    completes, they are left out and named, and the last line and the report count them."""
+    out = tmp_path / "r"
+    rc, stdout, err = cli_main(*SMOKE_ARGS, "--optimizer", "sgd", "--lr", "10", "--out", out)
+    assert rc == 0, err
+    s = read_json(out / "summary.json")
+    diverged = s["diverged_members"]
+    assert diverged, "expected at least one member to diverge at SGD lr 10"
+    last = stdout.splitlines()[-1]
+    assert last.startswith(f"Diverged members: {len(diverged)} of {s['members']} (")
+    assert all(name in last for name in diverged)
+    assert f"Diverged members: {len(diverged)} of {s['members']}" in (out / "report.md").read_text()
+    assert sum(r["diverged"] for r in s["rows"]) == len(diverged)
+    assert {c["verdict"] for c in s["claims"]} == {"not tested"}
+    for r in s["rows"]:
+        assert r["n"] + len(r["excluded"]) == 2
+        assert len(r["test_acc_values"]) == r["n"]  # means over the members kept only
