@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from weightlab.data import TASKS, task_names
 from weightlab.recipes import FAMILIES, all_recipes
@@ -231,3 +232,39 @@ def test_a_recipe_in_the_wrong_family_package_is_refused(extra_quant_module):
     extra_quant_module("fake-quant", family="sparsity")
     with pytest.raises(ConfigError, match="declares family 'sparsity' but lives in recipes/quant"):
         discover()
+
+
+def test_task_parameters_reach_the_loader_as_flat_config_fields():
+    """A recipe exposes the task parameters it needs as flat config fields (``task_opt``,
+    listed in ``task_fields``); they are checked like any field and passed to the loader."""
+    from dataclasses import dataclass
+
+    from weightlab.errors import ConfigError
+    from weightlab.recipes.base import Recipe, RecipeConfig
+    from weightlab.recipes.tasks import task_opt
+
+    @dataclass(frozen=True)
+    class XorConfig(RecipeConfig):
+        data: str = "xor"
+        flip: float = task_opt("xor", "flip")
+        n_train: int = task_opt("xor", "n_train")
+        d: int = task_opt("xor", "d")
+
+    class XorRecipe(Recipe):  # not in a family package: never registered
+        tasks = ("xor",)
+        task_fields = ("flip", "n_train", "d")
+        Config = XorConfig
+
+    XorRecipe.name = "xor-test"
+    flip = {f.name: f for f in dataclasses.fields(XorConfig)}["flip"]
+    assert flip.default == 0.1 and flip.metadata["max"] == 1 and "xor" in flip.metadata["help"]
+    with pytest.raises(ConfigError, match="--flip must be <= 1"):
+        XorConfig(flip=2.0)
+    r = XorRecipe()
+    clean = r.load_data(XorConfig(flip=0.0, n_train=50, d=8))
+    noisy = r.load_data(XorConfig(flip=0.5, n_train=50, d=8))
+    assert len(clean.train) == 50 and clean.input_shape == (8,)
+    assert torch.equal(clean.train.x, noisy.train.x)
+    assert not torch.equal(clean.train.y, noisy.train.y)  # the flip reached the loader
+    with pytest.raises(ConfigError, match="no parameter 'nope'"):
+        task_opt("xor", "nope")

@@ -45,3 +45,23 @@ def load_task(recipe: Any, name: str, device: str, params: dict[str, Any]):
 def data_sizes(task: Any) -> dict[str, int]:
     """``{"train": n, "val": n, "test": n}`` of a loaded task."""
     return {"train": len(task.train), "val": len(task.val), "test": len(task.test)}
+
+
+def task_opt(task: str, param: str) -> Any:
+    """A recipe config field for the task parameter ``param`` of ``task``: its default,
+    help and range checks come from the task's declaration, so ``--PARAM`` is checked
+    before anything is written. List the field in the recipe's ``task_fields`` to pass it
+    to the loader. List-valued parameters become comma-separated strings."""
+    from weightlab.data import task_param_specs
+    from weightlab.recipes.base import opt
+
+    specs = {p.name: p for p in task_param_specs(task)}
+    if param not in specs:
+        raise ConfigError(
+            f"task {task!r} has no parameter {param!r}; it has: {', '.join(specs) or 'none'}"
+        )
+    p = specs[param]
+    default = p.default
+    if p.type in ("ints", "floats") and not isinstance(default, str):
+        default = ",".join(str(v) for v in default)
+    return opt(default, f"{p.help} (task parameter of {task})", **p.checks())
