@@ -237,6 +237,8 @@ def test_run_help_lists_config_flags(tmp_path, monkeypatch, capsys):
     for flag in ("--target-density", "--engine", "--hidden", "--seeds", "--smoke", "--out"):
         assert flag in out
     assert "[default: 0.05]" in out
+    # the tasks --data takes (argparse may wrap the description)
+    assert "mnist1d, digits, iris, wine, breast_cancer" in " ".join(out.split())
     assert list(tmp_path.iterdir()) == []
 
 
