@@ -268,3 +268,15 @@ def test_task_parameters_reach_the_loader_as_flat_config_fields():
     assert not torch.equal(clean.train.y, noisy.train.y)  # the flip reached the loader
     with pytest.raises(ConfigError, match="no parameter 'nope'"):
         task_opt("xor", "nope")
+
+
+def test_a_recipe_over_the_smoke_budget_is_marked_slow_with_its_time(monkeypatch):
+    cls = REGISTRY["lottery-ticket"]
+    monkeypatch.setattr(cls, "smoke_seconds", 12.0)
+    (mark,) = _smoke_param("lottery-ticket").marks
+    assert mark.name == "slow" and "12.0 s > 5 s budget" in mark.kwargs["reason"]
+    monkeypatch.setattr(cls, "smoke_seconds", 4.9)
+    assert _smoke_param("lottery-ticket").marks == ()
+    monkeypatch.setattr(cls, "trains", False)
+    (skip,) = _broken_param("lottery-ticket").marks
+    assert skip.name == "skip" and "does not train" in skip.kwargs["reason"]
