@@ -81,6 +81,22 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def mnist1d_slice(weightlab_cache):
+    """MNIST-1D cut to 320 train / 100 val / 100 test examples (100 steps at batch 32 over
+    10 epochs): the data of the population-vs-loop equivalence tests."""
+    from weightlab.data import Split, TaskData, load_dataset
+
+    full = load_dataset("mnist1d")
+    return TaskData(
+        "mnist1d-slice",
+        Split(full.train.x[:320], full.train.y[:320]),
+        Split(full.val.x[:100], full.val.y[:100]),
+        Split(full.test.x[:100], full.test.y[:100]),
+        10,
+    )
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """``run_cli(*args, cwd=tmp_path, timeout=300, **env) -> CLIResult``."""

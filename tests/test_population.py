@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from weightlab.core import get_masks, take_snapshot
-from weightlab.data import Split, TaskData, load_dataset
+from weightlab.data import TaskData
 from weightlab.errors import ConfigError
 from weightlab.models import CNN1D, MLP, model_factory
 from weightlab.population import MemberSpec, Population, build_member
@@ -22,15 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data() -> TaskData:
-    full = load_dataset("mnist1d")
-    return TaskData(
-        "mnist1d-slice",
-        Split(full.train.x[:320], full.train.y[:320]),
-        Split(full.val.x[:100], full.val.y[:100]),
-        Split(full.test.x[:100], full.test.y[:100]),
-        10,
-    )
+def data(mnist1d_slice) -> TaskData:
+    return mnist1d_slice
 
 
 CFG = TrainConfig(epochs=10, batch_size=32, eval_every=50)  # 100 steps

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from weightlab.core import take_snapshot
-from weightlab.data import Split, TaskData, load_dataset
+from weightlab.data import TaskData
 from weightlab.data.task import make_regression_split
 from weightlab.errors import ConfigError
 from weightlab.models import CNN1D, MLP, model_factory
@@ -46,15 +46,8 @@ ADAM = OptimConfig("adam", lr=1e-3)
 
 
 @pytest.fixture(scope="module")
-def data() -> TaskData:
-    full = load_dataset("mnist1d")
-    return TaskData(
-        "mnist1d-slice",
-        Split(full.train.x[:320], full.train.y[:320]),
-        Split(full.val.x[:100], full.val.y[:100]),
-        Split(full.test.x[:100], full.test.y[:100]),
-        10,
-    )
+def data(mnist1d_slice) -> TaskData:
+    return mnist1d_slice
 
 
 def solo(factory, spec: MemberSpec, data: TaskData, cfg: TrainConfig, pop_seed: int = 0):
