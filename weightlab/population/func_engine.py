@@ -1,10 +1,12 @@
 """Generic path for any module: ``torch.func`` (``functional_call`` + ``vmap``) over stacked
 parameters and buffers.
 
-The parameters of all members live in one flat leaf tensor (layout of
-:class:`~weightlab.population.optim.FlatLayout`); each step takes views of it, evaluates
-``vmap(member_loss)`` and differentiates ``Σ_n L_n`` once, which gives every member its own
-gradient ``∂L_n/∂θ_n`` because members share no parameters. Buffers (BatchNorm running
+The parameters of all members live in one flat tensor (layout of
+:class:`~weightlab.population.optim.FlatLayout`); each step takes its per-parameter views as
+autograd leaves, evaluates ``vmap(member_loss)`` and differentiates ``Σ_n L_n`` once with
+respect to them, which gives every member its own gradient ``∂L_n/∂θ_n`` because members
+share no parameters; the gradients land in a flat buffer of the same layout for the fused
+optimizer step. Buffers (BatchNorm running
 statistics, Ioffe & Szegedy 2015, Algorithm 2) are stacked ``(N, ...)`` tensors updated in
 place under ``vmap``, so each member keeps its own statistics.
 """
@@ -53,7 +55,8 @@ class FuncEngine:
         self.flat = torch.empty(self.layout.total, device=device, dtype=dtype)
         for name, v in self.layout.views(self.flat).items():
             v.copy_(params[name])
-        self.flat.requires_grad_(True)
+        self.grad = torch.zeros_like(self.flat)
+        self._grad_views = list(self.layout.views(self.grad).values())
         self._buffers = {k: v.to(device, copy=True) for k, v in buffers.items()}
         self.opt = (
             PopulationOptimizer(self.flat, self.layout, optims, masks, **dict(opt_kwargs or {}))
@@ -62,7 +65,7 @@ class FuncEngine:
         )
 
     def params(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.layout.views(self.flat).items()}
+        return self.layout.views(self.flat)
 
     def buffers(self) -> dict[str, torch.Tensor]:
         return self._buffers
@@ -106,10 +109,16 @@ class FuncEngine:
         x_dim = 0 if per_member else None
         self._updates += 1
         masks = self._dropout_masks(x, x_dim)
-        logits = self._logits(self.layout.views(self.flat), x, x_dim, masks)
+        # per-parameter leaves (views of the flat buffer, no copy): differentiating with
+        # respect to them, not the whole buffer, spares every view's backward a full-size
+        # zero tensor plus an add (SliceBackward into the flat gradient)
+        leaves = {k: v.requires_grad_(True) for k, v in self.layout.views(self.flat).items()}
+        logits = self._logits(leaves, x, x_dim, masks)
         loss = self.loss.per_example(logits, self.loss.member_targets(y, self.n)).mean(1)
-        (grad,) = torch.autograd.grad(loss.sum(), self.flat)
-        self.opt.step(grad)
+        grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+        with torch.no_grad():
+            torch._foreach_copy_(self._grad_views, list(grads))
+            self.opt.step(self.grad)
         return loss.detach()
 
     @torch.no_grad()
