@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from weightlab.models.mlp import MLP
+from weightlab.models.siren import SIREN
 from weightlab.population.loss import EngineLoss
 from weightlab.population.optim import FlatLayout, PopulationOptimizer
 from weightlab.train.config import OptimConfig
@@ -34,18 +35,29 @@ FAST_ACTIVATIONS = ("relu", "tanh", "gelu", "sin")
 
 
 def supports(model: torch.nn.Module) -> bool:
-    """True when ``model`` is a plain :class:`MLP` the fast path computes exactly."""
-    return (
-        type(model) is MLP
-        and model.activation in FAST_ACTIVATIONS
-        and not list(model.buffers())
-        and [n for n, _ in model.named_parameters()]
-        == [f"layers.{i}.{k}" for i in range(len(model.layers)) for k in ("weight", "bias")]
-    )
+    """True when ``model`` is a plain :class:`MLP` or :class:`~weightlab.models.siren.SIREN`
+    the fast path computes exactly."""
+    if list(model.buffers()):
+        return False
+    names = [n for n, _ in model.named_parameters()]
+    if type(model) is MLP:
+        return model.activation in FAST_ACTIVATIONS and names == _param_names(len(model.layers))
+    if type(model) is SIREN:
+        return names == _param_names(len(model.layers), siren=True)
+    return False
+
+
+def _param_names(layers: int, siren: bool = False) -> list[str]:
+    """``layers.{i}.weight/bias`` (a SIREN's sine layers hold theirs in ``.linear``)."""
+    inner = [".linear" if siren and i < layers - 1 else "" for i in range(layers)]
+    return [f"layers.{i}{inner[i]}.{k}" for i in range(layers) for k in ("weight", "bias")]
 
 
 class MLPEngine:
-    """Trains ``N`` MLPs of identical widths as one computation.
+    """Trains ``N`` MLPs (or SIRENs) of identical widths as one computation.
+
+    A SIREN's hidden layers compute ``sin(ω0 Z_l)`` (Sitzmann et al. 2020, Eq. 1), so their
+    backward multiplies by ``ω0 cos(ω0 Z_l)``, in the loop's order (``cos`` first, then ``ω0``).
 
     ``params`` are stacked ``(N, *shape)`` tensors whose dtype the engine keeps; ``loss``
     is the training loss (default: cross-entropy); ``opt_kwargs`` go to
@@ -64,7 +76,9 @@ class MLPEngine:
         opt_kwargs: Mapping[str, object] | None = None,
     ) -> None:
         self.widths = list(template.widths)
-        self.act = template.activation
+        siren = type(template) is SIREN
+        self.act = "sin" if siren else template.activation
+        self.omega = template.omega0 if siren else None  # pre-activation scale (SIREN)
         first = next(iter(params.values()))
         self.n = n = first.shape[0]
         self.dtype = first.dtype
@@ -76,10 +90,11 @@ class MLPEngine:
             v.copy_(params[name])
         L = len(self.widths) - 1
         views, gviews = self.layout.views(self.flat), self.layout.views(self.grad)
-        self.W = [views[f"layers.{i}.weight"] for i in range(L)]
-        self.b = [views[f"layers.{i}.bias"].unsqueeze(1) for i in range(L)]
-        self.gW = [gviews[f"layers.{i}.weight"] for i in range(L)]
-        self.gb = [gviews[f"layers.{i}.bias"] for i in range(L)]
+        names = _param_names(L, siren)
+        self.W = [views[names[2 * i]] for i in range(L)]
+        self.b = [views[names[2 * i + 1]].unsqueeze(1) for i in range(L)]
+        self.gW = [gviews[names[2 * i]] for i in range(L)]
+        self.gb = [gviews[names[2 * i + 1]] for i in range(L)]
         self.opt = (
             PopulationOptimizer(self.flat, self.layout, optims, masks, **dict(opt_kwargs or {}))
             if optims
@@ -125,6 +140,8 @@ class MLPEngine:
                 elif self.act == "tanh":
                     h = zi.tanh_()
                 elif self.act == "sin":
+                    if self.omega is not None:  # SIREN: sin(ω0 (W a + b)), Z_l holds ω0 (W a + b)
+                        zi.mul_(self.omega)
                     h = torch.sin(zi, out=a[i]) if a else torch.sin(zi)
                 else:
                     h = F.gelu(zi, out=a[i]) if a else F.gelu(zi)
@@ -174,6 +191,8 @@ class MLPEngine:
                     dz = da.mul_(1 - acts[i].square())
                 elif self.act == "sin":  # sin'(z) = cos(z); Z_{i-1} is not needed after this
                     dz = da.mul_(torch.cos(z[i - 1], out=z[i - 1]))
+                    if self.omega is not None:  # SIREN: d(ω0 u)/du = ω0
+                        dz.mul_(self.omega)
                 else:
                     dz = torch.ops.aten.gelu_backward(da, z[i - 1])
             self.opt.step(self.grad)
@@ -185,7 +204,8 @@ class MLPEngine:
         summed squared error per output ``(N, *out)`` (regression) on ``split``."""
         loss, second = None, None
         for s in range(0, len(split), rows):
-            xs, ys = split.x[s : s + rows].flatten(1), split.y[s : s + rows]
+            xs, ys = split.x[s : s + rows], split.y[s : s + rows]
+            xs = xs.reshape(len(xs), -1)  # as MLP.forward (and 1-D SIREN inputs as (B, 1))
             out = self._forward(xs, None, None)[-1]
             part = self.loss.eval_stats(out, self.loss.member_targets(ys, self.n))
             loss = part[0] if loss is None else loss + part[0]

@@ -365,7 +365,7 @@ class Population:
         bar = None
         if progress:
             bar = progress_bar(total * len(self.specs), "population", "member-step", leave=False)
-        x_all = data.train.x.flatten(1) if self._is_fast() else data.train.x
+        x_all = _rows(data.train.x) if self._is_fast() else data.train.x
         for members in chunks:
             opt_kwargs = {"total_steps": total, "multipliers": multipliers}
             engine = self._engine(members, [optims[i] for i in members], loss, opt_kwargs)
@@ -497,7 +497,7 @@ class Population:
             elif p.kind == "train_loss":
                 split = run.data.train
                 if self._is_fast():
-                    split = Split(split.x.flatten(1), split.y)
+                    split = Split(_rows(split.x), split.y)
                 total, _ = engine.evaluate(split, self._eval_rows(len(members)))
                 per_member = {p.name: total / len(split)}
             if per_member is not None:
@@ -583,7 +583,7 @@ class Population:
         eloss = EngineLoss.resolve(loss, kind, tuple(y.shape[1:]))
         self._measure_split(split)
         if self._is_fast():
-            split = Split(split.x.flatten(1), split.y)
+            split = Split(_rows(split.x), split.y)
         losses = torch.empty(len(self), dtype=torch.float64)
         scores = torch.empty(len(self), dtype=torch.float64)
         stats = target_stats(y) if kind == "regression" else None
@@ -725,3 +725,9 @@ class _Run:
     loss: EngineLoss
     probe_loss: Callable
     stats: dict[str, tuple[torch.Tensor, torch.Tensor] | None]
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """Inputs as ``(n, features)`` rows for the MLP fast path (``MLP.forward``'s
+    ``flatten(1)``; a SIREN's 1-D inputs become ``(n, 1)``)."""
+    return x.reshape(x.shape[0], -1)
