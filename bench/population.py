@@ -109,6 +109,7 @@ class Row:
 
     def __init__(self, name: str, device: str) -> None:
         from weightlab.models import CNN1D, MLP, model_factory
+        from weightlab.models.siren import siren_factory
 
         spec = ROWS[name]
         self.name, self.device, self.spec = name, device, spec
@@ -130,16 +131,26 @@ class Row:
             self.factories = {"": model_factory(MLP, spec["widths"])}
         elif kind == "cnn1d":
             self.factories = {"": model_factory(CNN1D, channels=(32, 32), kernel=5, batchnorm=True)}
-        elif kind == "siren":
-            self.factories = {"": model_factory(MLP, spec["widths"], activation="sin")}
+        elif kind == "siren":  # weightlab's SIREN (sin(ω0 (Wx + b)), paper init), as users train it
+            self.factories = {"": siren_factory(spec["widths"])}
         else:
             self.factories = {f"w{w}": model_factory(MLP, [40, w, w, 10]) for w in spec["widths"]}
         per = self.n // len(self.factories)
         self.members = [(key, s) for key in self.factories for s in range(per)]
-        self.flops = {
-            key: matmul_flops_per_example(f(0), self.x[:1].cpu()) * self.batch
-            for key, f in self.factories.items()
-        }
+        if kind == "sweep":  # the user's path: Population.sweep, FLOPs from its useful_flops
+            from weightlab.population import MemberSpec, Population
+
+            self.sweep = Population.sweep(
+                self.factories,
+                [(k, MemberSpec(seed=s, optim=self.optim_config())) for k, s in self.members],
+                device=device,
+            )
+            self.flops = self.sweep.useful_flops(self.x, self.batch)
+        else:
+            self.flops = {
+                key: matmul_flops_per_example(f(0), self.x[:1].cpu()) * self.batch
+                for key, f in self.factories.items()
+            }
         self.order = torch.stack(
             [
                 torch.randperm(len(self.x), generator=torch.Generator().manual_seed(i))[
@@ -266,15 +277,32 @@ def vmap_runner(row: Row):
 def population_runner(row: Row):
     """The population engine's training step for every bucket (no evaluation)."""
     from weightlab.population import MemberSpec, Population
+    from weightlab.population.loss import EngineLoss
+    from weightlab.train.groups import resolve_groups
 
     optim = row.optim_config()
-    engines = []
-    for key, f in row.factories.items():
-        specs = [MemberSpec(seed=s, optim=optim) for k, s in row.members if k == key]
-        pop = Population(f, specs, row.device)
+    kind = "regression" if row.regression else "classification"
+    loss = EngineLoss.resolve("auto", kind, tuple(row.y.shape[1:]) if row.regression else ())
+    if hasattr(row, "sweep"):
+        pops = [b.population for b in row.sweep.buckets]
+    else:
+        pops = []
+        for key, f in row.factories.items():
+            specs = [MemberSpec(seed=s, optim=optim) for k, s in row.members if k == key]
+            pops.append(Population(f, specs, row.device))
+    engines, fast = [], []
+    for pop in pops:
+        # as Population.fit sets an engine up: measured shapes, resolved groups, run length
+        pop._measure(_task(row))
         chunks = pop._chunks(row.batch)
         assert len(chunks) == 1, f"{row.name}: benchmark expects one chunk, got {len(chunks)}"
-        engines.append(pop._engine(chunks[0], [optim] * len(specs)))
+        mults = {optim: resolve_groups(pop._param_names, optim.groups, pop.template)}
+        kw = {"total_steps": 10_000, "multipliers": mults if optim.groups else {}}
+        engines.append(pop._engine(chunks[0], [optim] * len(pop.specs), loss, kw))
+        fast.append(pop._is_fast())
+    row.engine_types = sorted({type(e).__name__ for e in engines})
+    if optim.groups:  # the grouped path really runs: one fused call per parameter group
+        assert all(len(e.opt._calls) > 1 for e in engines), "groups did not reach the optimizer"
     x_fast = row.x.flatten(1) if row.x.dim() > 2 else row.x
     pos = [0]
 
@@ -282,10 +310,20 @@ def population_runner(row: Row):
         for _ in range(k):
             idx = row.order[pos[0] % row.order.shape[0]]
             pos[0] += 1
-            for e in engines:
-                e.train_step(x_fast[idx], row.y[idx])
+            for e, f in zip(engines, fast, strict=True):
+                e.train_step((x_fast if f else row.x)[idx], row.y[idx])
 
     return run
+
+
+def _task(row: Row):
+    """A TaskData around the row's training inputs (what ``Population._measure`` reads)."""
+    from weightlab.data.task import Split, TaskData
+
+    split = Split(row.x, row.y)
+    if row.regression:
+        return TaskData(row.name, split, split, split, 0, "regression")
+    return TaskData(row.name, split, split, split, 10)
 
 
 # -- measurement ---------------------------------------------------------------------------
@@ -315,6 +353,7 @@ def worker(name: str, device: str, rounds: int, quick: bool) -> dict:
         "flops_per_member_step": flops,
         "steps": steps,
         "loop_members_timed": timed,
+        "population_engines": row.engine_types,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -384,9 +423,14 @@ def main() -> None:
         pop = entry["methods"]["population"]
         entry["population_vs_vmap"] = pop["median"] / entry["methods"]["vmap"]["median"]
         entry["loop_members_timed"] = r["loop_members_timed"]
+        entry["population_engines"] = r["population_engines"]
         entry["peak_rss_mib"] = r["peak_rss_mib"]
         entry["load_average"] = os.getloadavg()[0]
-        print(f"{'':14} population / vmap ensemble: {entry['population_vs_vmap']:.2f}x", flush=True)
+        print(
+            f"{'':14} population / vmap ensemble: {entry['population_vs_vmap']:.2f}x "
+            f"(engine {', '.join(r['population_engines'])})",
+            flush=True,
+        )
         out.append(entry)
     print(f"loops time {LOOP_MEMBERS} members at every N; rates are per member-step")
     _atomic_json(Path(a.out), out)
