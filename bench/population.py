@@ -15,8 +15,9 @@ Loops are timed on the same ``LOOP_MEMBERS`` members at every N (their cost per
 member-step does not depend on N) and reported per member-step. Each method reports the
 median rate over rounds and the spread (min-max), and its share of peak: executed matmul
 FLOPs (forward, input-gradient except for the first layer, weight-gradient; padding never
-counts) per second over the fp32 2048x2048 ``torch.mm`` rate measured in the same run.
-Ratios use the faster loop.
+counts) per second over the fp32 2048x2048 ``torch.mm`` rate measured in the same worker,
+once per round between the methods (the best of the rounds; a peak taken once at the start
+of a run would not see the load the later rows ran under). Ratios use the faster loop.
 
     .venv/bin/python bench/population.py [--rows small,lottery] [--rounds 5] [--quick]
 """
@@ -341,7 +342,10 @@ def worker(name: str, device: str, rounds: int, quick: bool) -> dict:
     for run in runners.values():
         run(2)
     rates: dict[str, list[float]] = {m: [] for m in runners}
+    peaks: list[float] = []
     for _ in range(rounds):
+        # the peak in every round, between the methods, so it sees the same machine load
+        peaks.append(peak_flops(device, seconds=0.4))
         for m, run in runners.items():
             _sync(device)
             t = time.perf_counter()
@@ -350,6 +354,7 @@ def worker(name: str, device: str, rounds: int, quick: bool) -> dict:
             rates[m].append(work[m] * steps[m] / (time.perf_counter() - t))
     return {
         "rates": rates,
+        "peaks": peaks,
         "flops_per_member_step": flops,
         "steps": steps,
         "loop_members_timed": timed,
@@ -392,8 +397,9 @@ def main() -> None:
         sys.exit(f"population bench: error: unknown row(s) {unknown}; choose from {list(ROWS)}")
     peak = peak_flops(a.device)
     print(
-        f"device {a.device}, {torch.get_num_threads()} threads, fp32 2048^2 mm peak "
-        f"{peak / 1e9:.1f} GFLOP/s, load average {os.getloadavg()[0]:.2f}"
+        f"device {a.device}, {torch.get_num_threads()} threads, fp32 2048^2 mm peak at start "
+        f"{peak / 1e9:.1f} GFLOP/s (each row uses its own, measured in its rounds), "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     print(
         f"{'row':14} {'N':>4} {'method':11} {'member-steps/s (median, min-max)':>34} "
@@ -403,8 +409,10 @@ def main() -> None:
     for name in rows:
         r = _spawn([name, a.device, str(a.rounds), "1" if a.quick else "0"])
         med = {m: statistics.median(v) for m, v in r["rates"].items()}
+        peak = max(r["peaks"])  # best mm rate seen while this row ran
         best_loop = max(med["loop"], med["loop-fused"])
         entry = {"row": name, **ROWS[name], "peak_flops": peak, "methods": {}}
+        entry["peak_rounds"] = r["peaks"]
         for m, v in r["rates"].items():
             share = med[m] * r["flops_per_member_step"][m] / peak
             entry["methods"][m] = {
@@ -427,7 +435,9 @@ def main() -> None:
         entry["peak_rss_mib"] = r["peak_rss_mib"]
         entry["load_average"] = os.getloadavg()[0]
         print(
-            f"{'':14} population / vmap ensemble: {entry['population_vs_vmap']:.2f}x "
+            f"{'':14} peak {peak / 1e9:.1f} GFLOP/s (best of rounds), load average "
+            f"{os.getloadavg()[0]:.2f}; population / vmap ensemble: "
+            f"{entry['population_vs_vmap']:.2f}x "
             f"(engine {', '.join(r['population_engines'])})",
             flush=True,
         )
