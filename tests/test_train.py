@@ -552,3 +552,30 @@ def test_cast_data_keeps_integer_inputs():
     assert out.train.x.dtype == torch.long and torch.equal(out.train.x, ids)
     floats = cast_data(TaskData("f", Split(ids.float(), split.y), split, split, 2), torch.float64)
     assert floats.train.x.dtype == torch.float64
+
+
+def test_train_result_record_is_json_and_carries_probes():
+    """TrainResult.to_dict() is what recipes store in unit metrics (metrics.jsonl): history,
+    probe rows, divergence and the early-stopping step, all JSON-able."""
+    import json
+
+    from weightlab.data.task import TaskData, make_regression_split
+    from weightlab.models import MLP, build
+    from weightlab.train.probes import distance_from_init
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    split = make_regression_split(x.numpy(), (x @ torch.ones(3, 1)).numpy())
+    data = TaskData("lin", split, split, split, 0, kind="regression")
+    res = train(
+        build(MLP, [3, 8, 1], seed=0),
+        data,
+        TrainConfig(epochs=2, batch_size=16, optim=OptimConfig("sgd", lr=0.05)),
+        0,
+        probes=[distance_from_init(every=4)],
+    )
+    rec = json.loads(json.dumps(res.to_dict()))
+    assert [p["step"] for p in rec["probes"]] == [0, 4, 8]
+    assert rec["probes"][0]["distance_from_init"] == 0.0
+    assert rec["history"][-1]["step"] == 8 and "test_r2" in rec["history"][-1]
+    assert rec["diverged"] is False and rec["early_stop_step"] in (4, 8)

@@ -96,6 +96,19 @@ class TrainResult:
             key=lambda p: (p.val_loss if math.isfinite(p.val_loss) else math.inf, p.step),
         )
 
+    def to_dict(self) -> dict:
+        """JSON-able record for a run's unit metrics (and so ``metrics.jsonl``): the
+        evaluation history, probe values, divergence and the early-stopping step.
+        Snapshots are tensors and are not included."""
+        return {
+            "history": [p.to_dict() for p in self.history],
+            "probes": [dict(row) for row in self.probes],
+            "diverged": bool(self.diverged),
+            "diverged_step": self.diverged_step,
+            "early_stop_step": self.best.step if self.history else None,
+            "last_step": self.final.step if self.history else None,
+        }
+
     @property
     def early_stop_step(self) -> int:
         return self.best.step

@@ -317,14 +317,10 @@ class LotteryTicket(Recipe):
                             "seed": s,
                             "density": sum(int(mask[n].sum()) for n in names)
                             / sum(shapes[n].numel() for n in names),
-                            "diverged": bool(res.diverged),
-                            "diverged_step": res.diverged_step,
-                            "early_stop_step": best.step,
-                            "last_step": res.final.step,
+                            **res.to_dict(),
                             "test_acc": best.test_acc,
                             "val_loss": best.val_loss,
                             "final_test_acc": res.final.test_acc,
-                            "history": [p.to_dict() for p in res.history],
                         }
                     )
                 return {"round": r, "members": members}, saved
