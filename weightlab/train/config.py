@@ -166,14 +166,15 @@ class OptimConfig:
         """Rebuild from :meth:`to_dict` output; a malformed dict is a :class:`ConfigError`."""
         if not isinstance(d, dict):
             raise ConfigError(f"optimizer settings must be a JSON object, got {type(d).__name__}")
+        src = d
         try:
             d = dict(d)
             d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
             d["schedule"] = Schedule(**d.get("schedule", {}))
             d["groups"] = tuple(_group_from_dict(g) for g in d.get("groups", ()))
             return cls(**d)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"malformed optimizer settings {d!r}: {e}") from e
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise ConfigError(f"malformed optimizer settings {src!r}: {e}") from e
 
 
 def _group_to_dict(g: ParamGroup) -> dict:
