@@ -125,12 +125,16 @@ def evaluate_split(
     kind: str,
     loss_fn: LossFn,
     chunk: int = 8192,
+    *,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``split`` in eval mode (mode restored after).
 
     Returns ``{"loss", "acc"}`` for classification and ``{"loss", "r2", "rel_err"}`` for
     regression; ``loss`` is the mean of ``loss_fn``'s per-example losses (see
-    :mod:`weightlab.train.metrics` for R² and the relative error).
+    :mod:`weightlab.train.metrics` for R² and the relative error). ``stats``: the split's
+    :func:`~weightlab.train.metrics.target_stats` (regression), for callers that evaluate
+    the same split repeatedly; ``None`` computes them.
     """
     was_training = model.training
     model.eval()
@@ -155,7 +159,7 @@ def evaluate_split(
         model.train(was_training)
     if kind == "classification":
         return {"loss": loss_sum / n, "acc": correct / n}
-    ss_tot, y_sq = target_stats(split.y)
+    ss_tot, y_sq = stats if stats is not None else target_stats(split.y)
     r2, rel = r2_and_rel_err(sse, ss_tot.to(sse.device), y_sq.to(sse.device))
     return {"loss": loss_sum / n, "r2": float(r2), "rel_err": float(rel)}
 
@@ -234,10 +238,16 @@ def _check_outputs(pred: torch.Tensor, data: TaskData) -> None:
 
 
 def _eval_point(
-    model: nn.Module, data: TaskData, loss_fn: LossFn, step: int, spe: int, train_loss: float
+    model: nn.Module,
+    data: TaskData,
+    loss_fn: LossFn,
+    step: int,
+    spe: int,
+    train_loss: float,
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]],
 ) -> EvalPoint:
-    val = evaluate_split(model, data.val, data.kind, loss_fn)
-    test = evaluate_split(model, data.test, data.kind, loss_fn)
+    val = evaluate_split(model, data.val, data.kind, loss_fn, stats=stats.get("val"))
+    test = evaluate_split(model, data.test, data.kind, loss_fn, stats=stats.get("test"))
     if data.kind == "classification":
         return EvalPoint(
             step, step / spe, train_loss, val["loss"], val["acc"], test["loss"], test["acc"]
@@ -326,6 +336,9 @@ def train(
     named = [(plain_name(k), p) for k, p in model.named_parameters() if p.requires_grad]
     order = batch_indices(n, cfg.batch_size, cfg.epochs, data_seed).to(data.device)
     evals = set(eval_steps(total, spe, cfg.eval_every))
+    stats = {}  # regression: each split's target statistics, computed once (not per eval)
+    if data.kind == "regression":
+        stats = {"val": target_stats(data.val.y), "test": target_stats(data.test.y)}
 
     result = TrainResult(history=[])
     ctx = None
@@ -379,7 +392,7 @@ def train(
                 train_loss = float(running) / count
                 running.zero_()
                 count = 0
-                point = _eval_point(model, data, loss_fn, step, spe, train_loss)
+                point = _eval_point(model, data, loss_fn, step, spe, train_loss, stats)
                 result.history.append(point)
                 if on_eval is not None:
                     on_eval(point, model)
