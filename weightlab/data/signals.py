@@ -20,10 +20,13 @@ interpolation between training samples; a band with ``f_hi < n / 2`` is resolved
 the training grid (Nyquist). Coordinates: ``-1 + 2j / M`` for the periodic noise signals
 (the grid covers ``[-1, 1)``), pixel centres ``-1 + (2j + 1) / M`` for the image.
 ``x`` is ``(N, dim)``, ``y`` is ``(N, 1)``. ``info``: ``signal`` (the fine-grid values),
-``coords`` (the fine grid's 1-D coordinates) and, for the noise signals, ``band``.
+``coords`` (the fine grid's 1-D coordinates) and, for the noise signals, ``band`` and
+``seed`` (``source`` for the image).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -114,28 +117,38 @@ def band_limited_2d(m: int, f_lo: int, f_hi: int, seed: int) -> np.ndarray:
     return _peak_normalize(np.fft.ifft2(spec).real)
 
 
-def load_signal1d(n: int, f_lo: int, f_hi: int, seed: int) -> TaskData:
-    _check_band("signal1d", n, f_lo, f_hi)
-    m = 2 * n
-    s, t = band_limited_1d(m, f_lo, f_hi, seed), periodic_coords(m)
-    info = {
-        "signal": torch.as_tensor(s, dtype=torch.float32),
-        "coords": torch.as_tensor(t, dtype=torch.float32),
+def _fine_grid_info(signal: np.ndarray, coords: np.ndarray) -> dict:
+    """``info["signal"]`` and ``info["coords"]`` of a fine grid, as float32 tensors."""
+    return {
+        "signal": torch.as_tensor(signal, dtype=torch.float32),
+        "coords": torch.as_tensor(coords, dtype=torch.float32),
     }
-    info |= {"band": (f_lo, f_hi), "seed": seed}
-    return _task("signal1d", split_1d(s, t), info)
+
+
+def _load_band(
+    task: str,
+    draw: Callable[[int, int, int, int], np.ndarray],
+    split: Callable[[np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray]]],
+    n: int,
+    f_lo: int,
+    f_hi: int,
+    seed: int,
+) -> TaskData:
+    """A band-limited noise task: ``draw(2n, f_lo, f_hi, seed)`` on the periodic fine grid,
+    cut into train / val / test by ``split``."""
+    _check_band(task, n, f_lo, f_hi)
+    m = 2 * n
+    s, t = draw(m, f_lo, f_hi, seed), periodic_coords(m)
+    info = _fine_grid_info(s, t) | {"band": (f_lo, f_hi), "seed": seed}
+    return _task(task, split(s, t), info)
+
+
+def load_signal1d(n: int, f_lo: int, f_hi: int, seed: int) -> TaskData:
+    return _load_band("signal1d", band_limited_1d, split_1d, n, f_lo, f_hi, seed)
 
 
 def load_signal2d(n: int, f_lo: int, f_hi: int, seed: int) -> TaskData:
-    _check_band("signal2d", n, f_lo, f_hi)
-    m = 2 * n
-    s, t = band_limited_2d(m, f_lo, f_hi, seed), periodic_coords(m)
-    info = {
-        "signal": torch.as_tensor(s, dtype=torch.float32),
-        "coords": torch.as_tensor(t, dtype=torch.float32),
-    }
-    info |= {"band": (f_lo, f_hi), "seed": seed}
-    return _task("signal2d", split_2d(s, t), info)
+    return _load_band("signal2d", band_limited_2d, split_2d, n, f_lo, f_hi, seed)
 
 
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -172,9 +185,5 @@ def load_image(size: int) -> TaskData:
     a = area_matrix(side, m)
     fine = 2.0 * (a @ square @ a.T) - 1.0
     t = -1.0 + (2.0 * np.arange(m) + 1.0) / m
-    info = {
-        "signal": torch.as_tensor(fine, dtype=torch.float32),
-        "coords": torch.as_tensor(t, dtype=torch.float32),
-    }
-    info["source"] = "sklearn china.jpg"
+    info = _fine_grid_info(fine, t) | {"source": "sklearn china.jpg"}
     return _task("image", split_2d(fine, t), info)
