@@ -21,10 +21,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from weightlab.data.splits import partition
-from weightlab.data.task import Split, TaskData
+from weightlab.data.task import TaskData, make_split
 from weightlab.errors import DataError
 from weightlab.seeding import derive_seed
 
@@ -155,16 +154,12 @@ def load_idx_task(folder: str | Path, seed: int = 0) -> TaskData:
         )
     val_idx, tr_idx = partition(n, [n_val, n - n_val], derive_seed("idx-val", seed))
     px_tr, px_te = _pixels(x_tr), _pixels(x_te)
-
-    def split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
-
     info = {"source": str(folder), "image_shape": tuple(x_tr.shape[1:]), "seed": seed}
     return TaskData(
         f"idx:{folder}",
-        split(px_tr[tr_idx], y_tr[tr_idx]),
-        split(px_tr[val_idx], y_tr[val_idx]),
-        split(px_te, y_te),
+        make_split(px_tr[tr_idx], y_tr[tr_idx]),
+        make_split(px_tr[val_idx], y_tr[val_idx]),
+        make_split(px_te, y_te),
         int(max(y_tr.max(), y_te.max())) + 1,
         info=info,
     )

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from weightlab.data.splits import partition
 from weightlab.errors import DataError
-from weightlab.seeding import generator
 
 KINDS = ("classification", "regression")
 
@@ -87,8 +87,7 @@ def split_train_val(
     x: np.ndarray, y: np.ndarray, val_size: int, split_seed: int
 ) -> tuple[Split, Split]:
     """Split arrays into train/val by a seeded permutation (same seed, same split)."""
-    perm = torch.randperm(len(y), generator=generator(split_seed)).numpy()
-    val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+    val_idx, train_idx = partition(len(y), [val_size, len(y) - val_size], split_seed)
     return _split(x[train_idx], y[train_idx]), _split(x[val_idx], y[val_idx])
 
 

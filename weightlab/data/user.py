@@ -15,10 +15,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from weightlab.data.splits import partition
-from weightlab.data.task import Split, TaskData
+from weightlab.data.task import Split, TaskData, make_regression_split, make_split
 from weightlab.errors import DataError
 from weightlab.seeding import derive_seed
 
@@ -132,12 +131,10 @@ def load_npz_task(path: str | Path, seed: int = 0, name: str | None = None) -> T
         data["train"] = (x[parts[-1]], y[parts[-1]])
 
     def to_split(x: np.ndarray, y: np.ndarray) -> Split:
-        xt = torch.as_tensor(np.ascontiguousarray(x.reshape(len(x), -1) if x.ndim == 1 else x))
-        xt = xt.to(torch.float32)
+        x = x.reshape(len(x), -1) if x.ndim == 1 else x
         if regression:
-            yt = torch.as_tensor(np.ascontiguousarray(y)).to(torch.float32)
-            return Split(xt, yt[:, None] if yt.ndim == 1 else yt)
-        return Split(xt, torch.as_tensor(np.ascontiguousarray(y)).to(torch.int64))
+            return make_regression_split(x, y[:, None] if y.ndim == 1 else y)
+        return make_split(x, y)
 
     splits = {s: to_split(*data[s]) for s in ("train", "val", "test")}
     info = {"source": str(path), "seed": seed}
