@@ -176,6 +176,7 @@ def test_resolve_groups_first_match_wins_and_selector():
         "layers.1.bias": (0.5, 1.0),
     }
     sel = ParamGroup(Selector(roles=("first",)), lr_mult=3.0)
+    assert groups[1].globs == ("*.bias",) and sel.globs is None
     assert resolve_groups(names, (sel,), model)["layers.0.weight"] == (3.0, 1.0)
     assert resolve_groups(names, (sel,), model)["layers.1.weight"] == (1.0, 1.0)
     with pytest.raises(ConfigError, match="needs the model"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from weightlab.errors import ConfigError
 
@@ -102,6 +102,12 @@ class ParamGroup:
         if not (math.isfinite(self.wd_mult) and self.wd_mult >= 0):
             raise ConfigError(f"a parameter group's wd_mult must be >= 0, got {self.wd_mult}")
 
+    @property
+    def globs(self) -> tuple[str, ...] | None:
+        """The ``fnmatch`` globs of ``match``, or ``None`` when it is a Selector."""
+        m = self.match
+        return m if isinstance(m, tuple) and all(isinstance(p, str) for p in m) else None
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -153,8 +159,6 @@ class OptimConfig:
 
     def to_dict(self) -> dict:
         """JSON-able form (for manifests and run hashes); inverse of :meth:`from_dict`."""
-        from dataclasses import asdict
-
         d = {k: v for k, v in asdict(self).items() if k not in ("groups", "schedule")}
         d["betas"] = list(self.betas)
         d["schedule"] = asdict(self.schedule)
@@ -178,13 +182,10 @@ class OptimConfig:
 
 
 def _group_to_dict(g: ParamGroup) -> dict:
-    from dataclasses import asdict
-
-    m = g.match
-    if isinstance(m, tuple) and all(isinstance(p, str) for p in m):
-        match: object = {"globs": list(m)}
+    if g.globs is not None:
+        match: object = {"globs": list(g.globs)}
     else:
-        sel = asdict(m)
+        sel = asdict(g.match)
         if any(not isinstance(t, str) for t in sel["types"]):
             raise ConfigError(
                 "a parameter group selecting by module class cannot be saved; "

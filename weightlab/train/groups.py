@@ -20,19 +20,18 @@ from weightlab.train.config import ParamGroup
 
 def describe_group(group: ParamGroup) -> str:
     """Short text for error messages: the globs, or the selector's fields."""
-    m = group.match
-    if isinstance(m, tuple) and all(isinstance(p, str) for p in m):
-        return "globs " + ", ".join(repr(p) for p in m)
-    return repr(m)
+    if group.globs is not None:
+        return "globs " + ", ".join(repr(p) for p in group.globs)
+    return repr(group.match)
 
 
 def group_members(
     names: Sequence[str], group: ParamGroup, model: nn.Module | None = None
 ) -> list[str]:
     """The names among ``names`` that ``group`` matches (ignoring earlier groups)."""
+    if group.globs is not None:
+        return [n for n in names if any(fnmatchcase(n, p) for p in group.globs)]
     m = group.match
-    if isinstance(m, tuple) and all(isinstance(p, str) for p in m):
-        return [n for n in names if any(fnmatchcase(n, p) for p in m)]
     if not callable(m):
         raise ConfigError(
             f"a parameter group's match must be globs or a Selector, got {type(m).__name__}"
