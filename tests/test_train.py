@@ -542,7 +542,6 @@ def test_probe_may_use_autograd_without_changing_training(cls_data):
 
 def test_cast_data_keeps_integer_inputs():
     """Token ids (integer inputs, e.g. for nn.Embedding) are not cast to the float dtype."""
-    from weightlab.data.task import Split, TaskData
     from weightlab.train.loop import cast_data
 
     ids = torch.tensor([[1, 2], [3, 0]])
@@ -557,12 +556,6 @@ def test_cast_data_keeps_integer_inputs():
 def test_train_result_record_is_json_and_carries_probes():
     """TrainResult.to_dict() is what recipes store in unit metrics (metrics.jsonl): history,
     probe rows, divergence and the early-stopping step, all JSON-able."""
-    import json
-
-    from weightlab.data.task import TaskData, make_regression_split
-    from weightlab.models import MLP, build
-    from weightlab.train.probes import distance_from_init
-
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 3, generator=g)
     split = make_regression_split(x.numpy(), (x @ torch.ones(3, 1)).numpy())
@@ -578,4 +571,6 @@ def test_train_result_record_is_json_and_carries_probes():
     assert [p["step"] for p in rec["probes"]] == [0, 4, 8]
     assert rec["probes"][0]["distance_from_init"] == 0.0
     assert rec["history"][-1]["step"] == 8 and "test_r2" in rec["history"][-1]
-    assert rec["diverged"] is False and rec["early_stop_step"] in (4, 8)
+    assert rec["diverged"] is False and rec["diverged_step"] is None
+    assert rec["early_stop_step"] == res.early_stop_step in (4, 8) and rec["last_step"] == 8
+    assert rec["history"] == [p.to_dict() for p in res.history] and rec["probes"] == res.probes
