@@ -6,17 +6,14 @@ import math
 
 import pytest
 import torch
+from population_helpers import assert_state_close, random_mask
 
 from weightlab.core import get_masks, take_snapshot
 from weightlab.data import TaskData
 from weightlab.errors import ConfigError
 from weightlab.models import CNN1D, MLP, model_factory
 from weightlab.population import MemberSpec, Population, build_member
-from weightlab.seeding import generator
 from weightlab.train import OptimConfig, TrainConfig, evaluate, train
-
-RTOL, ATOL = 1e-4, 1e-6
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,10 +26,6 @@ def data(mnist1d_slice) -> TaskData:
 CFG = TrainConfig(epochs=10, batch_size=32, eval_every=50)  # 100 steps
 
 
-def random_mask(shape, seed: int, density: float = 0.5) -> torch.Tensor:
-    return (torch.rand(shape, generator=generator(seed)) < density).float()
-
-
 def reference(factory, spec: MemberSpec, data, cfg, pop_seed=0, snapshot_steps=()):
     model = build_member(factory, spec)
     if spec.optim is not None:
@@ -40,12 +33,6 @@ def reference(factory, spec: MemberSpec, data, cfg, pop_seed=0, snapshot_steps=(
     ds = spec.data_seed if spec.data_seed is not None else pop_seed
     result = train(model, data, cfg, data_seed=ds, snapshot_steps=snapshot_steps)
     return model, result
-
-
-def assert_state_close(got: dict, want: dict) -> None:
-    assert set(got) == set(want)
-    for k in want:
-        torch.testing.assert_close(got[k], want[k], rtol=RTOL, atol=ATOL, msg=k)
 
 
 def assert_history_close(got, want) -> None:

@@ -9,8 +9,17 @@ import logging
 import math
 from dataclasses import replace
 
+import population_helpers as helpers
 import pytest
 import torch
+from population_helpers import (
+    ATOL,
+    F64,
+    RTOL,
+    assert_result_close,
+    assert_state_close,
+    solo,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -26,14 +35,11 @@ from weightlab.population import (
     BucketedPopulation,
     MemberSpec,
     Population,
-    build_member,
     useful_matmul_flops,
 )
 from weightlab.seeding import generator
-from weightlab.train import OptimConfig, ParamGroup, TrainConfig, train
-
-RTOL, ATOL = 1e-4, 1e-6
-DTYPE = torch.float64
+from weightlab.train import OptimConfig, ParamGroup, TrainConfig
+from weightlab.train.probes import distance_from_init, grad_norm, weight_norm
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -50,37 +56,10 @@ def data(mnist1d_slice) -> TaskData:
     return mnist1d_slice
 
 
-def solo(factory, spec: MemberSpec, data: TaskData, cfg: TrainConfig, pop_seed: int = 0):
-    """The member trained alone by the single-model loop."""
-    model = build_member(factory, spec)
-    if spec.optim is not None:
-        cfg = replace(cfg, optim=spec.optim)
-    ds = spec.data_seed if spec.data_seed is not None else pop_seed
-    result = train(model, data, cfg, data_seed=ds, seed=spec.seed, dtype=DTYPE)
-    return model, result
-
-
-def assert_member_equal(got_state, got_result, model, result) -> None:
-    want = take_snapshot(model)
-    assert set(got_state) == set(want)
-    for k in want:
-        torch.testing.assert_close(got_state[k], want[k], rtol=RTOL, atol=ATOL, msg=k)
-    assert [p.step for p in got_result.history] == [p.step for p in result.history]
-    for a, b in zip(got_result.history, result.history, strict=True):
-        for f in ("train_loss", "val_loss", "test_loss", "val_acc", "test_acc", "val_r2"):
-            x, y = getattr(a, f), getattr(b, f)
-            assert (x is None) == (y is None), f
-            if x is not None:
-                assert math.isclose(x, y, rel_tol=RTOL, abs_tol=ATOL), (f, x, y)
-
-
-def check(factory, specs, data, cfg=CFG):
-    pop = Population(factory, specs, dtype=DTYPE)
-    results = pop.fit(data, cfg)
-    for i, spec in enumerate(specs):
-        model, ref = solo(factory, spec, data, cfg)
-        assert_member_equal(pop.state(i), results[i], model, ref)
-    return pop, results
+def check(factory, specs, data, cfg=CFG, **kw):
+    """:func:`population_helpers.check` (population vs the loop, member by member) with this
+    module's 100-step config by default; returns (population, results, solo results)."""
+    return helpers.check(factory, specs, data, cfg, **kw)
 
 
 # -- width buckets ---------------------------------------------------------------------------
@@ -90,7 +69,7 @@ def test_width_sweep_equals_each_member_alone(data):
     # interleaved order, one member with its own data order and optimizer
     members = [(w, MemberSpec(seed=s)) for s in (0, 1) for w in widths]
     members[4] = (members[4][0], MemberSpec(seed=1, data_seed=7, optim=SGD))
-    pop = Population.sweep(factories, members, dtype=DTYPE)
+    pop = Population.sweep(factories, members, dtype=F64)
     assert isinstance(pop, BucketedPopulation) and len(pop) == 6
     assert [b.key for b in pop.buckets] == list(widths)
     assert [b.members for b in pop.buckets] == [(0, 3), (1, 4), (2, 5)]
@@ -99,7 +78,8 @@ def test_width_sweep_equals_each_member_alone(data):
         model, ref = solo(factories[w], spec, data, CFG)
         assert pop.key(i) == w
         assert pop.state(i)["layers.1.weight"].shape == (w, w)
-        assert_member_equal(pop.state(i), results[i], model, ref)
+        assert_state_close(pop.state(i), take_snapshot(model))
+        assert_result_close(results[i], ref)
     losses, accs = pop.evaluate(data.test)  # in member order, like the results
     want = torch.tensor([r.final.test_loss for r in results], dtype=torch.float64)
     torch.testing.assert_close(losses.double(), want, rtol=RTOL, atol=ATOL)
@@ -140,7 +120,7 @@ def test_sweep_rejects_unknown_keys():
 @pytest.mark.parametrize("optim", [SGD, ADAM], ids=["sgd", "adam"])
 def test_cnn1d_batchnorm(data, optim):
     f = model_factory(CNN1D, channels=(8, 8), kernel=5, batchnorm=True)
-    pop, _ = check(f, [MemberSpec(seed=s, optim=optim) for s in (0, 1)], data)
+    pop, _, _ = check(f, [MemberSpec(seed=s, optim=optim) for s in (0, 1)], data)
     assert any(k.endswith("running_mean") for k in pop.state(0))
 
 
@@ -163,25 +143,14 @@ def test_nn_rnn_takes_the_sequential_path(data, caplog):
 
 
 def test_sequential_path_runs_the_built_in_probes(data):
-    from weightlab.train.probes import distance_from_init, grad_norm, weight_norm
-
     f = model_factory(SeqRNN, features=5, hidden=8)
     probes = [weight_norm(5), distance_from_init(5), grad_norm(5)]
-    short = replace(CFG, epochs=2)
-    results = Population(f, [MemberSpec(seed=0), MemberSpec(seed=1)], dtype=DTYPE).fit(
-        data, short, probes=probes
-    )
-    for i in (0, 1):
-        ref = train(
-            build_member(f, MemberSpec(seed=i)), data, short, 0, seed=i, dtype=DTYPE, probes=probes
-        )
-        assert [p["step"] for p in results[i].probes] == [p["step"] for p in ref.probes]
-        for got, want in zip(results[i].probes, ref.probes, strict=True):
-            assert got.keys() == want.keys()
-            for k in want:
-                torch.testing.assert_close(
-                    torch.as_tensor(got[k]), torch.as_tensor(want[k]), rtol=RTOL, atol=ATOL
-                )
+    specs = [MemberSpec(seed=0), MemberSpec(seed=1)]
+    _, results, _ = check(
+        f, specs, data, replace(CFG, epochs=2), probes=probes
+    )  # rows as the loop's
+    last = results[0].probes[-1]
+    assert last["step"] == 20 and {"distance_from_init", "grad_norm"} <= set(last)
 
 
 def test_lstm_and_gru_take_the_sequential_path(data, caplog):
@@ -257,7 +226,7 @@ def test_siren_regression_float64():
     )
     f = siren_factory([1, 32, 32, 1])
     cfg = TrainConfig(epochs=25, batch_size=32, eval_every=50, optim=OptimConfig("adam", lr=1e-3))
-    _, results = check(f, [MemberSpec(seed=s) for s in (0, 1)], task, cfg)
+    _, results, _ = check(f, [MemberSpec(seed=s) for s in (0, 1)], task, cfg)
     for r in results:  # a SIREN fits this two-tone signal within 100 Adam steps
         assert r.final.val_r2 > 0.99 and r.final.test_rel_err < 0.1
 
@@ -294,11 +263,12 @@ def test_mup_style_groups_in_a_width_sweep(data):
         )
 
     members = [(w, MemberSpec(seed=s, optim=optim(w))) for w in widths for s in (0, 1)]
-    pop = Population.sweep(factories, members, dtype=DTYPE)
+    pop = Population.sweep(factories, members, dtype=F64)
     results = pop.fit(data, CFG)
     for i, (w, spec) in enumerate(members):
         model, ref = solo(factories[w], spec, data, CFG)
-        assert_member_equal(pop.state(i), results[i], model, ref)
+        assert_state_close(pop.state(i), take_snapshot(model))
+        assert_result_close(results[i], ref)
 
 
 # -- dropout ----------------------------------------------------------------------------------
@@ -324,9 +294,9 @@ class DropoutMLP(nn.Module):
 
 def test_mlp_with_weightlab_dropout_equals_the_loop(data):
     f = model_factory(DropoutMLP, 0.2)
-    pop, _ = check(f, [MemberSpec(seed=0), MemberSpec(seed=1, data_seed=5, optim=SGD)], data)
+    pop, _, _ = check(f, [MemberSpec(seed=0), MemberSpec(seed=1, data_seed=5, optim=SGD)], data)
     # the masks matter: without dropout the same members end elsewhere
-    plain = Population(model_factory(DropoutMLP, 0.0), [MemberSpec(seed=0)], dtype=DTYPE)
+    plain = Population(model_factory(DropoutMLP, 0.0), [MemberSpec(seed=0)], dtype=F64)
     plain.fit(data, CFG)
     assert not torch.allclose(plain.state(0)["net.0.weight"], pop.state(0)["net.0.weight"])
 

@@ -6,23 +6,23 @@ atol 1e-6. Also: divergence isolation, up-front config errors, save/load integri
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 
+import population_helpers as helpers
 import pytest
 import torch
+from population_helpers import F64, random_mask
 from torch import nn
 from torch.nn import functional as F
 
-from weightlab.core import take_snapshot
 from weightlab.data import Split, TaskData
 from weightlab.errors import ConfigError, RunFileError
 from weightlab.models import MLP, model_factory
-from weightlab.population import MemberSpec, Population, build_member
+from weightlab.population import MemberSpec, Population
 from weightlab.population import optim as popt
 from weightlab.population.optim import FlatLayout, PopulationOptimizer
 from weightlab.seeding import generator
-from weightlab.train import OptimConfig, ParamGroup, Schedule, TrainConfig, train
+from weightlab.train import OptimConfig, ParamGroup, Schedule, TrainConfig
 from weightlab.train.probes import (
     Probe,
     distance_from_init,
@@ -31,9 +31,6 @@ from weightlab.train.probes import (
     train_loss,
     weight_norm,
 )
-
-RTOL, ATOL = 1e-4, 1e-6
-F64 = torch.float64
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,62 +82,10 @@ CFG = TrainConfig(epochs=10, batch_size=32, eval_every=25)  # 100 steps
 
 
 # -- helpers -----------------------------------------------------------------------------
-def solo(factory, spec: MemberSpec, data, cfg, pop_seed=0, **kw):
-    model = build_member(factory, spec)
-    if spec.optim is not None:
-        cfg = replace(cfg, optim=spec.optim)
-    ds = spec.data_seed if spec.data_seed is not None else pop_seed
-    return model, train(model, data, cfg, data_seed=ds, seed=spec.seed, dtype=F64, **kw)
-
-
-def close(a, b) -> bool:
-    if a is None or b is None:
-        return a is b
-    if isinstance(a, list):
-        return torch.allclose(torch.tensor(a, dtype=F64), torch.tensor(b, dtype=F64), RTOL, ATOL)
-    if math.isnan(a) and math.isnan(b):
-        return True
-    return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
-
-
-def assert_result_close(got, want) -> None:
-    assert [p.step for p in got.history] == [p.step for p in want.history]
-    for a, b in zip(got.history, want.history, strict=True):
-        for f, va in a.to_dict().items():
-            assert close(va, getattr(b, f)), (f, va, getattr(b, f))
-        assert set(a.to_dict()) == set(b.to_dict())
-    assert (got.diverged, got.diverged_step) == (want.diverged, want.diverged_step)
-    assert [r["step"] for r in got.probes] == [r["step"] for r in want.probes]
-    for ra, rb in zip(got.probes, want.probes, strict=True):
-        assert set(ra) == set(rb)
-        for k in ra:
-            assert close(ra[k], rb[k]), (ra["step"], k, ra[k], rb[k])
-
-
-def assert_state_close(got: dict, want: dict) -> None:
-    assert set(got) == set(want)
-    for k in want:
-        torch.testing.assert_close(got[k], want[k].to(got[k].dtype), rtol=RTOL, atol=ATOL, msg=k)
-
-
-def check(factory, specs, data, cfg=CFG, pop_seed=0, probes=(), **kw):
-    """Population vs the loop, member by member; returns (population, results, solo results)."""
-    pop = Population(factory, specs, data_seed=pop_seed, dtype=F64, **kw)
-    results = pop.fit(data, cfg, probes=probes)
-    solos = []
-    for i, spec in enumerate(specs):
-        model, ref = solo(factory, spec, data, cfg, pop_seed, probes=probes)
-        if not ref.diverged:  # a diverged member's frozen weights hold inf/NaN
-            assert_state_close(pop.state(i), take_snapshot(model))
-        assert_result_close(results[i], ref)
-        for name, mask in (spec.masks or {}).items():
-            assert torch.all(pop.state(i)[name][mask == 0] == 0), name
-        solos.append(ref)
-    return pop, results, solos
-
-
-def random_mask(shape, seed: int, density: float = 0.5) -> torch.Tensor:
-    return (torch.rand(shape, generator=generator(seed)) < density).float()
+def check(factory, specs, data, cfg=CFG, **kw):
+    """:func:`population_helpers.check` (population vs the loop, member by member) with this
+    module's 100-step config by default; returns (population, results, solo results)."""
+    return helpers.check(factory, specs, data, cfg, **kw)
 
 
 def grad_max(every: int) -> Probe:
