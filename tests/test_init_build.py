@@ -17,6 +17,7 @@ from weightlab.errors import ConfigError
 from weightlab.init import INIT_SCHEMES, init_module_
 from weightlab.init.stacked import draw_stacked
 from weightlab.models import CNN1D, MLP, build, model_factory
+from weightlab.models.siren import SineLayer, siren_factory
 from weightlab.population import MemberSpec, Population
 from weightlab.seeding import generator
 
@@ -246,6 +247,20 @@ def test_kaiming_uniform_stream_is_pinned():
         b = torch.rand((layer.out_features,), generator=g, dtype=torch.float64) * 2 - 1
         assert torch.equal(layer.weight, w.mul_(1 / math.sqrt(fan_in)).float())
         assert torch.equal(layer.bias, b.mul_(1 / math.sqrt(fan_in)).float())
+
+
+def test_siren_stream_is_pinned():
+    """SIREN's paper init (first layer U(±1/n), others U(±sqrt(6/n)/ω0), biases U(±1/√n))
+    uses the schemes' uniform draw: float64 from generator(seed), rounded to float32."""
+    model = siren_factory([2, 4, 3], omega0=30.0)(7)
+    g = generator(7)
+    for i, layer in enumerate(model.layers):
+        lin = layer.linear if isinstance(layer, SineLayer) else layer
+        n = lin.in_features
+        for t, bound in ((lin.weight, 1 / n if i == 0 else math.sqrt(6 / n) / 30.0),
+                         (lin.bias, 1 / math.sqrt(n))):  # fmt: skip
+            u = torch.rand(t.shape, generator=g, dtype=torch.float64) * 2 - 1
+            assert torch.equal(t, u.mul_(bound).float()), (i, tuple(t.shape))
 
 
 # -- stacked drawing ----------------------------------------------------------------------

@@ -264,7 +264,9 @@ def init_plan(model: nn.Module, scheme: str = "kaiming_uniform") -> Plan:
     return plan
 
 
-def _draw(dist: Dist, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+def draw(dist: Dist, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """One block of ``dist`` drawn from ``g``: uniform ``(rand(float64) * 2 - 1) * scale``
+    rounded to float32, or normal ``randn(float32) * scale`` (``const`` is not drawn)."""
     if dist.kind == "uniform":
         return (
             (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1).mul_(dist.scale).float()
@@ -302,7 +304,7 @@ def init_module_(
         if step.dist.kind == "const":
             target.fill_(step.dist.scale)
         else:
-            target.copy_(_draw(step.dist, step.shape, g))
+            target.copy_(draw(step.dist, step.shape, g))
     return model
 
 
@@ -312,6 +314,7 @@ __all__ = [
     "Draw",
     "Reset",
     "Scheme",
+    "draw",
     "get_scheme",
     "init_module_",
     "init_plan",

@@ -12,7 +12,9 @@ Sec. 3.2); the last layer is linear. Initialization (Sec. 3.2 and Supplement 1.5
 - biases: ``U(-1/sqrt(n), 1/sqrt(n))``, PyTorch's ``nn.Linear`` default, which the paper's
   reference implementation keeps.
 
-Every draw comes from ``weightlab.seeding.generator(seed)``; ``ω0 = 30`` as in the paper.
+Every draw comes from ``weightlab.seeding.generator(seed)`` with the init schemes' uniform
+draw (:func:`weightlab.init.schemes.draw`: float64, rounded to float32); ``ω0 = 30`` as in
+the paper.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from weightlab.errors import ConfigError
+from weightlab.init.schemes import Dist, draw
 from weightlab.seeding import generator
 
 
@@ -76,14 +79,9 @@ class SIREN(nn.Module):
             lin = layer.linear if isinstance(layer, SineLayer) else layer
             n = lin.in_features
             bound = 1.0 / n if i == 0 else math.sqrt(6.0 / n) / self.omega0
-            lin.weight.copy_(_uniform(lin.weight.shape, bound, g))
-            lin.bias.copy_(_uniform(lin.bias.shape, 1.0 / math.sqrt(n), g))
+            lin.weight.copy_(draw(Dist("uniform", bound), tuple(lin.weight.shape), g))
+            lin.bias.copy_(draw(Dist("uniform", 1.0 / math.sqrt(n)), tuple(lin.bias.shape), g))
         return self
-
-
-def _uniform(shape: torch.Size, bound: float, g: torch.Generator) -> torch.Tensor:
-    """``U(-bound, bound)`` drawn in float64 (then rounded to the parameter's dtype)."""
-    return (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * bound
 
 
 def siren_factory(widths: Sequence[int], omega0: float = 30.0) -> Callable[[int], SIREN]:
