@@ -116,6 +116,25 @@ def test_sweep_rejects_unknown_keys():
         Population.sweep(f, [])
 
 
+def test_sweep_checks_every_bucket_before_training_and_forwards_probes(data):
+    factories = {
+        "deep": model_factory(MLP, [40, 16, 16, 10]),
+        "shallow": model_factory(MLP, [40, 16, 10]),
+    }
+    pop = Population.sweep(factories, [("deep", MemberSpec(0)), ("shallow", MemberSpec(1))])
+    before = [pop.state(i) for i in range(2)]
+    groups = (ParamGroup(("layers.2.*",), lr_mult=0.5),)  # the shallow MLP has no layers.2
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        pop.fit(data, replace(CFG, optim=OptimConfig("adam", groups=groups)))
+    for i, state in enumerate(before):  # the deep bucket did not train either
+        for k, v in state.items():
+            assert torch.equal(pop.state(i)[k], v), (i, k)
+    results = pop.fit(data, replace(CFG, epochs=1), probes=(weight_norm(5),))
+    assert [r["step"] for r in results[0].probes] == [0, 5, 10]
+    assert "weight_norm/layers.2.weight" in results[0].probes[-1]
+    assert "weight_norm/layers.2.weight" not in results[1].probes[-1]
+
+
 # -- generic path: module kinds -----------------------------------------------------------
 @pytest.mark.parametrize("optim", [SGD, ADAM], ids=["sgd", "adam"])
 def test_cnn1d_batchnorm(data, optim):

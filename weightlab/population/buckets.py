@@ -36,6 +36,7 @@ from weightlab.population.population import Population
 from weightlab.population.spec import MemberSpec
 from weightlab.train.config import TrainConfig
 from weightlab.train.loop import TrainResult
+from weightlab.train.probes import Probe
 
 ModelFactory = Callable[[int], nn.Module]
 
@@ -146,12 +147,16 @@ class BucketedPopulation:
         cfg: TrainConfig,
         snapshot_steps: Sequence[int] = (),
         progress: bool = False,
-        **fit_kwargs,
+        probes: Sequence[Probe] = (),
     ) -> list[TrainResult]:
-        """Train every bucket (:meth:`Population.fit`); ``results[i]`` belongs to member ``i``."""
+        """Train every bucket (:meth:`Population.fit`, same arguments); ``results[i]``
+        belongs to member ``i``. Every bucket is checked before any trains, so a
+        :class:`ConfigError` in one bucket (e.g. a parameter group matching none of its
+        parameters) leaves all members untouched."""
+        plans = [b.population._plan(data, cfg, snapshot_steps, probes) for b in self.buckets]
         results: list[TrainResult | None] = [None] * len(self)
-        for b in self.buckets:
-            got = b.population.fit(data, cfg, snapshot_steps, progress, **fit_kwargs)
+        for b, plan in zip(self.buckets, plans, strict=True):
+            got = b.population._train(plan, progress)
             for i, r in zip(b.members, got, strict=True):
                 results[i] = r
         return results  # type: ignore[return-value]

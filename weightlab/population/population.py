@@ -322,6 +322,17 @@ class Population:
                 warm-up longer than the run, a parameter group matching nothing, a loss
                 that does not fit the task, or a batch larger than the train split.
         """
+        return self._train(self._plan(data, cfg, snapshot_steps, probes), progress)
+
+    def _plan(
+        self,
+        data: TaskData,
+        cfg: TrainConfig,
+        snapshot_steps: Sequence[int],
+        probes: Sequence[Probe],
+    ) -> _Run:
+        """Everything :meth:`fit` checks and derives before the first update: any bad
+        input raises here, before a weight changes (a sweep plans every bucket first)."""
         if not isinstance(cfg, TrainConfig):
             raise ConfigError("cfg must be a weightlab.train.TrainConfig")
         probes = check_probes(probes)
@@ -341,10 +352,12 @@ class Population:
             if o.groups:
                 multipliers[o] = resolve_groups(self._param_names, o.groups, self.template)
         loss = EngineLoss.resolve(cfg.loss, data.kind, data.output_shape)
-        run = _Run(
+        seeds = [s.data_seed if s.data_seed is not None else self.data_seed for s in self.specs]
+        return _Run(
             data=data,
             spe=spe,
             total=total,
+            batch_size=cfg.batch_size,
             evals=set(eval_steps(total, spe, cfg.eval_every)),
             snaps=snaps,
             probes=probes,
@@ -354,21 +367,28 @@ class Population:
                 name: target_stats(split.y) if data.kind == "regression" else None
                 for name, split in (("val", data.val), ("test", data.test))
             },
+            optims=optims,
+            multipliers=multipliers,
+            seeds=seeds,
+            orders={
+                ds: batch_indices(n_train, cfg.batch_size, cfg.epochs, ds).to(self.device)
+                for ds in sorted(set(seeds))
+            },
         )
-        seeds = [s.data_seed if s.data_seed is not None else self.data_seed for s in self.specs]
-        orders = {
-            ds: batch_indices(n_train, cfg.batch_size, cfg.epochs, ds).to(self.device)
-            for ds in sorted(set(seeds))
-        }
+
+    def _train(self, run: _Run, progress: bool) -> list[TrainResult]:
+        """Train every member as :meth:`fit` describes, on a checked :meth:`_plan`."""
+        data, total, snaps, probes = run.data, run.total, run.snaps, run.probes
+        optims, seeds, orders = run.optims, run.seeds, run.orders
         results = [TrainResult(history=[]) for _ in self.specs]
-        chunks = self._chunks(cfg.batch_size)
+        chunks = self._chunks(run.batch_size)
         bar = None
         if progress:
             bar = progress_bar(total * len(self.specs), "population", "member-step", leave=False)
         x_all = _rows(data.train.x) if self._is_fast() else data.train.x
         for members in chunks:
-            opt_kwargs = {"total_steps": total, "multipliers": multipliers}
-            engine = self._engine(members, [optims[i] for i in members], loss, opt_kwargs)
+            opt_kwargs = {"total_steps": total, "multipliers": run.multipliers}
+            engine = self._engine(members, [optims[i] for i in members], run.loss, opt_kwargs)
             chunk_seeds = [seeds[i] for i in members]
             shared = len(set(chunk_seeds)) == 1
             order = (
@@ -714,17 +734,22 @@ def _sha256(path: Path) -> str:
 
 @dataclass
 class _Run:
-    """What one :meth:`Population.fit` call shares across its chunks."""
+    """What one :meth:`Population.fit` call checked and derives, shared across its chunks."""
 
     data: TaskData
     spe: int
     total: int
+    batch_size: int
     evals: set[int]
     snaps: set[int]
     probes: tuple[Probe, ...]
     loss: EngineLoss
     probe_loss: Callable
     stats: dict[str, tuple[torch.Tensor, torch.Tensor] | None]
+    optims: list[OptimConfig]  # per member
+    multipliers: dict[OptimConfig, dict[str, tuple[float, float]]]  # configs with groups
+    seeds: list[int]  # data-order seed per member
+    orders: dict[int, torch.Tensor]  # data-order seed -> (steps, B) batch indices
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
