@@ -224,6 +224,8 @@ def test_builtin_probes_known_answers():
     model = _BNNet().double()
     ctx = _ctx(model)
     probes = check_probes([weight_norm(2), distance_from_init(2), relative_change(2), grad_norm(2)])
+    assert [p.reads_grads for p in probes] == [False, False, False, True]
+    assert Probe("u", 1, lambda m, c: 0.0).reads_grads and not train_loss(1).reads_grads
     row0 = run_probes(probes, model, ctx)
     assert row0["step"] == 0 and row0["distance_from_init"] == 0.0
     assert "grad_norm" not in row0  # no gradient at step 0

@@ -372,8 +372,8 @@ def train(
             loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            probe_due = ctx is not None and any(p.due(step) for p in probes)
-            if probe_due:
+            due = [p for p in probes if p.due(step)]
+            if any(p.reads_grads for p in due):  # copy gradients only for probes that read them
                 ctx.grads = {
                     k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
                     for k, p in named
@@ -384,7 +384,7 @@ def train(
             count += 1
             if step in snaps:
                 result.snapshots[step] = take_snapshot(model)
-            if probe_due:
+            if due:
                 ctx.step = step
                 result.probes.append(run_probes(probes, model, ctx))
                 ctx.grads = None

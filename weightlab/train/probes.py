@@ -60,7 +60,8 @@ class ProbeContext:
         loss_fn: the per-example training loss (:func:`weightlab.train.losses.resolve_loss`).
         init: ``θ_0`` as ``{plain_name: tensor}`` (parameters at the start of training).
         grads: step ``step``'s gradients ``{plain_name: tensor}``, masked, before clipping
-            (``None`` at step 0).
+            (``None`` at step 0, and at steps where only built-ins that do not read
+            gradients are due).
         seed: the member's init seed.
     """
 
@@ -113,6 +114,12 @@ class Probe:
         if isinstance(self.params, str):
             object.__setattr__(self, "params", (self.params,))
         object.__setattr__(self, "params", tuple(self.params))
+
+    @property
+    def reads_grads(self) -> bool:
+        """Whether ``fn`` may read ``ctx.grads`` (user probes and :func:`grad_norm`); the
+        loop copies a step's gradients only when such a probe is due."""
+        return self.kind in ("user", "grad_norm")
 
     def due(self, step: int) -> bool:
         """Whether this probe runs after ``step`` completed updates."""
