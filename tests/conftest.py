@@ -3,7 +3,8 @@
 - Every test (and every subprocess a test starts) sees ``WEIGHTLAB_CACHE`` pointing at one
   session-wide temporary directory, so MNIST-1D is generated once per session, and
   ``HF_HUB_OFFLINE=1``.
-- ``run_cli`` runs ``python -m weightlab ...`` in a subprocess (cwd = the test's tmp_path).
+- ``run_cli`` runs ``python -m weightlab ...`` in a subprocess (cwd = the test's tmp_path);
+  ``cli`` calls ``weightlab.cli.main`` in-process (same cwd).
 - ``smoke_run`` is one finished ``weightlab run lottery-ticket --smoke`` directory, made once
   per session and shared read-only; tests that modify a run copy it first (``copy_run``).
 """
@@ -39,6 +40,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env.update(extra)
     return env
+
+
+def unit_mtimes(run: Path) -> dict[str, int]:
+    """``{file name: mtime_ns}`` of a run directory's ``units/`` (unchanged = not recomputed)."""
+    return {p.name: p.stat().st_mtime_ns for p in sorted((run / "units").iterdir())}
+
+
+def temp_files(path: Path) -> list[Path]:
+    """Temporary ``*.tmp`` files left anywhere under ``path`` (atomic writes leave none)."""
+    return [p for p in path.rglob("*") if p.name.endswith(".tmp")]
 
 
 def cli_command(*args: str | os.PathLike) -> list[str]:
@@ -105,6 +116,22 @@ def run_cli(tmp_path):
         return run_cli_in(cwd or tmp_path, *args, timeout=timeout, **env)
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys, one_thread):
+    """``cli(*args) -> (rc, stdout, stderr)``: ``weightlab.cli.main`` in-process, cwd =
+    tmp_path, one intra-op thread."""
+    from weightlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args):
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return call
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE_ARGS
 
 from weightlab.cli import main
 from weightlab.recipes.sparsity.lottery_ticket import LotteryTicket
 from weightlab.runs import load_tensors
 
-SMOKE = ["run", "lottery-ticket", "--smoke", "--quiet"]
+SMOKE = SMOKE_ARGS
 
 
 def _tree(path: Path) -> dict[str, bytes]:
@@ -38,19 +39,6 @@ def _assert_one_line_error(rc: int, stderr: str, *needles: str) -> str:
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """``cli(*args) -> (rc, stdout, stderr)``: ``main`` in-process, cwd = tmp_path."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args):
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return call
 
 
 # -- weightlab recipes ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import unit_mtimes
 
 from weightlab.data import TASKS, task_names
 from weightlab.recipes import FAMILIES, all_recipes
@@ -54,10 +55,6 @@ def _broken_param(name: str):
 
 SMOKE = [_smoke_param(n) for n in REGISTRY]
 BROKEN = [_broken_param(n) for n in REGISTRY]
-
-
-def _unit_mtimes(run: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted((run / "units").iterdir())}
 
 
 def _check_claims(summary: dict) -> list[str]:
@@ -136,12 +133,12 @@ def test_smoke_run_writes_claims_renders_and_resumes(name, tmp_path, capsys):
     assert (out / "report.md").read_text().startswith(f"# {name}")
 
     # re-run: resumes without recomputing any unit, same summary
-    units = _unit_mtimes(out)
+    units = unit_mtimes(out)
     assert sorted(read_json(out / "timing.json")["computed_units"]) == sorted(units_keys(out))
     before = (out / "summary.json").read_bytes()
     run_recipe(name, cfg, out=out)
     assert read_json(out / "timing.json")["computed_units"] == []
-    assert _unit_mtimes(out) == units
+    assert unit_mtimes(out) == units
     assert (out / "summary.json").read_bytes() == before
 
 

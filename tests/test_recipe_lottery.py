@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE_ARGS, cli_command, cli_env, run_cli_in
+from conftest import SMOKE_ARGS, cli_command, cli_env, run_cli_in, temp_files, unit_mtimes
 
 from weightlab.cli import main
 from weightlab.recipes.runner import make_config
@@ -63,27 +63,6 @@ def reference(request, smoke_run):
         return smoke_run if engine == "population" else request.getfixturevalue("loop_run")
 
     return get
-
-
-@pytest.fixture
-def cli_main(tmp_path, monkeypatch, capsys, one_thread):
-    """``cli_main(*args) -> (rc, stdout, stderr)``: ``weightlab.cli.main`` in-process."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args):
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return call
-
-
-def _units_mtimes(run: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted((run / "units").iterdir())}
-
-
-def _no_tmp(run: Path) -> list[Path]:
-    return [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
 
 # -- (1) a smoke run's outputs ------------------------------------------------------------
@@ -298,7 +277,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(engine, when, reference,
     ref = reference(engine)
     assert (run / "summary.json").read_bytes() == (ref / "summary.json").read_bytes(), done_before
     assert (run / "metrics.jsonl").read_bytes() == (ref / "metrics.jsonl").read_bytes()
-    assert _no_tmp(run) == []
+    assert temp_files(run) == []
     assert sorted(p.name for p in (run / "units").iterdir()) == sorted(
         p.name for p in (ref / "units").iterdir()
     )
@@ -311,17 +290,17 @@ def test_rerun_of_finished_run_recomputes_nothing_and_rerenders_report(
     copy_run, run_cli, smoke_run
 ):
     run = copy_run()
-    units = _units_mtimes(run)
+    units = unit_mtimes(run)
     for name in ("report.md", "report.html", "accuracy_vs_density.png"):
         (run / name).unlink()
     res = run_cli(*SMOKE_ARGS, "--out", run)
     assert res.rc == 0, res.stderr
-    assert _units_mtimes(run) == units
+    assert unit_mtimes(run) == units
     assert (run / "summary.json").read_bytes() == (smoke_run / "summary.json").read_bytes()
     assert (run / "report.md").read_bytes() == (smoke_run / "report.md").read_bytes()
     assert "data:image/png;base64," in (run / "report.html").read_text()
     assert (run / "accuracy_vs_density.png").read_bytes().startswith(b"\x89PNG")
-    assert _no_tmp(run) == []
+    assert temp_files(run) == []
 
 
 def test_report_command_regenerates_deleted_reports(copy_run, smoke_run, capsys):
@@ -553,9 +532,9 @@ def test_diverged_members_are_left_out_of_means_and_named():
     assert a["verdict"] == "not tested" and "dense seed 2" in a["detail"]
 
 
-def test_lr_10_on_digits_claims_nothing(cli_main, tmp_path):
+def test_lr_10_on_digits_claims_nothing(cli, tmp_path):
     """Defect 1: at lr 10 every arm sits near chance; no claim may read "held"."""
-    rc, out, err = cli_main(*SMOKE_ARGS, "--data", "digits", "--lr", "10", "--out", tmp_path / "r")
+    rc, out, err = cli(*SMOKE_ARGS, "--data", "digits", "--lr", "10", "--out", tmp_path / "r")
     assert rc == 0, err
     s = read_json(tmp_path / "r" / "summary.json")
     assert [c["verdict"] for c in s["claims"]] == ["not tested"] * 3
@@ -614,50 +593,50 @@ def test_iterative_magnitude_pruning_rejects_a_rewind_step_before_training():
     assert calls == []
 
 
-def test_rewind_step_past_the_end_writes_nothing_and_the_corrected_run_works(cli_main, tmp_path):
+def test_rewind_step_past_the_end_writes_nothing_and_the_corrected_run_works(cli, tmp_path):
     out = tmp_path / "r"
-    rc, _, err = cli_main(*SMOKE_ARGS, "--rewind-step", "117", "--out", out)
+    rc, _, err = cli(*SMOKE_ARGS, "--rewind-step", "117", "--out", out)
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "--rewind-step 117 is past the end" in err and "0..116" in err
     assert not out.exists()
-    rc, _, err = cli_main(*SMOKE_ARGS, "--rewind-step", "116", "--out", out)
+    rc, _, err = cli(*SMOKE_ARGS, "--rewind-step", "116", "--out", out)
     assert rc == 0, err
     t = load_tensors(out / "units" / "round-00.safetensors")
     assert "rewind.0.layers.0.weight" in t
 
 
-def test_malformed_unit_file_is_one_line_error_naming_it(cli_main, copy_run):
+def test_malformed_unit_file_is_one_line_error_naming_it(cli, copy_run):
     run = copy_run()
     (run / "summary.json").unlink()
     unit = run / "units" / "round-01.json"
     rec = json.loads(unit.read_text())
     del rec["metrics"]["members"]
     unit.write_text(json.dumps(rec))
-    rc, _, err = cli_main(*SMOKE_ARGS, "--out", run)
+    rc, _, err = cli(*SMOKE_ARGS, "--out", run)
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert str(unit) in err and "no 'members'" in err and "delete it and re-run" in err
     # following the advice recovers the run
     unit.unlink()
-    rc, _, err = cli_main(*SMOKE_ARGS, "--out", run)
+    rc, _, err = cli(*SMOKE_ARGS, "--out", run)
     assert rc == 0, err
 
 
-def test_schedule_flags_reach_the_run_hash_and_are_checked(cli_main, tmp_path):
+def test_schedule_flags_reach_the_run_hash_and_are_checked(cli, tmp_path):
     from weightlab.runs import config_hash
 
     a = make_config("lottery-ticket", smoke=True)
     b = make_config("lottery-ticket", smoke=True, schedule="cosine", warmup_steps=10)
     assert config_hash("lottery-ticket", a) != config_hash("lottery-ticket", b)
-    rc, _, err = cli_main(*SMOKE_ARGS, "--warmup-steps", "1000", "--out", tmp_path / "w")
+    rc, _, err = cli(*SMOKE_ARGS, "--warmup-steps", "1000", "--out", tmp_path / "w")
     assert rc == 2 and "warm-up of 1000 steps" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "w").exists()
 
 
-def test_a_diverging_run_completes_and_counts_its_diverged_members(cli_main, tmp_path):
+def test_a_diverging_run_completes_and_counts_its_diverged_members(cli, tmp_path):
     """Defect 2: plain SGD at lr 10 diverges (non-finite loss) for some members: the run
     completes, they are left out and named, and the last line and the report count them."""
     out = tmp_path / "r"
-    rc, stdout, err = cli_main(*SMOKE_ARGS, "--optimizer", "sgd", "--lr", "10", "--out", out)
+    rc, stdout, err = cli(*SMOKE_ARGS, "--optimizer", "sgd", "--lr", "10", "--out", out)
     assert rc == 0, err
     s = read_json(out / "summary.json")
     diverged = s["diverged_members"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import temp_files
 
 import weightlab
 from weightlab.errors import RunFileError
@@ -34,10 +35,6 @@ from weightlab.runs import files as files_mod
 from weightlab.runs.files import atomic_write_bytes, remove_stale_temp_files
 
 
-def _tmp_files(path: Path) -> list[Path]:
-    return [p for p in path.rglob("*") if p.name.endswith(".tmp")]
-
-
 @dataclass(frozen=True)
 class TinyConfig:
     seeds: int = 3
@@ -54,7 +51,7 @@ def test_atomic_write_json_writes_sorted_json_and_leaves_no_temp_file(tmp_path):
     atomic_write_json(p, {"b": 1, "a": [1.5, "s"], "c": (1, 2)})
     assert json.loads(p.read_text()) == {"a": [1.5, "s"], "b": 1, "c": [1, 2]}
     assert p.read_text().index('"a"') < p.read_text().index('"b"')
-    assert _tmp_files(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_atomic_write_json_stores_non_finite_floats_as_null(tmp_path):
@@ -112,7 +109,7 @@ def test_rundir_open_removes_temp_files_left_by_a_killed_run(tmp_path):
     leftover = rd.units_dir / ".u.safetensors.999999999.tmp"
     leftover.write_bytes(b"half")
     RunDir(tmp_path / "run", "tiny", cfg).open()
-    assert _tmp_files(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 # -- read_json --------------------------------------------------------------------------
@@ -154,7 +151,7 @@ def test_save_load_tensors_round_trip(tmp_path):
         assert back[k].dtype == v.dtype, k
         assert torch.equal(back[k], v), k
     assert back["mask"].dtype == torch.bool
-    assert _tmp_files(tmp_path) == []
+    assert temp_files(tmp_path) == []
     # it is a real safetensors file (readable by the reference loader)
     from safetensors.torch import load_file
 
