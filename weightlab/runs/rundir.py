@@ -73,7 +73,7 @@ class RunDir:
         self.recipe = recipe
         self.config = config
         self.units_dir = self.path / "units"
-        self._metrics: list[dict] = []
+        self._metric_lines: list[str] = []  # metrics.jsonl so far, one JSON line per unit
         self.computed: list[str] = []
 
     # -- creation and validation -------------------------------------------------
@@ -87,7 +87,8 @@ class RunDir:
             "config": asdict(self.config),
             "non_default": non_default_fields(self.config),
         }
-        record = json.loads(dumps_json(record))
+        text = dumps_json(record)
+        record = json.loads(text)  # the JSON-normalized form, as read back on resume
         if cfg_path.exists():
             existing = check_config(read_json(cfg_path, "run config"), cfg_path)
             if existing.get("recipe") != self.recipe or existing.get("config") != record["config"]:
@@ -105,7 +106,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.units_dir.mkdir(exist_ok=True)
         if not cfg_path.exists():
-            atomic_write_json(cfg_path, record)
+            atomic_write_text(cfg_path, text)
         remove_stale_temp_files(self.path)
         remove_stale_temp_files(self.units_dir)
         return self
@@ -162,16 +163,12 @@ class RunDir:
             self.computed.append(key)
             if tensors:
                 save_tensors(tpath, tensors)
-            record = json.loads(
-                dumps_json({"key": key, "metrics": metrics, "has_tensors": bool(tensors)})
-            )
-            atomic_write_text(jpath, dumps_json(record))
+            text = dumps_json({"key": key, "metrics": metrics, "has_tensors": bool(tensors)})
+            atomic_write_text(jpath, text)
+            record = json.loads(text)
             metrics = record["metrics"]  # the JSON-normalized form (NaN -> null), as on resume
-        self._metrics.append({"unit": key, **metrics})
-        atomic_write_text(
-            self.path / "metrics.jsonl",
-            "".join(json.dumps(m, sort_keys=True) + "\n" for m in self._metrics),
-        )
+        self._metric_lines.append(json.dumps({"unit": key, **metrics}, sort_keys=True) + "\n")
+        atomic_write_text(self.path / "metrics.jsonl", "".join(self._metric_lines))
         return metrics, tensors
 
     # -- outputs -------------------------------------------------------------------
