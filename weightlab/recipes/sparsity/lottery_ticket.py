@@ -208,10 +208,11 @@ class LotteryTicket(Recipe):
             cfg.eval_every,
             OptimConfig(cfg.optimizer, lr=cfg.lr, schedule=schedule),
         )
-        return data, factory, names, shapes, imp, train_cfg
+        plan = self._plan(cfg, data, shapes, imp, train_cfg)
+        return data, factory, names, shapes, imp, train_cfg, plan
 
-    def _plan(self, cfg: LotteryTicketConfig) -> IMPPlan:
-        data, _, _, shapes, imp, train_cfg = self._setup(cfg)
+    @staticmethod
+    def _plan(cfg: LotteryTicketConfig, data, shapes, imp: IMPConfig, train_cfg) -> IMPPlan:
         total = steps_per_epoch(len(data.train), cfg.batch_size) * cfg.epochs
         train_cfg.optim.schedule.check(total)
         try:
@@ -227,14 +228,13 @@ class LotteryTicket(Recipe):
     def validate(self, cfg: LotteryTicketConfig, data_sizes: dict[str, int]) -> None:
         """Before the run directory opens: the batch fits the data, the warm-up fits the
         run, and the rewind step lies within a round's training (:func:`plan_imp`)."""
-        self._plan(cfg)
+        self._setup(cfg)
 
     # -- run ----------------------------------------------------------------------
     def run(self, cfg: LotteryTicketConfig, rd: RunDir, progress: bool = False) -> dict:
         from weightlab.population import MemberSpec
 
-        data, factory, names, shapes, imp, train_cfg = self._setup(cfg)
-        plan = self._plan(cfg)
+        data, factory, names, shapes, imp, train_cfg, plan = self._setup(cfg)
         rates, densities = plan.rates, plan.densities
         seeds = list(range(cfg.seeds))
         init_seed = {s: derive_seed("lottery-ticket", "init", s) for s in seeds}
