@@ -236,7 +236,8 @@ def test_task_parameters_reach_the_loader_as_flat_config_fields():
     listed in ``task_fields``); they are checked like any field and passed to the loader."""
     from dataclasses import dataclass
 
-    from weightlab.errors import ConfigError
+    from weightlab.data import load_dataset
+    from weightlab.errors import ConfigError, DataError
     from weightlab.recipes.base import Recipe, RecipeConfig
     from weightlab.recipes.tasks import task_opt
 
@@ -255,8 +256,11 @@ def test_task_parameters_reach_the_loader_as_flat_config_fields():
     XorRecipe.name = "xor-test"
     flip = {f.name: f for f in dataclasses.fields(XorConfig)}["flip"]
     assert flip.default == 0.1 and flip.metadata["max"] == 1 and "xor" in flip.metadata["help"]
-    with pytest.raises(ConfigError, match="--flip must be <= 1"):
+    with pytest.raises(ConfigError, match=r"--flip must be <= 1; got 2\.0$"):
         XorConfig(flip=2.0)
+    # the same check, and message, as the task parameter itself
+    with pytest.raises(DataError, match=r"parameter flip must be <= 1; got 2\.0;"):
+        load_dataset("xor", flip=2.0)
     r = XorRecipe()
     clean = r.load_data(XorConfig(flip=0.0, n_train=50, d=8))
     noisy = r.load_data(XorConfig(flip=0.5, n_train=50, d=8))

@@ -94,19 +94,36 @@ class Param:
             v = float(value)
             if not math.isfinite(v):
                 raise ValueError(f"must be a finite number; got {value!r}")
-        if self.choices is not None and v not in self.choices:
-            raise ValueError(f"must be one of {', '.join(map(str, self.choices))}; got {v!r}")
-        if kind != "str":
-            for key, ok, word in (
-                ("min", lambda a, b: a >= b, ">="),
-                ("max", lambda a, b: a <= b, "<="),
-                ("gt", lambda a, b: a > b, ">"),
-                ("lt", lambda a, b: a < b, "<"),
-            ):
-                bound = getattr(self, key)
-                if bound is not None and not ok(v, bound):
-                    raise ValueError(f"must be {word} {bound}; got {v!r}")
+        problem = check_value(v, self.checks())
+        if problem:
+            raise ValueError(problem)
         return v
+
+
+_BOUNDS = (
+    ("min", lambda a, b: a >= b, ">="),
+    ("max", lambda a, b: a <= b, "<="),
+    ("gt", lambda a, b: a > b, ">"),
+    ("lt", lambda a, b: a < b, "<"),
+)
+
+
+def check_value(value: Any, checks: Mapping[str, Any]) -> str | None:
+    """``None`` if ``value`` passes ``checks`` (``choices``, then for a number: finite,
+    ``min``, ``max``, ``gt``, ``lt``), else the problem as ``"must be ...; got ..."``.
+    The one check behind task parameters and recipe config fields."""
+    choices = checks.get("choices")
+    if choices is not None and value not in choices:
+        return f"must be one of {', '.join(map(str, choices))}; got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number; got {value!r}"
+    for key, ok, word in _BOUNDS:
+        bound = checks.get(key)
+        if bound is not None and not ok(value, bound):
+            return f"must be {word} {bound}; got {value!r}"
+    return None
 
 
 def describe_params(params: Sequence[Param]) -> str:

@@ -9,12 +9,12 @@ quotes the paper, checks the measured numbers over seeds and reports ``held`` /
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from weightlab.data.params import check_value
 from weightlab.errors import ConfigError
 from weightlab.runs.rundir import RunDir
 
@@ -41,28 +41,14 @@ class RecipeConfig:
 
 
 def validate(cfg: Any) -> None:
-    """Check every field against its metadata; raise a one-line :class:`ConfigError`."""
+    """Check every field against its metadata (:func:`~weightlab.data.params.check_value`,
+    the check task parameters use); raise a one-line :class:`ConfigError`."""
     from dataclasses import fields
 
     for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        m = f.metadata
-        flag = "--" + f.name.replace("_", "-")
-        if "choices" in m and v not in m["choices"]:
-            raise ConfigError(
-                f"{flag} must be one of {', '.join(map(str, m['choices']))}; got {v!r}"
-            )
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"{flag} must be a finite number; got {v}")
-            if "min" in m and v < m["min"]:
-                raise ConfigError(f"{flag} must be >= {m['min']}; got {v}")
-            if "max" in m and v > m["max"]:
-                raise ConfigError(f"{flag} must be <= {m['max']}; got {v}")
-            if "gt" in m and not v > m["gt"]:
-                raise ConfigError(f"{flag} must be > {m['gt']}; got {v}")
-            if "lt" in m and not v < m["lt"]:
-                raise ConfigError(f"{flag} must be < {m['lt']}; got {v}")
+        problem = check_value(getattr(cfg, f.name), f.metadata)
+        if problem:
+            raise ConfigError(f"--{f.name.replace('_', '-')} {problem}")
     if getattr(cfg, "device", "cpu") == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda was asked for but CUDA is not available here; use --device cpu"
