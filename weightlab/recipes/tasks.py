@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from weightlab.data import is_user_data, load_dataset, task_names
+from weightlab.data import is_user_data, load_dataset, task_names, task_param_specs
 from weightlab.errors import ConfigError
+from weightlab.recipes.base import opt
 
 
 def check_task_name(recipe: Any, name: str) -> None:
@@ -52,9 +53,6 @@ def task_opt(task: str, param: str) -> Any:
     help and range checks come from the task's declaration, so ``--PARAM`` is checked
     before anything is written. List the field in the recipe's ``task_fields`` to pass it
     to the loader. List-valued parameters become comma-separated strings."""
-    from weightlab.data import task_param_specs
-    from weightlab.recipes.base import opt
-
     specs = {p.name: p for p in task_param_specs(task)}
     if param not in specs:
         raise ConfigError(
