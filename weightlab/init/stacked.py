@@ -172,9 +172,4 @@ def draw_stacked(
     return out
 
 
-def supports(factory_or_spec) -> bool:
-    """Whether :func:`draw_stacked` handles this factory (without drawing anything)."""
-    return draw_stacked(factory_or_spec, []) is not None
-
-
-__all__ = ["draw_stacked", "supports"]
+__all__ = ["draw_stacked"]
