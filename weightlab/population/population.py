@@ -516,8 +516,6 @@ class Population:
                 per_member = {} if step == 0 else {p.name: engine.opt.last_grad_norm}
             elif p.kind == "train_loss":
                 split = run.data.train
-                if self._is_fast():
-                    split = Split(_rows(split.x), split.y)
                 total, _ = engine.evaluate(split, self._eval_rows(len(members)))
                 per_member = {p.name: total / len(split)}
             if per_member is not None:
@@ -602,8 +600,6 @@ class Population:
         kind = "regression" if y.is_floating_point() else "classification"
         eloss = EngineLoss.resolve(loss, kind, tuple(y.shape[1:]))
         self._measure_split(split)
-        if self._is_fast():
-            split = Split(_rows(split.x), split.y)
         losses = torch.empty(len(self), dtype=torch.float64)
         scores = torch.empty(len(self), dtype=torch.float64)
         stats = target_stats(y) if kind == "regression" else None
