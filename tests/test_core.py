@@ -198,6 +198,8 @@ def test_tied_parameters_are_refused_naming_both_aliases(name):
         apply_masks(model, {name: torch.ones(6, 6)})
     assert not parametrize.is_parametrized(model.enc)
     apply_masks(model, {"enc.bias": torch.ones(6)})  # untied parameters are fine
+    assert parametrize.is_parametrized(model.enc, "bias")
+    assert not parametrize.is_parametrized(model.enc, "weight")
 
 
 def test_checkpoint_holds_zeros_and_reloads(tmp_path):
