@@ -36,9 +36,6 @@ class Task:
     kind: str = "classification"
     summary: str = ""
 
-    def defaults(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.params}
-
     def __call__(self, **params: Any) -> TaskData:
         return self.loader(**check_params(self.name, self.params, params))
 
@@ -121,7 +118,8 @@ def is_user_data(name: str) -> bool:
     return name.endswith(".npz") or name.startswith("idx:")
 
 
-def _specs(name: str) -> tuple[Param, ...]:
+def task_param_specs(name: str) -> tuple[Param, ...]:
+    """The declared parameters of a task (help, default, range checks)."""
     if is_user_data(name):
         return USER_PARAMS
     if name not in TASKS:
@@ -132,14 +130,9 @@ def _specs(name: str) -> tuple[Param, ...]:
     return TASKS[name].params
 
 
-def task_param_specs(name: str) -> tuple[Param, ...]:
-    """The declared parameters of a task (help, default, range checks)."""
-    return _specs(name)
-
-
 def task_params(name: str) -> dict[str, Any]:
     """``{param: default}`` of a task (``{"seed": 0}`` for user data)."""
-    return {p.name: p.default for p in _specs(name)}
+    return {p.name: p.default for p in task_param_specs(name)}
 
 
 def load_dataset(name: str, device: torch.device | str = "cpu", **params: Any) -> TaskData:
@@ -157,7 +150,7 @@ def load_dataset(name: str, device: torch.device | str = "cpu", **params: Any) -
         else:
             data = load_npz_task(name, seed=p["seed"])
     else:
-        _specs(name)
+        task_param_specs(name)  # an unknown name is a one-line DataError
         data = TASKS[name](**params)
     return data.to(device)
 
