@@ -1,7 +1,7 @@
 """The ``weightlab`` command line.
 
     weightlab recipes [--family F]
-    weightlab run RECIPE [--seeds N] [--data NAME] [--device cpu|cuda] [--out DIR] [--smoke] [recipe flags]
+    weightlab run RECIPE [--seeds N] [--data NAME] [--device cpu|cuda] [--out DIR] [--smoke] [--quiet] [recipe flags]
     weightlab report RUN_DIR
 
 Recipe flags are generated from the recipe's config dataclass. User errors print one
