@@ -327,6 +327,8 @@ class PopulationOptimizer:
             call.grads = self._pieces(grad, call.keys, call.runs)
         names = self.layout.names
         self._clip_value = [(c, self._pieces(grad, names, runs)) for c, runs in self._clip_runs]
+        self._grad_masks = [(self.layout.view(grad, k), m) for k, m in self.masks.items()]
+        self._grad_rows = self.layout.rows(grad)
         self._grad_for = grad
 
     def freeze(self, members: Iterable[int]) -> None:
@@ -346,16 +348,12 @@ class PopulationOptimizer:
         return torch.linalg.vector_norm(per_param, dim=0)
 
     # -- the update ------------------------------------------------------------------------
-    def lr_factor(self, cfg: OptimConfig) -> float:
-        """The schedule's multiplier for the update being made (``self.steps`` completed)."""
-        return cfg.schedule.factor(self.steps - 1, max(1, self.total_steps))
-
     @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
         """Apply one update given the flat gradient (modified in place: masked, clipped)."""
-        for name, mask in self.masks.items():
-            self.layout.view(grad, name).mul_(mask)
         self._bind_grad(grad)
+        for view, mask in self._grad_masks:
+            view.mul_(mask)
         if self.record_grad_norm:
             self.last_grad_norm = self.grad_norms(grad)
         if self.record_grad:
@@ -384,8 +382,9 @@ class PopulationOptimizer:
         c = self._clip_norm
         scale = torch.where(c > 0, (c / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(c))
         self.last_clip_scale = scale
-        for r in self.layout.rows(grad):
-            r.mul_(scale.unsqueeze(1))
+        per_member = scale.unsqueeze(1)
+        for r in self._grad_rows:
+            r.mul_(per_member)
 
     def _adam(self, call: _Call, lr: float, wd: float) -> None:
         cfg = call.cfg
