@@ -14,8 +14,8 @@ same subprocess in interleaved rounds (so all see the same machine load):
 Loops are timed on the same ``LOOP_MEMBERS`` members at every N (their cost per
 member-step does not depend on N) and reported per member-step. Each method reports the
 median rate over rounds and the spread (min-max), and its share of peak: executed matmul
-FLOPs (forward, input-gradient except for the first layer, weight-gradient; padding never
-counts) per second over the fp32 2048x2048 ``torch.mm`` rate measured in the same worker,
+FLOPs (:func:`weightlab.population.useful_matmul_flops`: forward, input-gradient except for
+the first layer, weight-gradient; padding never counts) per second over the fp32 2048x2048 ``torch.mm`` rate measured in the same worker,
 once per round between the methods (the best of the rounds; a peak taken once at the start
 of a run would not see the load the later rows ran under). Ratios use the faster loop.
 
@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 RESULTS = Path(__file__).parent / "results" / "population.json"
@@ -60,27 +59,7 @@ ROWS: dict[str, dict] = {
 }
 
 
-# -- FLOPs ---------------------------------------------------------------------------------
-def matmul_flops_per_example(model: nn.Module, x: torch.Tensor) -> int:
-    """Executed matmul FLOPs of one training step per example: forward + weight-gradient for
-    every Linear/Conv, plus the input-gradient for all but the first such layer."""
-    per_layer: list[int] = []
-
-    def hook(m, inp, out):
-        if isinstance(m, nn.Linear):
-            per_layer.append(2 * m.in_features * m.out_features * (out.numel() // out.shape[-1]))
-        elif isinstance(m, nn.modules.conv._ConvNd):
-            k = m.in_channels // m.groups * int(torch.tensor(m.kernel_size).prod())
-            per_layer.append(2 * k * out.numel())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model(x[:1])
-    for h in handles:
-        h.remove()
-    return 3 * sum(per_layer) - per_layer[0]
-
-
+# -- FLOPs and peak ------------------------------------------------------------------------
 def peak_flops(device: str, size: int = 2048, seconds: float = 1.5) -> float:
     """Best-of fp32 ``size x size`` matmul rate in FLOP/s."""
     g = torch.Generator().manual_seed(0)
@@ -138,6 +117,8 @@ class Row:
             self.factories = {f"w{w}": model_factory(MLP, [40, w, w, 10]) for w in spec["widths"]}
         per = self.n // len(self.factories)
         self.members = [(key, s) for key in self.factories for s in range(per)]
+        # executed matmul FLOPs per member-step, counted one way for every row
+        # (weightlab.population.useful_matmul_flops)
         if kind == "sweep":  # the user's path: Population.sweep, FLOPs from its useful_flops
             from weightlab.population import MemberSpec, Population
 
@@ -148,10 +129,10 @@ class Row:
             )
             self.flops = self.sweep.useful_flops(self.x, self.batch)
         else:
-            self.flops = {
-                key: matmul_flops_per_example(f(0), self.x[:1].cpu()) * self.batch
-                for key, f in self.factories.items()
-            }
+            from weightlab.population import useful_matmul_flops
+
+            rows = self.x[: self.batch].cpu()
+            self.flops = {key: useful_matmul_flops(f(0), rows) for key, f in self.factories.items()}
         self.order = torch.stack(
             [
                 torch.randperm(len(self.x), generator=torch.Generator().manual_seed(i))[
