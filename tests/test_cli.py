@@ -375,3 +375,19 @@ def test_empty_existing_out_dir_is_accepted(tmp_path, monkeypatch):
     RunDir(d, "lottery-ticket", make_config("lottery-ticket", smoke=True)).open()
     assert (d / "config.json").exists()
     shutil.rmtree(d)
+
+
+def test_diverged_line_names_at_most_six_on_the_terminal_and_all_in_the_report():
+    from weightlab.report.render import diverged_line
+
+    s = {"members": 20, "diverged_members": [f"m{i}" for i in range(10)]}
+    assert (
+        diverged_line(s, limit=6)
+        == "Diverged members: 10 of 20 (m0, m1, m2, m3, m4, m5 and 4 more)"
+    )
+    assert (
+        diverged_line(s) == "Diverged members: 10 of 20 (" + ", ".join(s["diverged_members"]) + ")"
+    )
+    assert (
+        diverged_line({"members": 3, "diverged_members": []}, limit=6) == "Diverged members: 0 of 3"
+    )

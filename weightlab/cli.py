@@ -131,7 +131,7 @@ def _cmd_run(argv: list[str]) -> int:
     for c in summary["claims"]:
         print(f"  ({c['id']}) {c['verdict'].upper()}: {c['statement']}\n      {c['detail']}")
     print(f"\nRun directory: {path}\nReport: {path / 'report.html'}")
-    print(diverged_line(summary))
+    print(diverged_line(summary, limit=6))  # the report lists them all
     return 0
 
 

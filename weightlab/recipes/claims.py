@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from weightlab.recipes.base import ClaimResult
+from weightlab.report.render import name_list
 
 CHANCE_MARGIN_PTS = 10.0
 MIN_R2 = 0.1
@@ -63,8 +64,7 @@ def no_divergence(diverged: Iterable[str]) -> str | None:
     names = list(dict.fromkeys(diverged))
     if not names:
         return None
-    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    return f"{len(names)} member(s) it reads diverged: {shown}"
+    return f"{len(names)} member(s) it reads diverged: {name_list(names, 6)}"
 
 
 def stopped_before_end(

@@ -54,12 +54,22 @@ def render_report(run_dir: Path) -> list[Path]:
     return [run_dir / "report.md", run_dir / "report.html", *written]
 
 
-def diverged_line(summary: dict) -> str:
-    """``Diverged members: k of n`` (with their names), from a summary."""
+def name_list(names: list[str], limit: int | None = None) -> str:
+    """``a, b, c`` or, past ``limit`` names, ``a, b and N more``."""
+    if limit is None or len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+
+
+def diverged_line(summary: dict, limit: int | None = None) -> str:
+    """``Diverged members: k of n`` (with their names, at most ``limit`` of them), from a
+    summary."""
     names = summary.get("diverged_members") or []
     total = summary.get("members")
     of = f" of {total}" if total is not None else ""
-    return f"Diverged members: {len(names)}{of}" + (f" ({', '.join(names)})" if names else "")
+    return f"Diverged members: {len(names)}{of}" + (
+        f" ({name_list(names, limit)})" if names else ""
+    )
 
 
 def _markdown(recipe, config, summary, tables, figures) -> str:
