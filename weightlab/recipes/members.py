@@ -16,7 +16,9 @@ from torch import nn
 
 from weightlab.core.snapshots import take_snapshot
 from weightlab.data.task import TaskData
+from weightlab.errors import ConfigError
 from weightlab.population.spec import build_member
+from weightlab.train.callbacks import StepCallback
 from weightlab.train.config import TrainConfig
 from weightlab.train.loop import TrainResult, train
 
@@ -33,9 +35,18 @@ def train_members(
     device: str | torch.device = "cpu",
     data_seed: int = 0,
     snapshot_steps: Sequence[int] = (),
+    callbacks: Callable[[int], Sequence[StepCallback]] | None = None,
     progress: bool = False,
 ) -> tuple[list[TrainResult], list[dict[str, torch.Tensor]]]:
-    """Train every spec; return each member's :class:`TrainResult` and final weights (plain names, CPU)."""
+    """Train every spec; return each member's :class:`TrainResult` and final weights (plain names, CPU).
+
+    ``callbacks(i)`` gives member ``i``'s step callbacks (fresh objects per member: they
+    may keep state); step callbacks run only in the loop engine."""
+    if callbacks is not None and engine != "loop":
+        raise ConfigError(
+            "step callbacks (pruning schedules, dynamic sparsity) run in the loop engine only; "
+            "pass engine='loop'"
+        )
     if engine == "population":
         from weightlab.population import Population
 
@@ -44,7 +55,7 @@ def train_members(
         finals = [pop.state(i) for i in range(len(specs))]
         return results, finals
     results, finals = [], []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         model = build_member(factory, spec, device)
         member_cfg = cfg if spec.optim is None else replace(cfg, optim=spec.optim)
         order_seed = spec.data_seed if spec.data_seed is not None else data_seed
@@ -56,6 +67,7 @@ def train_members(
                 order_seed,
                 seed=spec.seed,
                 snapshot_steps=snapshot_steps,
+                callbacks=callbacks(i) if callbacks is not None else (),
                 progress=progress,
             )
         )

@@ -1,5 +1,6 @@
 """The single-model training loop (the reference semantics the population engine matches)."""
 
+from weightlab.train.callbacks import StepCallback, StepContext
 from weightlab.train.config import OptimConfig, ParamGroup, Schedule, TrainConfig
 from weightlab.train.loop import EvalPoint, TrainResult, evaluate, train
 from weightlab.train.losses import resolve_loss
@@ -22,6 +23,8 @@ __all__ = [
     "Probe",
     "ProbeContext",
     "Schedule",
+    "StepCallback",
+    "StepContext",
     "TrainConfig",
     "TrainResult",
     "batch_indices",

@@ -28,6 +28,7 @@ from weightlab.models.dropout import (
     replace_dropout,
 )
 from weightlab.progress import progress_bar
+from weightlab.train.callbacks import StepCallback, StepContext
 from weightlab.train.config import TrainConfig
 from weightlab.train.losses import LossFn, check_per_example, resolve_loss
 from weightlab.train.metrics import correct_count, r2_and_rel_err, sse_per_output, target_stats
@@ -277,6 +278,7 @@ def train(
     snapshot_steps: Sequence[int] = (),
     probes: Sequence[Probe] = (),
     on_eval: Callable[[EvalPoint, nn.Module], None] | None = None,
+    callbacks: Sequence[StepCallback] = (),
     progress: bool = False,
     dtype: torch.dtype | None = None,
 ) -> TrainResult:
@@ -284,7 +286,8 @@ def train(
 
     Each step ``t = 1..T``: set the scheduled learning rates, forward a batch (dropout
     masks of member ``seed`` at step ``t``, see :mod:`weightlab.models.dropout`), mean
-    per-example loss, backward, clip, update; then snapshot, probes and evaluation if due.
+    per-example loss, backward, clip, update; then the step callbacks, snapshot, probes and
+    evaluation if due.
 
     Divergence: if the mean training loss since the last evaluation is non-finite at an
     evaluation, the evaluation is still recorded (metrics may be NaN), ``diverged`` and
@@ -303,6 +306,9 @@ def train(
             training); each must lie in ``[0, T]``.
         probes: :class:`~weightlab.train.probes.Probe` s run every ``probe.every`` steps.
         on_eval: called with each :class:`EvalPoint` and the model.
+        callbacks: :data:`~weightlab.train.callbacks.StepCallback` s called after every
+            update with the model and a :class:`~weightlab.train.callbacks.StepContext`
+            (pruning schedules, dynamic sparse training, hard thresholding).
         progress: show a progress bar.
         dtype: cast the model and the data to this dtype first (e.g. ``torch.float64``
             for equivalence tests).
@@ -380,6 +386,10 @@ def train(
                 }
             clip_gradients(params, cfg.optim)
             opt.step()
+            if callbacks:
+                sctx = StepContext(step, total, x, y, loss_fn, opt, seed, data)
+                for cb in callbacks:
+                    cb(model, sctx)
             running += loss.detach()
             count += 1
             if step in snaps:
