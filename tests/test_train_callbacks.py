@@ -28,7 +28,7 @@ def test_callback_sees_every_step_and_its_batch():
         assert ctx.loss_fn(model(ctx.x), ctx.y).shape == (len(ctx.x),)
         seen.append((ctx.step, ctx.total, len(ctx.x)))
 
-    model = MLP(4, [8], 3)
+    model = MLP([4, 8, 3])
     train(model, data, cfg, data_seed=0, callbacks=[record])
     total = 2 * (len(data.train) // 30)
     assert seen == [(t, total, 30) for t in range(1, total + 1)]
@@ -41,7 +41,7 @@ def test_callback_changes_persist_into_training():
         with torch.no_grad():
             model.layers[0].weight[0].zero_()
 
-    model = MLP(4, [8], 3)
+    model = MLP([4, 8, 3])
     train(model, data, cfg, data_seed=0, callbacks=[zero_first_row])
     assert torch.all(model.layers[0].weight[0] == 0)
     assert torch.any(model.layers[0].weight[1] != 0)
@@ -55,7 +55,7 @@ def test_train_members_callbacks_need_the_loop_engine():
     def make(i):
         return [lambda model, ctx, i=i: calls.append(i) if ctx.step == 1 else None]
 
-    train_members(lambda s: MLP(4, [8], 3), specs, data, cfg, engine="loop", callbacks=make)
+    train_members(lambda s: MLP([4, 8, 3]), specs, data, cfg, engine="loop", callbacks=make)
     assert calls == [0, 1]
     with pytest.raises(ConfigError, match="loop engine"):
-        train_members(lambda s: MLP(4, [8], 3), specs, data, cfg, callbacks=make)
+        train_members(lambda s: MLP([4, 8, 3]), specs, data, cfg, callbacks=make)
