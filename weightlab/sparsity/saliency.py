@@ -1,0 +1,286 @@
+"""Pruning-at-init saliency scores: SNIP, GraSP, SynFlow (higher = keep).
+
+A score is ``{plain_param_name: tensor of the weight's shape}``, detached, for the
+parameters a :class:`~weightlab.core.Selector` picks (default: every Linear/Conv weight).
+Allocation (:mod:`weightlab.sparsity.allocation`) turns scores into masks;
+:func:`synflow_prune` is SynFlow's iterative schedule; :func:`pai_scores` looks a score
+up by name.
+
+- :func:`snip_scores`: connection sensitivity ``|w ⊙ ∂L/∂w|`` (Lee et al. 2019, "SNIP:
+  Single-shot Network Pruning based on Connection Sensitivity", Eq. 6, un-normalized: the
+  normalization by ``Σ_k |w_k g_k|`` does not change the ranking).
+- :func:`grasp_scores`: ``w ⊙ (H g)`` (Wang et al. 2020, "Picking Winning Tickets Before
+  Training by Preserving Gradient Flow", Eq. 8). The paper's score is
+  ``S(-θ) = -θ ⊙ Hg`` and GraSP *removes* the weights with the largest ``S`` (Sec. 4,
+  "remove the top p fraction"; the authors' code keeps ``-θ⊙Hg <= threshold``). We return
+  ``-S = θ ⊙ Hg`` so that, as for every score here, higher means keep: the allocation's
+  top-k of ``θ⊙Hg`` is exactly GraSP's mask. Scores are signed. ``Hg`` is a
+  Hessian-gradient product by double backward: ``∇_w (g · stopgrad(g))``.
+- :func:`synflow_scores`: Iterative Synaptic Flow (Tanaka et al. 2020, "Pruning neural
+  networks without any data by iteratively conserving synaptic flow", Eq. 2 and Alg. 1):
+  every parameter and buffer replaced by ``|θ|`` in float64, the model in eval mode
+  (BatchNorm uses its running statistics, as the authors advise), input all ones,
+  ``R = 1ᵀ f(1)``, score ``|θ ⊙ ∂R/∂θ|``. Data-free.
+
+Every function leaves the model exactly as it was: the weights are swapped in with
+:func:`torch.func.functional_call` (so the model's parameters are never written), gradients
+are taken with :func:`torch.autograd.grad` (no ``.grad`` is touched), buffers (BatchNorm
+running statistics) and the train/eval mode are restored afterwards. Scores read and
+differentiate the *stored* weights under any attached transforms; with a mask
+(:func:`~weightlab.core.apply_masks` zeroes pruned stored weights) this equals the score
+of the effective weight ``w ⊙ m``, and pruned weights score exactly 0. Dropout, if active, draws from a forked RNG seeded with
+:data:`DROPOUT_SEED`, so the global RNG is neither read nor advanced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from weightlab.core.selectors import Selector
+from weightlab.errors import ConfigError
+
+Scores = dict[str, torch.Tensor]
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+ForwardFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+DROPOUT_SEED = 0
+
+
+def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+    """``batch = (x, y)``: the mean cross-entropy of ``model(x)`` against class labels ``y``."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ConfigError(
+            "the default score loss needs a batch (x, y); pass loss=fn(model, batch) otherwise"
+        )
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+class _Call(nn.Module):
+    """Wraps ``model`` so that ``functional_call`` can run any function of it
+    (a loss or a custom forward) with swapped-in weights. Parameter keys get ``m.``."""
+
+    def __init__(self, model: nn.Module, fn: Callable[[nn.Module, Any], Any]) -> None:
+        super().__init__()
+        self.m = model
+        self._fn = fn
+
+    def forward(self, arg: Any) -> Any:
+        return self._fn(self.m, arg)
+
+
+def _picked(model: nn.Module, selector: Selector | None) -> dict[str, tuple[nn.Module, str]]:
+    picked = (selector or Selector())(model)
+    if not picked:
+        raise ConfigError("the selector picked no parameters to score; check its types and roles")
+    return picked
+
+
+def _devices(model: nn.Module) -> list[torch.device]:
+    return sorted(
+        {t.device for t in model.state_dict().values() if t.device.type == "cuda"}, key=str
+    )
+
+
+@contextlib.contextmanager
+def _preserved(model: nn.Module, train: bool | None = None) -> Iterator[None]:
+    """Restore buffers (e.g. BatchNorm running statistics) and the train/eval mode on
+    exit; optionally switch the mode inside; fork the RNG (seeded) for dropout."""
+    modes = {m: m.training for m in model.modules()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    cuda = [d.index if d.index is not None else 0 for d in _devices(model)]
+    try:
+        if train is not None:
+            model.train(train)
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(DROPOUT_SEED)
+            yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _key(name: str, module: nn.Module, attr: str) -> str:
+    """The ``state_dict`` key of the *stored* tensor behind plain parameter ``name``
+    (``layers.0.parametrizations.weight.original`` when a transform is attached)."""
+    if parametrize.is_parametrized(module, attr):
+        prefix = name[: -len(attr)]
+        return f"{prefix}parametrizations.{attr}.original"
+    return name
+
+
+def _stored(module: nn.Module, attr: str) -> torch.Tensor:
+    if parametrize.is_parametrized(module, attr):
+        return module.parametrizations[attr].original
+    return getattr(module, attr)
+
+
+def _leaves(picked: Mapping[str, tuple[nn.Module, str]]) -> dict[str, torch.Tensor]:
+    """Fresh leaf copies of the stored weights (a mask zeroes them where pruned)."""
+    with torch.no_grad():
+        return {
+            n: _stored(m, a).detach().clone().requires_grad_(True) for n, (m, a) in picked.items()
+        }
+
+
+def _check_loss(value: Any) -> torch.Tensor:
+    if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        raise ConfigError("the score loss must return a scalar tensor; reduce it with .mean()")
+    if not torch.isfinite(value):
+        raise ConfigError("the score loss is not finite on this batch; check the model and data")
+    return value.reshape(())
+
+
+def _loss_and_leaves(model, batch, loss, selector):
+    picked = _picked(model, selector)
+    leaves = _leaves(picked)
+    keys = {n: _key(n, *picked[n]) for n in picked}
+    call = _Call(model, loss or default_loss)
+    value = torch.func.functional_call(
+        call, {f"m.{keys[n]}": w for n, w in leaves.items()}, (batch,), strict=False
+    )
+    return _check_loss(value), leaves
+
+
+def snip_scores(
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss: LossFn | None = None,
+    selector: Selector | None = None,
+) -> Scores:
+    """SNIP connection sensitivity ``|w ⊙ ∂L/∂w|`` on one batch (Lee et al. 2019, Eq. 6,
+    without the normalization, which does not change the ranking).
+
+    ``loss(model, batch) -> scalar`` defaults to :func:`default_loss` (mean cross-entropy
+    of ``model(x)`` for ``batch = (x, y)``). The model runs in its current mode; the
+    model, its gradients, buffers and the global RNG are left unchanged."""
+    with _preserved(model):
+        value, leaves = _loss_and_leaves(model, batch, loss, selector)
+        grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    return {
+        n: (w.detach() * (torch.zeros_like(w) if g is None else g)).abs()
+        for (n, w), g in zip(leaves.items(), grads, strict=True)
+    }
+
+
+def grasp_scores(
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss: LossFn | None = None,
+    selector: Selector | None = None,
+) -> Scores:
+    """GraSP keep-scores ``w ⊙ (H g)`` on one batch (Wang et al. 2020, Eq. 8).
+
+    The paper's score ``S(-θ) = -θ ⊙ Hg`` ranks weights for *removal* (largest removed);
+    this returns its negation so that higher means keep, like every other score, and
+    keeping the top-k of ``w⊙Hg`` is GraSP's mask. ``g = ∂L/∂w`` and ``Hg`` come from one
+    batch by double backward (``Hg = ∇_w (g · stopgrad(g))``); the authors' code draws
+    ``g`` and the Hessian from separate batches and divides the logits by a temperature,
+    both omitted here (pass a ``loss`` that does the latter). Needs a loss that is twice
+    differentiable through the model (e.g. eager or math attention, not CPU SDPA)."""
+    with _preserved(model):
+        value, leaves = _loss_and_leaves(model, batch, loss, selector)
+        ws = list(leaves.values())
+        grads = torch.autograd.grad(value, ws, create_graph=True, allow_unused=True)
+        pairs = [(g, w) for g, w in zip(grads, ws, strict=True) if g is not None]
+        if not pairs or not any(g.requires_grad for g, _ in pairs):
+            hg = [None] * len(ws)
+        else:
+            z = sum((g * g.detach()).sum() for g, _ in pairs if g.requires_grad)
+            hg = torch.autograd.grad(z, ws, allow_unused=True)
+    return {
+        n: (w.detach() * (torch.zeros_like(w) if h is None else h.detach()))
+        for (n, w), h in zip(leaves.items(), hg, strict=True)
+    }
+
+
+def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def _synflow(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    forward: ForwardFn | None,
+    selector: Selector | None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> Scores:
+    """SynFlow scores with the picked weights multiplied by ``masks`` (SynFlow's
+    iterative rounds score the pruned network)."""
+    if not isinstance(example_input, torch.Tensor):
+        raise ConfigError(
+            "synflow needs an example input tensor (its shape; the values are not used)"
+        )
+    picked = _picked(model, selector)
+    keys = {n: _key(n, *picked[n]) for n in picked}
+    with torch.no_grad():
+        values = {
+            k: t.detach().abs().to(torch.float64)
+            for k, t in model.state_dict(keep_vars=True).items()
+            if t.is_floating_point()
+        }
+        for name in picked:
+            w = values[keys[name]]
+            if masks is not None and name in masks:
+                w = w * masks[name].to(w.device, torch.float64)
+            values[keys[name]] = w
+    leaves = {n: values[keys[n]].requires_grad_(True) for n in picked}
+    ones = torch.ones(
+        (1, *example_input.shape[1:]), dtype=torch.float64, device=example_input.device
+    )
+    call = _Call(model, forward or _default_forward)
+    with _preserved(model, train=False):
+        out = torch.func.functional_call(
+            call, {f"m.{n}": v for n, v in values.items()}, (ones,), strict=False
+        )
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(
+                "synflow's forward must return a tensor; pass forward=fn(model, x) returning one"
+            )
+        r = out.sum()
+        grads = torch.autograd.grad(r, list(leaves.values()), allow_unused=True)
+    return {
+        n: (w.detach() * (torch.zeros_like(w) if g is None else g)).abs()
+        for (n, w), g in zip(leaves.items(), grads, strict=True)
+    }
+
+
+def synflow_scores(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    forward: ForwardFn | None = None,
+    selector: Selector | None = None,
+) -> Scores:
+    """SynFlow scores ``|θ ⊙ ∂R/∂θ|``, ``R = 1ᵀ f_{|θ|}(1)`` (Tanaka et al. 2020, Eq. 2;
+    Alg. 1 for one round), in float64.
+
+    Every floating parameter and buffer is replaced by its absolute value in float64
+    (the model itself is not modified: signs and dtype stay as they were), the model
+    runs in eval mode (BatchNorm on its running statistics), and the input is all ones
+    of ``example_input``'s shape with batch size 1 (only its shape, device are read).
+    ``forward(model, x) -> tensor`` replaces ``model(x)`` for models whose input is not a
+    tensor of that shape (e.g. a BERT fed ``inputs_embeds``). One round; the iterative
+    schedule is :func:`synflow_prune`."""
+    return _synflow(model, example_input, forward, selector)
+
+
+__all__ = [
+    "DROPOUT_SEED",
+    "default_loss",
+    "grasp_scores",
+    "snip_scores",
+    "synflow_scores",
+]
