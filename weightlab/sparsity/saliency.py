@@ -100,7 +100,9 @@ def _preserved(model: nn.Module, train: bool | None = None) -> Iterator[None]:
         if train is not None:
             model.train(train)
         with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(DROPOUT_SEED)
+            torch.default_generator.manual_seed(DROPOUT_SEED)
+            for i in cuda:
+                torch.cuda.default_generators[i].manual_seed(DROPOUT_SEED)
             yield
     finally:
         with torch.no_grad():
@@ -277,10 +279,179 @@ def synflow_scores(
     return _synflow(model, example_input, forward, selector)
 
 
+# -- allocation, SynFlow's schedule and the name lookup -----------------------------
+
+ALLOCATIONS = ("global", "layerwise", "erk")
+SCORES = ("snip", "grasp", "synflow", "magnitude", "random")
+
+
+def check_allocation(allocation: str) -> str:
+    """``allocation`` if it is one of :data:`ALLOCATIONS`, else a one-line ConfigError."""
+    if allocation not in ALLOCATIONS:
+        raise ConfigError(f"unknown allocation {allocation!r}; use one of {', '.join(ALLOCATIONS)}")
+    return allocation
+
+
+def check_score_name(name: str) -> str:
+    """``name`` if it is one of :data:`SCORES`, else a one-line ConfigError."""
+    if name not in SCORES:
+        raise ConfigError(f"unknown score {name!r}; use one of {', '.join(SCORES)}")
+    return name
+
+
+def allocate(
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    allocation: str = "global",
+    prev_masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks keeping ``density`` of all scored weights (exact counts, round-half-up):
+    ``global`` (one threshold over all layers), ``layerwise`` (``density`` in every
+    layer) or ``erk`` (Erdős–Rényi-Kernel layer densities, Evci et al. 2020, Sec. 3).
+    Nested in ``prev_masks`` when given (a layer's count is capped at its survivors)."""
+    from weightlab.sparsity.allocation import (
+        _check_density,
+        erk_densities,
+        global_masks,
+        keep_counts,
+        layerwise_masks,
+        round_half_up,
+        uniform_densities,
+    )
+
+    d = _check_density(density)
+    check_allocation(allocation)
+    shapes = {n: s.shape for n, s in scores.items()}
+    if allocation == "global":
+        total = sum(s.numel() for s in scores.values())
+        keep = round_half_up(d, total)
+        if prev_masks is not None:
+            keep = min(keep, sum(int(prev_masks[n].bool().sum()) for n in scores))
+        return global_masks(scores, keep, prev_masks)
+    rule = uniform_densities if allocation == "layerwise" else erk_densities
+    counts = keep_counts(shapes, rule(shapes, d))
+    if prev_masks is not None:
+        counts = {n: min(k, int(prev_masks[n].bool().sum())) for n, k in counts.items()}
+    return layerwise_masks(scores, counts, prev_masks)
+
+
+def synflow_prune(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    density: float,
+    rounds: int = 100,
+    allocation: str = "global",
+    *,
+    forward: ForwardFn | None = None,
+    selector: Selector | None = None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Iterative SynFlow (Tanaka et al. 2020, Alg. 1): for ``k = 1..rounds`` score the
+    network pruned so far (:func:`synflow_scores` with the current masks), then keep
+    ``density^(k/rounds)`` of the weights (the paper's exponential schedule) by
+    ``allocation``, nested in the previous masks. Returns the final bool masks (density
+    ``density``), keyed by plain parameter names; the model is not changed (attach the
+    masks with :func:`~weightlab.core.apply_masks`). Masks already attached to the model
+    are respected (their pruned weights score 0)."""
+    from weightlab.sparsity.allocation import _check_density
+
+    d = _check_density(density)
+    check_allocation(allocation)
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
+        raise ConfigError(f"synflow rounds must be an integer >= 1, got {rounds!r}")
+    from weightlab.progress import progress_bar
+
+    masks: dict[str, torch.Tensor] | None = None
+    bar = progress_bar(int(rounds), "synflow", "round", progress)
+    for k in range(1, int(rounds) + 1):
+        scores = _synflow(model, example_input, forward, selector, masks)
+        masks = allocate(scores, d ** (k / rounds), allocation, masks)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    assert masks is not None
+    return {n: m.cpu() for n, m in masks.items()}
+
+
+def pai_scores(
+    name: str,
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss: LossFn | None = None,
+    selector: Selector | None = None,
+    generator: torch.Generator | None = None,
+    forward: ForwardFn | None = None,
+) -> Scores:
+    """One round of the pruning-at-init score ``name`` (``snip``, ``grasp``, ``synflow``,
+    ``magnitude`` or ``random``) on ``batch``: SynFlow reads only ``batch``'s input shape
+    (``batch[0]`` of a pair, or ``batch`` itself); ``random`` needs ``generator``
+    (:func:`weightlab.seeding.generator`). An unknown name is a one-line ConfigError."""
+    from weightlab.sparsity.scores import magnitude_scores, random_scores
+
+    check_score_name(name)
+    if name == "snip":
+        return snip_scores(model, batch, loss=loss, selector=selector)
+    if name == "grasp":
+        return grasp_scores(model, batch, loss=loss, selector=selector)
+    if name == "synflow":
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return synflow_scores(model, x, forward=forward, selector=selector)
+    picked = _picked(model, selector)
+    if name == "magnitude":
+        with torch.no_grad():
+            return magnitude_scores({n: getattr(m, a) for n, (m, a) in picked.items()})
+    if generator is None:
+        raise ConfigError("the random score needs generator=weightlab.seeding.generator(seed)")
+    return random_scores({n: getattr(m, a).shape for n, (m, a) in picked.items()}, generator)
+
+
+def prune_at_init(
+    name: str,
+    model: nn.Module,
+    batch: Any,
+    density: float,
+    *,
+    allocation: str = "global",
+    rounds: int = 100,
+    loss: LossFn | None = None,
+    selector: Selector | None = None,
+    generator: torch.Generator | None = None,
+    forward: ForwardFn | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks at ``density`` from the score ``name`` and ``allocation``: one-shot for
+    snip, grasp, magnitude and random; SynFlow runs its ``rounds``-round schedule
+    (:func:`synflow_prune`). Bool CPU masks keyed by plain parameter names; the model is
+    not changed."""
+    from weightlab.sparsity.allocation import _check_density
+
+    check_score_name(name)
+    check_allocation(allocation)
+    _check_density(density)
+    if name == "synflow":
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return synflow_prune(
+            model, x, density, rounds, allocation, forward=forward, selector=selector
+        )
+    scores = pai_scores(
+        name, model, batch, loss=loss, selector=selector, generator=generator, forward=forward
+    )
+    return {n: m.cpu() for n, m in allocate(scores, density, allocation).items()}
+
+
 __all__ = [
+    "ALLOCATIONS",
     "DROPOUT_SEED",
+    "SCORES",
+    "allocate",
+    "check_allocation",
+    "check_score_name",
     "default_loss",
     "grasp_scores",
+    "pai_scores",
+    "prune_at_init",
     "snip_scores",
+    "synflow_prune",
     "synflow_scores",
 ]
