@@ -36,7 +36,8 @@ class Mask(Transform):
 def _check_mask(name: str, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if mask.shape != weight.shape:
         raise ConfigError(
-            f"mask for {name!r} has shape {tuple(mask.shape)}, weight has {tuple(weight.shape)}"
+            f"mask for {name!r} has shape {tuple(mask.shape)}, weight has {tuple(weight.shape)}; "
+            "build masks from this model's weights (masks of another architecture do not fit)"
         )
     if not torch.all((mask == 0) | (mask == 1)):
         raise ConfigError(f"mask for {name!r} must hold only 0 and 1")
