@@ -284,6 +284,17 @@ def test_pruner_bad_input(build, match):
     assert "\n" not in str(err.value)
 
 
+def test_plain_and_straight_through_masks_do_not_mix():
+    model = _model()
+    apply_ste_masks(model, {"layers.0.weight": torch.ones(16, 4)})
+    with pytest.raises(ConfigError, match="straight-through mask"):
+        Pruner(OneShotSchedule(0.5, 1)).update(model, 0.5, step=1)
+    masked = _model()
+    apply_masks(masked, {"layers.0.weight": torch.ones(16, 4)})
+    with pytest.raises(ConfigError, match="plain Mask"):
+        make_pruner("ste_magnitude", OneShotSchedule(0.5, 1)).update(masked, 0.5, step=1)
+
+
 def test_schedule_past_the_run_and_mismatched_masks_are_refused(iris):
     pruner = Pruner(OneShotSchedule(0.5, 1000))
     with pytest.raises(ConfigError, match="only 9 updates"):

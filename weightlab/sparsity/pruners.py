@@ -304,6 +304,11 @@ class Pruner:
         scores = self._scores(model, names, step, ctx, seed)
         if not self.ste:
             for name in names:  # pruned weights rank last: plain masks are nested
+                if _transform(model, name, STEMask) is not None:
+                    raise ConfigError(
+                        f"{name!r} has a straight-through mask; a plain pruner cannot prune "
+                        "it (use ste=True, or merge() the model first)"
+                    )
                 old = _transform(model, name, Mask)
                 if old is not None:
                     alive = old.mask.bool().to(scores[name].device)
