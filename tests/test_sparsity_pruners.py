@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from weightlab.core import apply_masks, get_masks
+from weightlab.core.selectors import plain_name
 from weightlab.data import load_dataset
 from weightlab.errors import ConfigError
 from weightlab.models import MLP, build
@@ -23,6 +24,7 @@ from weightlab.sparsity.schedules import (
     PeriodicSchedule,
     PolynomialSchedule,
     StaticSchedule,
+    density_of,
     make_schedule,
 )
 from weightlab.train import OptimConfig, TrainConfig, train
@@ -101,7 +103,12 @@ def test_gradual_magnitude_pruning_reaches_target_and_pruned_stay_zero(iris):
     model = _model()
     sched = PolynomialSchedule(final_sparsity=0.8, start=2, every=2, updates=5)
     pruner = Pruner(sched)
-    seen, record = _recorder(get_masks)
+    seen = []
+
+    def record(m, ctx):
+        stored = {plain_name(n): p.detach().clone() for n, p in m.named_parameters()}
+        seen.append((ctx.step, (get_masks(m), stored)))
+
     train(model, iris, _cfg(), data_seed=0, callbacks=[pruner, record])
     final = get_masks(model)
     for name in NAMES:
@@ -113,10 +120,17 @@ def test_gradual_magnitude_pruning_reaches_target_and_pruned_stay_zero(iris):
     assert pruner.log[-1]["sparsity"] == 0.8
     # after every step the stored weights are zero wherever the mask is 0; masks are nested
     prev = None
-    for step, masks in seen:
+    for step, (masks, stored) in seen:
+        for n in masks:
+            assert torch.all(stored[n][~masks[n]] == 0), (step, n)
         if masks and prev:
             assert all(torch.all(masks[n] <= prev[n]) for n in masks), step
         prev = masks or prev
+    expected = [sched.value(t) for t in (2, 4, 6, 8, 10, 12)]
+    assert [e["sparsity"] for e in pruner.log] == pytest.approx(expected, abs=1e-15)
+    for entry in pruner.log:  # realized density: exact per-layer counts of the target
+        kept = sum(round_half_up(density_of(entry["sparsity"]), m.numel()) for m in final.values())
+        assert entry["density"] == kept / sum(m.numel() for m in final.values())
 
 
 def test_global_allocation_keeps_the_exact_total(iris):
