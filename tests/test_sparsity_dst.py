@@ -14,6 +14,8 @@ from weightlab.core import apply_masks, get_masks
 from weightlab.data import load_dataset
 from weightlab.errors import ConfigError
 from weightlab.models import MLP, build
+from weightlab.population.spec import MemberSpec
+from weightlab.recipes.members import train_members
 from weightlab.sparsity.allocation import erk_densities, keep_counts, round_half_up
 from weightlab.sparsity.dst import SET, RigL, drop_fraction, make_dst
 from weightlab.train import OptimConfig, TrainConfig, train
@@ -180,3 +182,20 @@ def test_unprepared_model_is_refused(iris):
         train(
             build(MLP, [4, 8, 3], seed=0), iris, _cfg(1), data_seed=0, callbacks=[SET(0.5, every=1)]
         )
+
+
+def test_rigl_through_train_members_with_initial_masks_in_the_spec(iris):
+    factory = lambda seed: build(MLP, [4, 32, 32, 3], seed=seed)  # noqa: E731
+    methods = []
+
+    def callbacks(i):
+        methods.append(RigL(0.25, every=2, distribution="uniform"))
+        return [methods[-1]]
+
+    template = RigL(0.25, distribution="uniform")
+    specs = [MemberSpec(seed=s, masks=template.initial_masks(factory(s), seed=s)) for s in (0, 1)]
+    _, finals = train_members(factory, specs, iris, _cfg(2), engine="loop", callbacks=callbacks)
+    assert [len(m.log) for m in methods] == [2, 2]  # steps 2 and 4 (T_end = 4.5 -> 5)
+    for final in finals:
+        for name in ("layers.0.weight", "layers.1.weight", "layers.2.weight"):
+            assert int((final[name] != 0).sum()) <= round_half_up(0.25, final[name].numel())

@@ -133,6 +133,14 @@ def test_gradual_magnitude_pruning_reaches_target_and_pruned_stay_zero(iris):
         assert entry["density"] == kept / sum(m.numel() for m in final.values())
 
 
+def test_gradual_from_step_zero_needs_no_prepare(iris):
+    model = _model()
+    pruner = Pruner(PolynomialSchedule(final_sparsity=0.5, start=0, every=3, updates=3))
+    train(model, iris, _cfg(epochs=3), data_seed=0, callbacks=[pruner])
+    assert [e["step"] for e in pruner.log] == [3, 6, 9]
+    assert all(int(m.sum()) == m.numel() // 2 for m in get_masks(model).values())
+
+
 def test_global_allocation_keeps_the_exact_total(iris):
     model = _model()
     pruner = make_pruner("magnitude", OneShotSchedule(0.75, 4), allocation="global")

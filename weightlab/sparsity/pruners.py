@@ -180,7 +180,8 @@ def _modules(model: nn.Module, names: list[str]) -> list[tuple[nn.Module, str]]:
 @dataclass
 class Pruner:
     """A training-time pruner (module docstring); pass it in ``train(..., callbacks=[p])``
-    after calling :meth:`prepare` (which applies a step-0 update, if the schedule has one).
+    after calling :meth:`prepare`, which applies a step-0 update if the schedule has one (a
+    step-0 target of sparsity 0, e.g. Zhu & Gupta's ``s_i = 0`` at ``t0 = 0``, needs none).
 
     Args:
         schedule: when to update and to what sparsity.
@@ -272,7 +273,8 @@ class Pruner:
 
     def __call__(self, model: nn.Module, ctx: StepContext) -> None:
         if not self._checked:
-            if self.schedule.sparsity_at(0) is not None and not self._prepared:
+            first = self.schedule.sparsity_at(0)
+            if first is not None and first > 0 and not self._prepared:
                 raise ConfigError(
                     "this pruner's schedule updates the mask at step 0: call "
                     "pruner.prepare(model) before train(...)"
