@@ -47,6 +47,7 @@ from weightlab.sparsity.allocation import (
     round_half_up,
     uniform_densities,
 )
+from weightlab.sparsity.granularity import _top_k as _top
 from weightlab.sparsity.granularity import check_density
 from weightlab.sparsity.pruners import _modules, _stored, _transform, batch_gradients
 from weightlab.sparsity.random_masks import random_masks
@@ -64,13 +65,6 @@ def drop_fraction(alpha: float, step: int, end: int, decay: str = "cosine") -> f
     if decay == "constant":
         return float(alpha)
     return float(alpha) / 2 * (1 + math.cos(math.pi * step / end))
-
-
-def _top(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the ``k`` largest entries of a 1-D tensor (ties: lower index)."""
-    keep = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
-    keep[torch.argsort(-values, stable=True)[:k]] = True
-    return keep
 
 
 @dataclass
