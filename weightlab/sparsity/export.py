@@ -1,0 +1,189 @@
+"""Speed from sparsity, not just zeros: export pruned Linear layers to sparse kernels.
+
+A mask multiplies weights by zero; the matmul still does all the work. Export turns the
+zeros into a sparse format a kernel can skip:
+
+- **CSR on CPU** (:func:`to_csr`): every ``nn.Linear`` whose weight has density <= 10%
+  becomes a :class:`CSRLinear` holding the weight as a ``torch.sparse_csr`` tensor;
+  ``y = W x + b`` is one ``torch.addmm`` of the CSR weight and the transposed input.
+  Outputs equal the dense model's to float tolerance (the sum order differs). A layer
+  denser than ``max_density`` (default 10%, where CSR stops paying on CPU) is refused
+  with a one-line error naming it, unless ``skip_dense=True``, which leaves such layers
+  dense (opt-in). The bench (``bench/sparsity_csr.py``) measures the speed-up.
+- **2:4 semi-structured** (:func:`to_semi_structured`): NVIDIA's N:M format (2 non-zeros
+  in every 4 consecutive inputs) through ``torch.sparse.to_sparse_semi_structured``. It
+  runs on CUDA GPUs with sparse tensor cores only; :func:`semi_structured_unavailable`
+  gives the reason it cannot run here (``None`` when it can), and :func:`to_semi_structured`
+  raises that reason as a one-line :class:`ConfigError` instead of failing inside PyTorch.
+
+The input model is never modified: export works on a :func:`~weightlab.core.merge` d deep
+copy, so masks and other transforms are baked in first.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from weightlab.core.transforms import merge
+from weightlab.errors import ConfigError
+
+MAX_CSR_DENSITY = 0.10
+
+
+class CSRLinear(nn.Module):
+    """``nn.Linear`` with its weight stored in CSR (``(out, in)``, CPU); inference only."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features = int(weight.shape[1])
+        self.out_features = int(weight.shape[0])
+        self.register_buffer("weight", weight.detach().to_sparse_csr())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @property
+    def density(self) -> float:
+        return self.weight.values().numel() / (self.in_features * self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        xt = x.reshape(-1, self.in_features).T  # (in, B): the CSR kernel's dense operand
+        if self.bias is None:
+            yt = torch.mm(self.weight, xt)
+        else:
+            yt = torch.addmm(self.bias[:, None], self.weight, xt)
+        return yt.T.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"density={self.density:.4f}"
+        )
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every transform baked in (:func:`~weightlab.core.merge`);
+    ``model`` is untouched.
+
+    ``copy.deepcopy`` of a parametrized module shares its dynamically made
+    ``Parametrized<Class>`` class with the original, and ``merge`` deletes the weight
+    property from that class, which would break the original. Each parametrized module of
+    the copy gets its own copy of the class first."""
+    from torch.nn.utils import parametrize
+
+    out = copy.deepcopy(model)
+    for module in out.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    return merge(out)
+
+
+def _check_max_density(max_density: float) -> float:
+    d = float(max_density)
+    if not 0.0 < d <= 1.0:
+        raise ConfigError(f"density must be in (0, 1], got {max_density}")
+    return d
+
+
+def to_csr(
+    model: nn.Module, max_density: float = MAX_CSR_DENSITY, *, skip_dense: bool = False
+) -> nn.Module:
+    """A merged copy of ``model`` with each ``nn.Linear`` replaced by a :class:`CSRLinear`.
+
+    A Linear whose weight density exceeds ``max_density`` is a :class:`ConfigError`
+    naming it (CSR is slower than dense there), unless ``skip_dense=True`` keeps it dense.
+    The copy is on the CPU (PyTorch's CSR matmul used here is the CPU kernel) in eval mode.
+    """
+    limit = _check_max_density(max_density)
+    out = merged_copy(model).cpu().eval()
+    replaced = 0
+    for name, module in list(out.named_modules()):
+        if not isinstance(module, nn.Linear):
+            continue
+        w = module.weight.detach()
+        dens = float((w != 0).sum()) / w.numel()
+        if dens > limit:
+            if skip_dense:
+                continue
+            raise ConfigError(
+                f"layer {name!r} has weight density {dens:.1%} > {limit:.0%}: CSR would be "
+                "slower than dense; prune it further or pass skip_dense=True to keep it dense"
+            )
+        parent_name, _, attr = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        csr = CSRLinear(w, module.bias)
+        if not parent_name and not attr:
+            return csr
+        setattr(parent, attr, csr)
+        replaced += 1
+    if replaced == 0 and not isinstance(out, CSRLinear):
+        raise ConfigError(
+            f"no Linear layer with density <= {limit:.0%} to export; prune the model first"
+        )
+    return out
+
+
+def semi_structured_unavailable(device: str | torch.device = "cuda") -> str | None:
+    """Why 2:4 semi-structured sparsity cannot run on ``device`` here (``None`` if it can)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return (
+            f"2:4 semi-structured sparsity needs a CUDA GPU (sparse tensor cores); "
+            f"device {dev.type!r} has none"
+        )
+    if not torch.cuda.is_available():
+        return "2:4 semi-structured sparsity needs a CUDA GPU; CUDA is not available here"
+    major, _ = torch.cuda.get_device_capability(dev)
+    if major < 8:
+        return f"2:4 semi-structured sparsity needs compute capability >= 8.0, got {major}.x"
+    return None
+
+
+def is_two_four(weight: torch.Tensor) -> bool:
+    """Does every group of 4 consecutive inputs of every row hold at most 2 non-zeros?"""
+    if weight.ndim != 2 or weight.shape[1] % 4:
+        return False
+    return bool(((weight != 0).reshape(weight.shape[0], -1, 4).sum(-1) <= 2).all())
+
+
+def to_semi_structured(
+    model: nn.Module, device: str | torch.device = "cuda", dtype: torch.dtype = torch.float16
+) -> nn.Module:
+    """A merged copy of ``model`` on ``device`` in ``dtype`` whose 2:4-sparse Linear weights
+    are ``torch.sparse.SparseSemiStructuredTensor`` s (others stay dense).
+
+    Raises a one-line :class:`ConfigError` with the reason when the device cannot run it
+    (:func:`semi_structured_unavailable`) or no Linear weight is 2:4 sparse."""
+    reason = semi_structured_unavailable(device)
+    if reason:
+        raise ConfigError(reason + "; run on a GPU or use to_csr on the CPU")
+    from torch.sparse import to_sparse_semi_structured
+
+    out = merged_copy(model).to(device=device, dtype=dtype).eval()
+    converted = 0
+    for module in out.modules():
+        if isinstance(module, nn.Linear) and is_two_four(module.weight):
+            module.weight = nn.Parameter(
+                to_sparse_semi_structured(module.weight.detach()), requires_grad=False
+            )
+            converted += 1
+    if converted == 0:
+        raise ConfigError(
+            "no Linear weight is 2:4 sparse (at most 2 non-zeros in every 4 inputs); "
+            "prune with a 2:4 mask first"
+        )
+    return out
+
+
+__all__ = [
+    "MAX_CSR_DENSITY",
+    "CSRLinear",
+    "is_two_four",
+    "merged_copy",
+    "semi_structured_unavailable",
+    "to_csr",
+    "to_semi_structured",
+]
