@@ -138,7 +138,7 @@ def unit_masks(
     for b in range(num_blocks):
         w1 = state[f"blocks.{b}.fc1.weight"]
         n = w1.shape[0]
-        k = math.floor(n * (1 - ratio))
+        k = math.floor(n * (1 - ratio) + 1e-9)  # guard float error, e.g. 300·(1 - 0.8)
         if k == 0:
             raise ConfigError(
                 f"pruning {ratio:.0%} of block {b}'s {n} units keeps none; lower the ratio"
