@@ -1,0 +1,116 @@
+"""The sparse-recovery recipe: smoke outputs, determinism, IMP counts, claims on hand-made
+numbers, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from weightlab.errors import ConfigError
+from weightlab.recipes.runner import make_config, run_recipe
+from weightlab.recipes.sparsity.sparse_recovery import (
+    MAX_REL_ERROR,
+    RECOVERY_N,
+    SparseRecovery,
+    imp_keep_counts,
+)
+from weightlab.runs import read_json
+from weightlab.sparsity import IMPConfig, density_schedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sr") / "run"
+    run_recipe("sparse-recovery", make_config("sparse-recovery", smoke=True), out=out)
+    return out
+
+
+def test_smoke_outputs(smoke):
+    s = read_json(smoke / "summary.json")
+    assert [r["n"] for r in s["recovery"]] == [100, 400]
+    for r in s["recovery"]:
+        assert len(r["f1_values"]) == 2 and all(0 <= f <= 1 for f in r["f1_values"])
+    assert [a["arm"] for a in s["mlp"]] == ["dense", "imp", "iht"]
+    imp, iht = s["mlp"][1], s["mlp"][2]
+    assert imp["density"] == pytest.approx(iht["density"])  # same per-layer counts
+    assert [m["d"] for m in s["memory"]] == [100, 200]
+    assert s["memory"][1]["imp_bytes"] > s["memory"][1]["iht_dense_bytes"]
+    assert (smoke / "recovery_vs_n.png").exists()
+    assert {c["id"] for c in s["claims"]} == {"a", "b"}
+    assert s["claims"][0]["verdict"] == "not tested"  # n = 3200 is not in the smoke run
+    units = sorted(p.stem for p in (smoke / "units").glob("*.json"))
+    assert units == [
+        "iht-mlp",
+        "imp-round-00",
+        "imp-round-01",
+        "imp-round-02",
+        "memory",
+        "teacher-n000100",
+        "teacher-n000400",
+    ]
+    lines = [json.loads(x) for x in (smoke / "metrics.jsonl").read_text().splitlines()]
+    for m in next(x for x in lines if x["unit"] == "teacher-n000400")["members"]:
+        assert m["nonzeros"] == 200  # exactly k = 10 per unit x 20 units
+
+
+@pytest.mark.slow
+def test_smoke_is_deterministic(smoke, tmp_path):
+    run_recipe("sparse-recovery", make_config("sparse-recovery", smoke=True), out=tmp_path / "b")
+    assert (tmp_path / "b" / "summary.json").read_bytes() == (smoke / "summary.json").read_bytes()
+
+
+def test_imp_keep_counts_match_the_schedule():
+    shapes = {"a": torch.Size((300, 40)), "b": torch.Size((100, 300)), "c": torch.Size((10, 100))}
+    keep, rounds = imp_keep_counts(shapes, 0.2, 0.1)
+    schedule = density_schedule(shapes, IMPConfig(0.2, {"last": 0.1}, target_density=0.1))
+    assert rounds == len(schedule) - 1 == 11
+    assert sum(keep.values()) / 43000 == pytest.approx(schedule[-1], abs=1e-12)
+    assert keep == {"a": 1031, "b": 2577, "c": 313}  # per-layer round-half-up, 11 rounds
+
+
+def _rows(recovered: int, n=RECOVERY_N):
+    return [
+        {
+            "n": n,
+            "recovered": recovered,
+            "seeds": 5,
+            "f1_mean": 1.0,
+            "rel_error_mean": MAX_REL_ERROR / 2,
+            "diverged": [],
+        }
+    ]
+
+
+def _arms(iht: float, imp: float, dense: float = 60.0):
+    return [
+        {"arm": "dense", "density": 1.0, "test_acc_mean": dense, "diverged": []},
+        {"arm": "imp", "density": 0.086, "test_acc_mean": imp, "diverged": []},
+        {"arm": "iht", "density": 0.086, "test_acc_mean": iht, "diverged": []},
+    ]
+
+
+def test_claims_on_hand_made_numbers():
+    check = SparseRecovery.check_claims
+    a, b = check(_rows(4), _arms(55.0, 55.9), chance=10.0)
+    assert a.held is True and b.held is True
+    a, b = check(_rows(3), _arms(54.0, 55.1), chance=10.0)
+    assert a.held is False and b.held is False
+    a, _ = check(_rows(5, n=1600), _arms(55.0, 55.0), chance=10.0)
+    assert a.held is None and "3200" in a.detail
+    _, b = check(_rows(5), _arms(55.0, 55.0, dense=15.0), chance=10.0)
+    assert b.held is None and "did not learn" in b.detail
+
+
+def test_bad_input_is_one_line():
+    with pytest.raises(ConfigError, match="--density"):
+        make_config("sparse-recovery", density=0.0)
+    with pytest.raises(ConfigError, match="--density"):
+        make_config("sparse-recovery", density=1.5)
+    with pytest.raises(ConfigError, match="--n-values must be comma-separated integers"):
+        make_config("sparse-recovery", n_values="100,abc")
+    with pytest.raises(ConfigError, match="leaves no non-zero input"):
+        make_config("sparse-recovery", d=4, density=0.1)
