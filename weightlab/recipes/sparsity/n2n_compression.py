@@ -651,7 +651,8 @@ class N2NCompression(Recipe):
             axes[0].plot(range(1, n + 1), mean, color=colors[sampler], lw=2, label=sampler)
             mr = [sum(r["rewards"][i] for r in rs) / len(rs) for i in range(n)]
             axes[1].plot(range(1, n + 1), mr, ".", color=colors[sampler], ms=3, label=sampler)
-        axes[0].set_ylabel("best reward so far")
+        axes[0].set_ylabel("best reward so far (empty student: -1)")
+        axes[0].set_ylim(bottom=0)
         axes[1].set_ylabel("reward of each sample (mean over seeds)")
         for ax in axes:
             ax.set_xlabel("students sampled")
