@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from weightlab.data import load_dataset
-from weightlab.models.factory import model_factory
-from weightlab.models.mlp import MLP
 from weightlab.population import useful_matmul_flops
 from weightlab.recipes.runner import make_config, run_recipe
 from weightlab.recipes.sparsity.grokking_tickets import (
@@ -19,11 +17,12 @@ from weightlab.recipes.sparsity.grokking_tickets import (
     first_step,
     flops_per_step,
     grok_task,
+    make_factory,
     member_record,
     pick,
     search_config,
     ticket_masks,
-    widths,
+    weight_names,
 )
 from weightlab.runs import load_tensors
 from weightlab.train.loop import EvalPoint, TrainResult
@@ -38,11 +37,35 @@ def test_grok_task_evaluates_train_as_val_and_every_held_out_pair_as_test():
     torch.testing.assert_close(g.test.y, (pairs[:, 0] + pairs[:, 1]) % 7)
 
 
-def test_flops_per_step_counts_what_useful_matmul_flops_counts():
+@pytest.mark.parametrize("arch", ["mlp", "authors"])
+def test_flops_per_step_counts_what_useful_matmul_flops_counts(arch):
     p, n, e, h = 11, 60, 16, 12
-    model = model_factory(MLP, widths(p, e, h))(0)
-    x = torch.randn(n, 2 * p)
-    assert flops_per_step(p, n, e, h) == useful_matmul_flops(model, x)
+    model = make_factory(arch, p, e, h)(0)
+    x = torch.randn(n, 2 * p, generator=torch.Generator().manual_seed(0))
+    assert flops_per_step(p, n, e, h, arch) == useful_matmul_flops(model, x)
+
+
+def test_authors_model_sums_one_shared_embedding_and_has_no_bias():
+    p, e, h = 7, 5, 4
+    model = make_factory("authors", p, e, h)(3)
+    assert [n for n, _ in model.named_parameters()] == weight_names("authors")
+    a, b = torch.tensor([2, 6]), torch.tensor([6, 0])
+    x = torch.cat([torch.eye(p)[a], torch.eye(p)[b]], dim=1)
+    emb = model.embed.weight.T  # (p, e): row a is E[a]
+    hid = torch.relu((emb[a] + emb[b]) @ model.inproj.weight.T)
+    want = hid @ model.outproj.weight.T @ model.unembed.weight.T
+    torch.testing.assert_close(model(x), want)
+
+
+def test_authors_init_is_normal_with_variance_one_over_fan_in_and_seeded():
+    f = make_factory("authors", 97, 500, 48)
+    m1, m2, m3 = f(1), f(1), f(2)
+    torch.testing.assert_close(m1.embed.weight, m2.embed.weight)
+    assert not torch.equal(m1.embed.weight, m3.embed.weight)
+    for name, fan_in in (("embed", 97), ("inproj", 500), ("outproj", 48), ("unembed", 500)):
+        w = getattr(m1, name).weight.detach()
+        assert float(w.std()) == pytest.approx(fan_in**-0.5, rel=0.05)
+        assert abs(float(w.mean())) < 0.05 * fan_in**-0.5 * 10
 
 
 def test_ticket_masks_keep_the_global_largest_magnitudes():
@@ -216,10 +239,24 @@ def test_smoke_run_is_deterministic_and_resumes(smoke, tmp_path):
     assert before == {p.name: p.stat().st_mtime_ns for p in (again / "units").iterdir()}
 
 
-def test_broken_run_holds_no_claim(tmp_path):
-    cfg = make_config("grokking-tickets", smoke=True, broken=True)
+@pytest.mark.parametrize("arch", ["mlp", "authors"])
+def test_broken_run_holds_no_claim(tmp_path, arch):
+    cfg = make_config("grokking-tickets", smoke=True, broken=True, arch=arch)
     _, summary = run_recipe("grokking-tickets", cfg, out=tmp_path / "b")
     assert "held" not in {c["verdict"] for c in summary["claims"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["mlp", "authors"])
+def test_population_and_loop_engines_agree(tmp_path, arch):
+    """Smoke size, both engines: the same grokking/memorization steps and accuracies."""
+    runs = {}
+    for engine in ("population", "loop"):
+        cfg = make_config("grokking-tickets", smoke=True, arch=arch, engine=engine, seeds=1)
+        runs[engine] = run_recipe("grokking-tickets", cfg, out=tmp_path / engine)[1]
+    for a, b in zip(runs["population"]["rows"], runs["loop"]["rows"], strict=True):
+        assert a["steps_to_95"] == b["steps_to_95"] and a["mem_steps"] == b["mem_steps"]
+        assert a["final_test_acc_mean"] == pytest.approx(b["final_test_acc_mean"], abs=0.02)
 
 
 def test_eval_every_longer_than_the_run_is_refused_before_writing(tmp_path):

@@ -46,12 +46,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from weightlab.data import load_dataset, task_param_specs
 from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError
 from weightlab.init.schemes import INIT_SCHEMES
-from weightlab.models.factory import model_factory
+from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
@@ -60,13 +61,14 @@ from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
-from weightlab.seeding import derive_seed
+from weightlab.seeding import derive_seed, generator
 from weightlab.sparsity.allocation import global_masks, round_half_up
 from weightlab.sparsity.norm_match import norm_match
 from weightlab.sparsity.scores import magnitude_scores
 from weightlab.train.config import OptimConfig, TrainConfig
 
 ARMS = ("dense", "gen_ticket", "mem_ticket", "norm_matched")
+ARCHS = ("authors", "mlp")
 COMPARED = ("dense", "norm_matched", "mem_ticket")  # claims (a), (b), (c)
 QUOTE_DENSE = "the lottery tickets drastically accelerate grokking compared to the dense networks"
 QUOTE_NORM = "Results show that the subnetworks generalize faster than the controlled dense model."
@@ -86,6 +88,8 @@ SEARCH_P = (23, 31, 47, 67)
 SEARCH_FRACTIONS = (0.3, 0.5, 0.7)
 SEARCH_WIDTHS = ((64, 48), (128, 64), (128, 128), (256, 256))
 SEARCH_HYPERS = ((1e-2, 1.0), (1e-2, 2.0), (1e-2, 5.0), (3e-3, 5.0))
+# for arch "authors" (lower rates: at lr 1e-2, wd 2 it memorizes and generalizes together)
+SEARCH_HYPERS_AUTHORS = ((1e-3, 1.0), (3e-3, 1.0), (3e-3, 3.0), (1e-2, 0.3))
 
 
 def _task_field(param: str, default, help_: str):
@@ -105,7 +109,15 @@ class GrokkingTicketsConfig(RecipeConfig):
     )
     emb: int = opt(64, "embedding width (the first Linear, on one-hot inputs)", min=1, max=4096)
     hidden: int = opt(48, "hidden width", min=1, max=4096)
-    init: str = opt("kaiming_uniform", "weight initialization", choices=tuple(INIT_SCHEMES))
+    arch: str = opt(
+        "mlp",
+        "network: mlp = weightlab's MLP 2p-emb-hidden-p (ReLU, biases); authors = the authors' "
+        "OnlyMLP (shared embedding, bias-free, N(0, 1/fan_in) init)",
+        choices=ARCHS,
+    )
+    init: str = opt(
+        "kaiming_uniform", "weight initialization (arch mlp only)", choices=tuple(INIT_SCHEMES)
+    )
     lr: float = opt(1e-2, "AdamW learning rate", gt=0, max=10)
     weight_decay: float = opt(2.0, "AdamW (decoupled) weight decay", min=0, max=100)
     steps: int = opt(
@@ -135,20 +147,66 @@ def grok_task(task: TaskData) -> TaskData:
     return TaskData(task.name, task.train, task.train, test, task.num_classes, info=task.info)
 
 
-def widths(p: int, emb: int, hidden: int) -> list[int]:
-    return [2 * p, emb, hidden, p]
+class GrokMLP(nn.Module):
+    """The authors' ``OnlyMLP`` (their ``model.py``) on one-hot pair inputs: one embedding
+    shared by both operands, ``h = E·onehot(a) + E·onehot(b)`` (``embed``, a bias-free
+    Linear on ``onehot(a) + onehot(b)``), then ``inproj``, ReLU, ``outproj`` and
+    ``unembed``, all bias-free, no activation between the last two."""
+
+    def __init__(self, p: int, emb: int, hidden: int) -> None:
+        super().__init__()
+        self.p = p
+        self.embed = nn.Linear(p, emb, bias=False)
+        self.inproj = nn.Linear(emb, hidden, bias=False)
+        self.outproj = nn.Linear(hidden, emb, bias=False)
+        self.unembed = nn.Linear(emb, p, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        h = self.embed(x[:, : self.p] + x[:, self.p :])
+        return self.unembed(self.outproj(torch.relu(self.inproj(h))))
 
 
-def weight_names(n_layers: int = 3) -> list[str]:
-    return [f"layers.{i}.weight" for i in range(n_layers)]
+AUTHORS_LAYERS = ("embed", "inproj", "outproj", "unembed")
 
 
-def flops_per_step(p: int, n_train: int, emb: int, hidden: int) -> int:
+def widths(p: int, emb: int, hidden: int, arch: str = "mlp") -> list[int]:
+    """Layer widths: ``mlp`` is ``MLP([2p, emb, hidden, p])``; ``authors`` is
+    :class:`GrokMLP`'s ``p -> emb -> hidden -> emb -> p``."""
+    return [2 * p, emb, hidden, p] if arch == "mlp" else [p, emb, hidden, emb, p]
+
+
+def weight_names(arch: str = "mlp") -> list[str]:
+    if arch == "mlp":
+        return [f"layers.{i}.weight" for i in range(3)]
+    return [f"{n}.weight" for n in AUTHORS_LAYERS]
+
+
+def make_factory(arch: str, p: int, emb: int, hidden: int, init: str = "kaiming_uniform"):
+    """``seed -> module``. ``mlp``: weightlab's MLP with ``init``. ``authors``:
+    :class:`GrokMLP` with the authors' init, every weight N(0, 1/fan_in), drawn from
+    ``generator(derive_seed("grokking-tickets", "normal-init", seed))`` (``init`` unused)."""
+    if arch == "mlp":
+        return model_factory(MLP, widths(p, emb, hidden), init=init)
+
+    def factory(seed: int) -> nn.Module:
+        model = build(GrokMLP, p, emb, hidden, seed=seed)
+        g = generator(derive_seed("grokking-tickets", "normal-init", int(seed)))
+        with torch.no_grad():
+            for name in AUTHORS_LAYERS:
+                w = getattr(model, name).weight
+                w.copy_(torch.randn(w.shape, generator=g, dtype=torch.float64) / w.shape[1] ** 0.5)
+        return model
+
+    return factory
+
+
+def flops_per_step(p: int, n_train: int, emb: int, hidden: int, arch: str = "mlp") -> int:
     """Matmul FLOPs of one full-batch step, counted as
     :func:`weightlab.population.useful_matmul_flops` counts them: ``2·B·n_in·n_out`` per
     layer for the forward, the weight gradient and (except the first layer) the input
     gradient."""
-    w = widths(p, emb, hidden)
+    w = widths(p, emb, hidden, arch)
     return sum(
         2 * n_train * a * b * (2 if i == 0 else 3)
         for i, (a, b) in enumerate(zip(w[:-1], w[1:], strict=True))
@@ -232,6 +290,7 @@ def search_config(
     stop_at_first: bool = True,
     progress: bool = False,
     log=print,
+    arch: str = "mlp",
 ) -> list[dict]:
     """Search for the cheapest grokking config (the issue's search for [#49]).
 
@@ -247,7 +306,7 @@ def search_config(
 
     order = sorted(
         shapes,
-        key=lambda s: flops_per_step(s.p, _n_train(s.p, s.train_fraction), s.emb, s.hidden),
+        key=lambda s: flops_per_step(s.p, _n_train(s.p, s.train_fraction), s.emb, s.hidden, arch),
     )
     records = []
     for shape in order:
@@ -255,11 +314,11 @@ def search_config(
             load_dataset("modular", "cpu", p=shape.p, train_fraction=shape.train_fraction)
         )
         n = len(task.train)
-        gflop = flops_per_step(shape.p, n, shape.emb, shape.hidden) / 1e9
+        gflop = flops_per_step(shape.p, n, shape.emb, shape.hidden, arch) / 1e9
         if gflop > SEARCH_MAX_GFLOP:
             log(f"skip {shape}: {gflop:.3f} GFLOP/step > {SEARCH_MAX_GFLOP}")
             continue
-        factory = model_factory(MLP, widths(shape.p, shape.emb, shape.hidden))
+        factory = make_factory(arch, shape.p, shape.emb, shape.hidden)
         specs = [
             MemberSpec(
                 seed=derive_seed("grokking-tickets", "init", s),
@@ -280,6 +339,7 @@ def search_config(
             passed = ok_i and ok_ii and not any(r["diverged"] for r in recs)
             passed_any |= passed
             row = {
+                "arch": arch,
                 **shape.__dict__,
                 "n_train": n,
                 "gflop_per_step": gflop,
@@ -394,7 +454,7 @@ class GrokkingTickets(Recipe):
         data = grok_task(self.load_data(cfg))
         if data.name != "modular":
             raise ConfigError(f"--data {cfg.data}: this recipe needs the modular task")
-        factory = model_factory(MLP, widths(cfg.p, cfg.emb, cfg.hidden), init=cfg.init)
+        factory = make_factory(cfg.arch, cfg.p, cfg.emb, cfg.hidden, cfg.init)
         train_cfg = TrainConfig(
             cfg.steps,
             len(data.train),
@@ -417,7 +477,7 @@ class GrokkingTickets(Recipe):
         data, factory, train_cfg = self._setup(cfg)
         seeds = list(range(cfg.seeds))
         init_seed = {s: derive_seed("grokking-tickets", "init", s) for s in seeds}
-        names = weight_names()
+        names = weight_names(cfg.arch)
         bar = progress_bar(2, "grokking-tickets", "unit", progress, line_each_update=True)
 
         def dense():
@@ -551,7 +611,8 @@ class GrokkingTickets(Recipe):
                 f"measured every {cfg.eval_every} steps on all pairs: train accuracy on the "
                 "train split, test accuracy on every held-out pair. Reduced version: "
                 f"p = {cfg.p}, {cfg.train_fraction:.0%} of pairs to train, MLP "
-                f"{'-'.join(map(str, widths(cfg.p, cfg.emb, cfg.hidden)))}, {cfg.steps} "
+                f"{'-'.join(map(str, widths(cfg.p, cfg.emb, cfg.hidden, cfg.arch)))} ({cfg.arch}), "
+                f"{cfg.steps} "
                 "full-batch steps (the authors: p = 67, 50,000 steps)"
             ),
             "budget_steps": budget,
@@ -757,11 +818,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         SearchShape(p, f, e, h)
         for p, f, (e, h) in itertools.product(SEARCH_P, SEARCH_FRACTIONS, SEARCH_WIDTHS)
     ]
+    args = list(argv if argv is not None else sys.argv[1:])
+    arch = "authors" if "--authors" in args else "mlp"
     records = search_config(
         grid,
-        SEARCH_HYPERS,
-        stop_at_first="--all" not in (argv or sys.argv[1:]),
+        SEARCH_HYPERS if arch == "mlp" else SEARCH_HYPERS_AUTHORS,
+        stop_at_first="--all" not in args,
         log=lambda line: print(line, flush=True),
+        arch=arch,
     )
     print(json.dumps({"chosen": pick(records), "records": records}, default=str))
 
