@@ -262,6 +262,21 @@ def test_report_on_corrupt_summary(cli, copy_run, content):
     assert (run / "report.html").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "measurements",
+    [{"title": "t"}, [{"title": "t", "header": ["a"], "rows": [[1.5]]}]],
+    ids=["not-a-list", "number-cell"],
+)
+def test_report_on_malformed_measurements(cli, copy_run, measurements):
+    run = copy_run()
+    timing = json.loads((run / "timing.json").read_text())
+    assert timing["measurements"] == []  # lottery-ticket measures nothing machine-dependent
+    timing["measurements"] = measurements
+    (run / "timing.json").write_text(json.dumps(timing))
+    rc, _, err = cli("report", run)
+    _assert_one_line_error(rc, err, "timing.json", "malformed measurements")
+
+
 def test_report_on_summary_of_wrong_shape(cli, copy_run):
     run = copy_run()
     summary = json.loads((run / "summary.json").read_text())

@@ -174,3 +174,11 @@ class Recipe:
     def figures(self, summary: dict) -> list[Figure]:
         """PNG figures for the report."""
         return []
+
+    def measurements(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """Machine-dependent numbers the last :meth:`run` measured (e.g. time per step), as
+        ``(title, header, rows)`` tables. They go to ``timing.json``, never to
+        ``summary.json``, so two runs of one config still give byte-identical summaries; the
+        report shows them in a section of their own. A recipe sets ``self._measurements``
+        in ``run`` (read back from its units, so a resumed run reports them too)."""
+        return list(getattr(self, "_measurements", []))

@@ -50,8 +50,9 @@ def run_recipe(
 ) -> tuple[Path, dict]:
     """Run (or resume) ``recipe_name`` with ``cfg``; return the run directory and summary.
 
-    ``timing.json`` records this invocation's wall time and the units it computed
-    (empty on a re-run of a finished run)."""
+    ``timing.json`` records this invocation's wall time, the units it computed (empty on
+    a re-run of a finished run) and the recipe's machine-dependent measurements
+    (:meth:`~weightlab.recipes.base.Recipe.measurements`)."""
     from weightlab.report.render import render_report
 
     recipe = get_recipe(recipe_name)
@@ -59,6 +60,7 @@ def run_recipe(
     recipe.validate(cfg, data_sizes(recipe.load_data(cfg)))
     path = Path(out) if out is not None else default_run_dir(root, recipe.name, cfg)
     rd = RunDir(path, recipe.name, cfg).open()
+    recipe._measurements = []
     t0 = time.perf_counter()
     try:
         summary = recipe.run(cfg, rd, progress=progress)
@@ -73,6 +75,10 @@ def run_recipe(
             "wall_s": time.perf_counter() - t0,
             "computed_units": rd.computed,
             "note": "this invocation only; resumed work is not re-timed",
+            "measurements": [
+                {"title": t, "header": list(h), "rows": [list(r) for r in rows]}
+                for t, h, rows in recipe.measurements()
+            ],
         },
     )
     render_report(path)

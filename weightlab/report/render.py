@@ -1,7 +1,8 @@
 """Render ``report.md`` and a self-contained ``report.html`` from ``summary.json``.
 
 The report is a pure function of the run directory's ``config.json`` and
-``summary.json``, so ``weightlab report RUN_DIR`` re-renders it at any time.
+``summary.json`` (plus the machine-dependent measurements in ``timing.json``, when a
+recipe records any), so ``weightlab report RUN_DIR`` re-renders it at any time.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def render_report(run_dir: Path) -> list[Path]:
         raise RunFileError(
             f"{run_dir / 'summary.json'} is incomplete or corrupt ({type(e).__name__}: {e}); re-run the recipe"
         ) from e
+    tables = tables + _measured_tables(run_dir / "timing.json")
     written = []
     for fig in figures:
         atomic_write_bytes(run_dir / fig.filename, fig.png)
@@ -52,6 +54,39 @@ def render_report(run_dir: Path) -> list[Path]:
     atomic_write_text(run_dir / "report.md", md)
     atomic_write_text(run_dir / "report.html", _html(recipe, config, summary, tables, figures))
     return [run_dir / "report.md", run_dir / "report.html", *written]
+
+
+def _measured_tables(path: Path) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The recipe's machine-dependent tables from ``timing.json`` (none if it is absent),
+    shape-checked; titled as measured on this machine."""
+    if not path.exists():
+        return []
+    timing = read_json(path, "run timing")
+    items = timing.get("measurements", []) if isinstance(timing, dict) else None
+
+    def is_strs(v) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    ok = isinstance(items, list) and all(
+        isinstance(t, dict)
+        and isinstance(t.get("title"), str)
+        and is_strs(t.get("header"))
+        and isinstance(t.get("rows"), list)
+        and all(is_strs(r) for r in t["rows"])
+        for t in items
+    )
+    if not ok:
+        raise RunFileError(
+            f"{path} has malformed measurements; delete it and re-run the recipe to rewrite it"
+        )
+    return [
+        (
+            f"{t['title']} (measured on this machine; not part of summary.json)",
+            t["header"],
+            t["rows"],
+        )
+        for t in items
+    ]
 
 
 def name_list(names: list[str], limit: int | None = None) -> str:

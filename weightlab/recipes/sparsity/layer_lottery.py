@@ -348,12 +348,19 @@ class LayerLottery(Recipe):
         timing, _ = rd.unit("timing", compute_timing, check=_check_timing)
         if bar is not None:
             bar.close()
+        ms = timing["ms_per_step"]
+        self._measurements = [
+            (
+                f"Time per training step of one member (median of {TIMING_STEPS}; reported only)",
+                ["arm", "ms / step"],
+                [[arm, f"{ms[arm]:.2f}"] for arm in ARMS if arm in ms],
+            )
+        ]
         return self.summarize(
             cfg,
             records,
             scored["seeds"],
             sizes,
-            timing["ms_per_step"],
             chance=100 * majority_rate(data.test.y),
             steps=steps_per_epoch(len(data.train), cfg.batch_size) * cfg.epochs,
         )
@@ -365,7 +372,6 @@ class LayerLottery(Recipe):
         records: list[dict],
         scored: list[dict],
         sizes: dict[str, tuple[int, int]],
-        ms_per_step: dict[str, float],
         chance: float,
         steps: int,
     ) -> dict:
@@ -402,11 +408,6 @@ class LayerLottery(Recipe):
             "steps": steps,
             "members": len(records),
             "diverged_members": [f"{m['arm']} seed {m['seed']}" for m in records if m["diverged"]],
-            "time_ms_per_step": ms_per_step,
-            "timing_note": (
-                "ms per training step (forward, backward, SGD update) of one member (median of "
-                f"{TIMING_STEPS}), measured once when the run computed it; reported only"
-            ),
             "reduced": "width 128 instead of 256 (the 5-minute budget on 2 CPU cores)"
             if cfg.width < 256
             else None,
@@ -477,14 +478,12 @@ class LayerLottery(Recipe):
 
     # -- report ---------------------------------------------------------------------------
     def tables(self, summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-        ms = summary.get("time_ms_per_step", {})
         header = [
             "arm",
             "test acc % (mean ± std)",
             "early-stop step",
             "params",
             "forward MACs / example",
-            "ms / step (reported only)",
             "n",
         ]
         rows = [
@@ -494,7 +493,6 @@ class LayerLottery(Recipe):
                 _pm(r["early_stop_mean"], r["early_stop_std"], 0),
                 f"{r['params']:,}",
                 f"{r['flops_per_example']:,}",
-                f"{ms[r['arm']]:.2f}" if r["arm"] in ms else "n/a",
                 str(r["n"]) + (f" ({len(r['diverged'])} diverged)" if r["diverged"] else ""),
             ]
             for r in summary["rows"]
