@@ -57,7 +57,7 @@ MATCH_MARGIN_PTS = 2.0  # ... is at least dense - 2 pts (90% CI of the paired di
 CONTROL_DENSITY = 0.01  # positive control: random at 1% is more than 2 pts below dense
 CI_LEVEL = 0.90
 CURVE_MARGIN_PTS = 5.0  # the figure draws an arm's curve where it beats chance by >= 5 pts
-SCORE_BATCH_SEED = "score-batch"
+LATE_FRACTION = 0.1  # early stop in the last 10% of training: "still improving"
 
 
 def _num(v: float | None) -> float:
@@ -135,6 +135,18 @@ class PruningAtInitConfig(RecipeConfig):
     def density_values(self) -> list[float]:
         """Densities as fractions, largest first."""
         return sorted((d / 100 for d in _parse_list(self.densities, "densities")), reverse=True)
+
+
+def still_improving(rows: list[dict], label) -> list[str]:
+    """Rows whose mean early-stopping step lies in the last :data:`LATE_FRACTION` of
+    training: their validation loss was still falling, so a longer run could change them."""
+    return [
+        label(r)
+        for r in rows
+        if r.get("last_step_mean")
+        and math.isfinite(_num(r["early_stop_mean"]))
+        and r["early_stop_mean"] >= (1 - LATE_FRACTION) * r["last_step_mean"]
+    ]
 
 
 def _check_unit(metrics: dict) -> None:
@@ -346,6 +358,9 @@ class PruningAtInit(Recipe):
             "recipe": self.name,
             "paper": self.paper,
             "rows": rows,
+            "still_improving": still_improving(
+                rows, lambda r: f"{r['score']} {100 * r['density']:g}%"
+            ),
             "claims": claims,
             "chance_pct": chance,
             "allocation": cfg.allocation,
@@ -417,6 +432,12 @@ class PruningAtInit(Recipe):
                 f">= -{MATCH_MARGIN_PTS:g}; control: random at {CONTROL_DENSITY:.0%} "
                 f"{ctl['test_acc_mean']:.2f}% ({ctl_gap:+.2f} pts)"
             )
+            if rnd.get("last_step_mean"):
+                detail += (
+                    f"; random at {MATCH_DENSITY:.0%} early-stopped at step "
+                    f"{rnd['early_stop_mean']:.0f} of {rnd['last_step_mean']:.0f} (dense: "
+                    f"{dense['early_stop_mean']:.0f})"
+                )
             ev = {
                 "dense": dense["test_acc_mean"],
                 "random": rnd["test_acc_mean"],
@@ -467,10 +488,13 @@ class PruningAtInit(Recipe):
             ]
             for r in summary["rows"]
         ]
+        late = summary.get("still_improving", [])
         return [
             (
                 f"Accuracy by score and density ({summary.get('allocation', 'global')} "
-                "allocation; collapsed: members with an empty layer or no input-output path)",
+                "allocation; collapsed: members with an empty layer or no input-output path; "
+                f"{len(late)} of {len(rows)} rows early-stop in the last "
+                f"{LATE_FRACTION:.0%} of training, i.e. were still improving)",
                 header,
                 rows,
             )
