@@ -37,6 +37,30 @@ def test_grok_task_evaluates_train_as_val_and_every_held_out_pair_as_test():
     torch.testing.assert_close(g.test.y, (pairs[:, 0] + pairs[:, 1]) % 7)
 
 
+def test_unseen_only_drops_held_out_pairs_whose_swap_was_trained():
+    task = load_dataset("modular", "cpu", p=7, train_fraction=0.5)
+    g = grok_task(task, unseen_only=True)
+    seen = {tuple(ab) for ab in task.info["train_pairs"].tolist()}
+    held = torch.cat([task.info["val_pairs"], task.info["test_pairs"]]).tolist()
+    unseen = [(a, b) for a, b in held if (b, a) not in seen]
+    assert 0 < len(unseen) < len(held) and len(g.test) == len(unseen)
+    want = torch.tensor([(a + b) % 7 for a, b in unseen])
+    torch.testing.assert_close(g.test.y, want)
+    rows = torch.tensor(unseen)
+    torch.testing.assert_close(
+        g.test.x, torch.cat([torch.eye(7)[rows[:, 0]], torch.eye(7)[rows[:, 1]]], 1)
+    )
+
+
+def test_authors_arch_refuses_a_non_commutative_op(tmp_path):
+    from weightlab.errors import ConfigError
+
+    cfg = make_config("grokking-tickets", smoke=True, op="sub")
+    with pytest.raises(ConfigError, match="symmetric"):
+        run_recipe("grokking-tickets", cfg, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("arch", ["mlp", "authors"])
 def test_flops_per_step_counts_what_useful_matmul_flops_counts(arch):
     p, n, e, h = 11, 60, 16, 12

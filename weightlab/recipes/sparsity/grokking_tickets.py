@@ -144,13 +144,26 @@ class GrokkingTicketsConfig(RecipeConfig):
 # -- task, model, measurements ---------------------------------------------------------------
 
 
-def grok_task(task: TaskData) -> TaskData:
+def grok_task(task: TaskData, unseen_only: bool = False) -> TaskData:
     """The task as this recipe evaluates it: ``val`` is the train split (so an evaluation's
     ``val_acc`` is the train accuracy) and ``test`` holds every held-out pair (the task's
     val and test splits together). Nothing here early-stops, so no validation split is
-    needed."""
-    test = Split(torch.cat([task.val.x, task.test.x]), torch.cat([task.val.y, task.test.y]))
-    return TaskData(task.name, task.train, task.train, test, task.num_classes, info=task.info)
+    needed.
+
+    ``unseen_only``: keep only held-out pairs ``(a, b)`` whose swap ``(b, a)`` is not in
+    train. A network symmetric in ``(a, b)`` (arch ``authors``) answers a swapped train
+    pair by memorization, so only these pairs measure its generalization (the authors
+    train on unordered pairs, where the question does not arise)."""
+    x = torch.cat([task.val.x, task.test.x])
+    y = torch.cat([task.val.y, task.test.y])
+    if unseen_only:
+        seen = {tuple(ab) for ab in task.info["train_pairs"].tolist()}
+        held = torch.cat([task.info["val_pairs"], task.info["test_pairs"]]).tolist()
+        keep = torch.tensor([(b, a) not in seen for a, b in held], dtype=torch.bool)
+        x, y = x[keep], y[keep]
+    return TaskData(
+        task.name, task.train, task.train, Split(x, y), task.num_classes, info=task.info
+    )
 
 
 class GrokMLP(nn.Module):
@@ -317,7 +330,8 @@ def search_config(
     records = []
     for shape in order:
         task = grok_task(
-            load_dataset("modular", "cpu", p=shape.p, train_fraction=shape.train_fraction)
+            load_dataset("modular", "cpu", p=shape.p, train_fraction=shape.train_fraction),
+            unseen_only=arch == "authors",
         )
         n = len(task.train)
         gflop = flops_per_step(shape.p, n, shape.emb, shape.hidden, arch) / 1e9
@@ -457,7 +471,7 @@ class GrokkingTickets(Recipe):
 
     # -- setup -------------------------------------------------------------------------
     def _setup(self, cfg: GrokkingTicketsConfig):
-        data = grok_task(self.load_data(cfg))
+        data = grok_task(self.load_data(cfg), unseen_only=cfg.arch == "authors")
         if data.name != "modular":
             raise ConfigError(f"--data {cfg.data}: this recipe needs the modular task")
         factory = make_factory(cfg.arch, cfg.p, cfg.emb, cfg.hidden, cfg.init)
@@ -470,6 +484,11 @@ class GrokkingTickets(Recipe):
         return data, factory, train_cfg
 
     def validate(self, cfg: GrokkingTicketsConfig, data_sizes: dict[str, int]) -> None:
+        if cfg.arch == "authors" and cfg.op not in ("add", "mul"):
+            raise ConfigError(
+                f"--arch authors is symmetric in (a, b) and cannot learn op={cfg.op}; "
+                "use --op add or mul, or --arch mlp"
+            )
         if cfg.eval_every > cfg.steps:
             raise ConfigError(
                 f"--eval-every {cfg.eval_every} is longer than the run ({cfg.steps} steps); "
