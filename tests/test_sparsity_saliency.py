@@ -331,3 +331,45 @@ def test_layer_collapse_non_chain_model_checks_only_empty_layers():
         layer_collapse(
             mlp, {"layers.0.weight": torch.ones(2, 2), "layers.1.weight": torch.ones(1, 3)}
         )
+
+
+def test_scores_on_a_tiny_bert_with_a_selector_and_grasp_needs_double_backward():
+    from weightlab.core import Selector
+    from weightlab.models.bert import BertConfig, BertModel, SentenceEncoder, pack_inputs
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
+    from weightlab.seeding import seeded_global_cpu_rng
+
+    with seeded_global_cpu_rng(0):
+        bert = BertModel(cfg)
+        head = nn.Linear(16, 3)
+    enc = SentenceEncoder(bert)
+    g = generator(0)
+    x = pack_inputs(torch.randint(1, 50, (4, 8), generator=g), torch.ones(4, 8, dtype=torch.long))
+    y = torch.randint(0, 3, (4,), generator=g)
+
+    def loss(m, b):
+        return F.cross_entropy(head(m(b[0])), b[1])
+
+    sel = Selector(types=("linear",), include=("encoder.*",))
+    before = _state(enc)
+    snip = snip_scores(enc, (x, y), loss=loss, selector=sel)
+    assert len(snip) == 12 and "encoder.layer.1.output.dense.weight" in snip
+    assert all(v.sum() > 0 for v in snip.values())
+    with pytest.raises(ConfigError, match="double backward.*set_attention") as e:
+        grasp_scores(enc, (x, y), loss=loss, selector=sel)  # CPU SDPA
+    assert "\n" not in str(e.value)
+    bert.set_attention("eager")
+    eager = grasp_scores(enc, (x, y), loss=loss, selector=sel)
+    bert.set_attention("math")
+    math_ = grasp_scores(enc, (x, y), loss=loss, selector=sel)
+    for k in eager:
+        torch.testing.assert_close(eager[k], math_[k], rtol=1e-4, atol=1e-7)
+    assert _same(before, _state(enc))

@@ -191,7 +191,8 @@ def grasp_scores(
     batch by double backward (``Hg = ∇_w (g · stopgrad(g))``); the authors' code draws
     ``g`` and the Hessian from separate batches and divides the logits by a temperature,
     both omitted here (pass a ``loss`` that does the latter). Needs a loss that is twice
-    differentiable through the model (e.g. eager or math attention, not CPU SDPA)."""
+    differentiable through the model (e.g. eager or math attention, not CPU SDPA: an op
+    without a double backward is a one-line ConfigError naming it)."""
     with _preserved(model):
         value, leaves = _loss_and_leaves(model, batch, loss, selector)
         ws = list(leaves.values())
@@ -201,7 +202,16 @@ def grasp_scores(
             hg = [None] * len(ws)
         else:
             z = sum((g * g.detach()).sum() for g, _ in pairs if g.requires_grad)
-            hg = torch.autograd.grad(z, ws, allow_unused=True)
+            try:
+                hg = torch.autograd.grad(z, ws, allow_unused=True)
+            except RuntimeError as e:
+                if "derivative for" not in str(e):
+                    raise
+                op = str(e).split("derivative for ", 1)[1].split(" ", 1)[0]
+                raise ConfigError(
+                    f"GraSP needs a double backward, which {op} lacks; use twice-"
+                    "differentiable ops (a BERT: model.set_attention('eager') or 'math')"
+                ) from None
     return {
         n: (w.detach() * (torch.zeros_like(w) if h is None else h.detach()))
         for (n, w), h in zip(leaves.items(), hg, strict=True)
@@ -275,7 +285,12 @@ def synflow_scores(
     of ``example_input``'s shape with batch size 1 (only its shape, device are read).
     ``forward(model, x) -> tensor`` replaces ``model(x)`` for models whose input is not a
     tensor of that shape (e.g. a BERT fed ``inputs_embeds``). One round; the iterative
-    schedule is :func:`synflow_prune`."""
+    schedule is :func:`synflow_prune`.
+
+    A network whose output passes through a LayerNorm with equal gains (a post-LN BERT at
+    init) scores 0 everywhere before it: the sum of a normalized vector's features does
+    not depend on its input, so ``∂R/∂θ = 0`` there; such a model needs a ``forward``
+    that reads an output before the last normalization."""
     return _synflow(model, example_input, forward, selector)
 
 
