@@ -23,6 +23,7 @@ copy, so masks and other transforms are baked in first.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -40,7 +41,18 @@ class CSRLinear(nn.Module):
         super().__init__()
         self.in_features = int(weight.shape[1])
         self.out_features = int(weight.shape[0])
-        self.register_buffer("weight", weight.detach().to_sparse_csr())
+        with warnings.catch_warnings():  # torch's "CSR support is in beta" notice
+            warnings.simplefilter("ignore", UserWarning)
+            csr = weight.detach().to_sparse_csr()
+            # int32 indices: the CPU kernel then takes MKL's sparse path (measured ~2-3x faster
+            # than int64 indices at batch 1000 on the lottery MLP at 5% density)
+            weight32 = torch.sparse_csr_tensor(
+                csr.crow_indices().to(torch.int32),
+                csr.col_indices().to(torch.int32),
+                csr.values(),
+                csr.shape,
+            )
+        self.register_buffer("weight", weight32)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @property
