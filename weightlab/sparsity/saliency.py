@@ -222,31 +222,41 @@ def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
+def _abs_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``|t|`` in float64 of every floating ``state_dict`` entry (SynFlow's linearization)."""
+    with torch.no_grad():
+        return {
+            k: t.detach().abs().to(torch.float64)
+            for k, t in model.state_dict(keep_vars=True).items()
+            if t.is_floating_point()
+        }
+
+
 def _synflow(
     model: nn.Module,
     example_input: torch.Tensor,
     forward: ForwardFn | None,
     selector: Selector | None,
     masks: Mapping[str, torch.Tensor] | None = None,
+    base: Mapping[str, torch.Tensor] | None = None,
 ) -> Scores:
     """SynFlow scores with the picked weights multiplied by ``masks`` (SynFlow's
-    iterative rounds score the pruned network)."""
+    iterative rounds score the pruned network); ``base``: :func:`_abs_state` of the model,
+    computed once for all rounds (it is not modified)."""
     if not isinstance(example_input, torch.Tensor):
         raise ConfigError(
             "synflow needs an example input tensor (its shape; the values are not used)"
         )
     picked = _picked(model, selector)
     keys = {n: _key(n, *picked[n]) for n in picked}
+    values = dict(base if base is not None else _abs_state(model))
     with torch.no_grad():
-        values = {
-            k: t.detach().abs().to(torch.float64)
-            for k, t in model.state_dict(keep_vars=True).items()
-            if t.is_floating_point()
-        }
         for name in picked:
             w = values[keys[name]]
             if masks is not None and name in masks:
                 w = w * masks[name].to(w.device, torch.float64)
+            else:
+                w = w.clone()
             values[keys[name]] = w
     leaves = {n: values[keys[n]].requires_grad_(True) for n in picked}
     ones = torch.ones(
@@ -377,9 +387,10 @@ def synflow_prune(
     from weightlab.progress import progress_bar
 
     masks: dict[str, torch.Tensor] | None = None
+    base = _abs_state(model)
     bar = progress_bar(int(rounds), "synflow", "round", progress)
     for k in range(1, int(rounds) + 1):
-        scores = _synflow(model, example_input, forward, selector, masks)
+        scores = _synflow(model, example_input, forward, selector, masks, base)
         masks = allocate(scores, d ** (k / rounds), allocation, masks)
         if bar is not None:
             bar.update(1)
