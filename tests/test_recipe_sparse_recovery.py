@@ -13,11 +13,16 @@ from weightlab.recipes.runner import make_config, run_recipe
 from weightlab.recipes.sparsity.sparse_recovery import (
     MAX_REL_ERROR,
     RECOVERY_N,
+    PlantedStudent,
     SparseRecovery,
     imp_keep_counts,
 )
 from weightlab.runs import read_json
 from weightlab.sparsity import IMPConfig, density_schedule
+from weightlab.sparsity.iht import HardThreshold
+from weightlab.sparsity.matching import recovery_metrics
+from weightlab.train import train
+from weightlab.train.config import OptimConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,14 +100,59 @@ def _arms(iht: float, imp: float, dense: float = 60.0):
 
 def test_claims_on_hand_made_numbers():
     check = SparseRecovery.check_claims
-    a, b = check(_rows(4), _arms(55.0, 55.9), chance=10.0)
+    oracle = _rows(5)[0]
+    a, b = check(_rows(4), _arms(55.0, 55.9), chance=10.0, oracle=oracle)
     assert a.held is True and b.held is True
-    a, b = check(_rows(3), _arms(54.0, 55.1), chance=10.0)
+    a, b = check(_rows(3), _arms(54.0, 55.1), chance=10.0, oracle=oracle)
     assert a.held is False and b.held is False
-    a, _ = check(_rows(5, n=1600), _arms(55.0, 55.0), chance=10.0)
+    a, _ = check(_rows(5, n=1600), _arms(55.0, 55.0), chance=10.0, oracle=None)
     assert a.held is None and "3200" in a.detail
-    _, b = check(_rows(5), _arms(55.0, 55.0, dense=15.0), chance=10.0)
+    _, b = check(_rows(5), _arms(55.0, 55.0, dense=15.0), chance=10.0, oracle=oracle)
     assert b.held is None and "did not learn" in b.detail
+
+
+def test_claim_a_needs_the_true_support_control_to_converge():
+    check = SparseRecovery.check_claims
+    stuck = {**_rows(3)[0], "rel_error_mean": 0.8, "val_r2_mean": 0.97}
+    a, b = check(_rows(0), _arms(55.0, 55.9), chance=10.0, oracle=stuck)
+    assert a.held is None and "true-support control" in a.detail and "3/5" in a.detail
+    assert b.held is True  # (b) does not depend on the control
+    a, _ = check(_rows(4), _arms(55.0, 55.0), chance=10.0, oracle=None)
+    assert a.held is None and "not run" in a.detail
+    a, _ = check(_rows(0), _arms(55.0, 55.0), chance=10.0, oracle=_rows(4)[0])
+    assert a.held is False
+
+
+def test_true_support_control_trains_on_the_teacher_support_only():
+    cfg = make_config("sparse-recovery", steps=30)
+    model, res, data = SparseRecovery()._student(cfg, 200, 0, 200, oracle=True)
+    assert res.final.step == 30
+    support = data.info["support"].T  # (width, d)
+    assert torch.equal(model.l1.weight.detach() != 0, support)
+    rec = SparseRecovery()._recover(cfg, 200, 0, 200, oracle=True)
+    assert rec["nonzeros"] == 200 and 0 < rec["val_r2"] <= 1
+
+
+def test_student_started_at_the_teacher_stays_there_under_iht():
+    """Known answer for the whole chain (forward, thresholding, matching): the teacher is a
+    fixed point of IHT at the true k with zero loss, so F1 = 1 and weight error ~ 0."""
+    cfg = make_config("sparse-recovery")
+    data = SparseRecovery()._teacher(cfg, 200, 0)
+    w1, w2 = data.info["w1"].T, data.info["w2"].T
+    model = PlantedStudent(cfg.d, cfg.width)
+    with torch.no_grad():
+        model.l1.weight.copy_(w1)
+        model.l2.weight.copy_(w2)
+    res = train(
+        model,
+        data,
+        TrainConfig(5, 100, 0, OptimConfig("adam", lr=cfg.lr)),
+        0,
+        callbacks=[HardThreshold({"l1.weight": 200})],
+    )
+    assert res.final.train_loss == 0.0
+    m = recovery_metrics((model.l1.weight, model.l2.weight), (w1, w2))
+    assert m.f1 == 1.0 and m.rel_error < 1e-6
 
 
 def test_bad_input_is_one_line():
