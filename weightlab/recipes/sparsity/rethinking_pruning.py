@@ -620,13 +620,7 @@ class RethinkingPruning(Recipe):
             return ok, detail, {"leads": [{"ratio": q, "lead_pts": lead} for q, lead in leads]}
 
         control_ok, control_detail, _ = control_a() if not learned else (None, "", {})
-        control_pre = (
-            None
-            if control_ok
-            else f"positive control failed ({control_detail})"
-            if control_ok is False
-            else None
-        )
+        control_pre = f"positive control failed ({control_detail})" if control_ok is False else None
 
         def scratch_check(rows, label):
             def check():
