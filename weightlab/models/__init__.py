@@ -1,7 +1,9 @@
 """Small reference models; every constructor takes an explicit seed."""
 
 from weightlab.models.cnn1d import CNN1D
+from weightlab.models.convnets import ResidualCNN, SmallCNN
 from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
+from weightlab.models.resmlp import ResMLP
 
-__all__ = ["CNN1D", "MLP", "build", "model_factory"]
+__all__ = ["CNN1D", "MLP", "ResMLP", "ResidualCNN", "SmallCNN", "build", "model_factory"]
