@@ -76,6 +76,7 @@ QUOTE = (
 # Fixed thresholds, not options: TRSP must beat each baseline's held-out cosine in every
 # seed (by any positive margin; the cosine is a mean over 512 held-out sentences).
 MIN_LEAD = 0.0
+ISSUE_STAGE_STEPS = 100  # the issue's 100 + 100 steps per arm
 PROBE_SENTENCES = 256  # training sentences scoring each single-layer removal (importance)
 EVAL_CHUNK = 128
 
@@ -401,6 +402,11 @@ class TrspGates(Recipe):
             "diverged_members": diverged,
             "metric": "held-out mean cosine to the original model's mean-pooled embedding",
             "steps_per_arm": 2 * cfg.stage_steps,
+            "scale": (
+                f"reduced version: {2 * cfg.stage_steps} of the issue's 200 steps per arm"
+                if cfg.stage_steps < ISSUE_STAGE_STEPS
+                else f"{2 * cfg.stage_steps} steps per arm"
+            ),
         }
 
     @staticmethod
@@ -485,7 +491,7 @@ class TrspGates(Recipe):
         ]
         return [
             (
-                "Held-out cosine to the original after removal",
+                f"Held-out cosine to the original after removal ({summary.get('scale', '')})",
                 ["arm", "mean ± std", "per seed"],
                 rows,
             ),
