@@ -46,6 +46,7 @@ def test_smoke_run_units_claims_and_resume(smoke):
     assert [r[0] for r in measured[0]["rows"]] == ["dense", "layer", "random", "neuron"]
     assert "measured on this machine" in (path / "report.md").read_text()
     assert [c["id"] for c in summary["claims"]] == ["a", "b", "c"]
+    assert summary["reduced"].startswith("width 32 instead of 256")  # the run's own width
     units = sorted(p.name for p in (path / "units").glob("*.json"))
     assert units == ["dense.json", "neuron.json", "removed.json", "scores.json", "timing.json"]
     before = (path / "summary.json").read_bytes()

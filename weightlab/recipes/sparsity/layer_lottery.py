@@ -408,7 +408,7 @@ class LayerLottery(Recipe):
             "steps": steps,
             "members": len(records),
             "diverged_members": [f"{m['arm']} seed {m['seed']}" for m in records if m["diverged"]],
-            "reduced": "width 128 instead of 256 (the 5-minute budget on 2 CPU cores)"
+            "reduced": f"width {cfg.width} instead of 256 (the 5-minute budget on 2 CPU cores)"
             if cfg.width < 256
             else None,
             "accuracy": "test accuracy (%) at the early-stopping iteration (minimum validation loss)",
