@@ -140,3 +140,24 @@ def test_claims_not_tested_without_learning_or_with_divergence():
     assert {c.verdict for c in _verdicts(chance).values()} == {"not tested"}
     c = _verdicts(BASE, diverged=["local trained seed 2"])
     assert {x.verdict for x in c.values()} == {"not tested"}
+
+
+def test_summary_lists_rows_still_improving_at_the_end():
+    members = [
+        {
+            "mask": kind,
+            "mode": mode,
+            "seed": s,
+            "nnz": 2304,
+            "diverged": False,
+            "test_acc": 0.9,
+            "early_stop_step": 960 if (mode, kind) == ("frozen", "local") else 500,
+            "last_step": 1000,
+        }
+        for s in (0, 1)
+        for mode in ("frozen", "trained")
+        for kind in ("local", "random", "dense36")
+    ]
+    summary = SparseRL().summarize(members, chance=10.0)
+    assert summary["still_improving"] == ["local frozen"]  # early stop in the last 10%
+    assert "1 of 6 rows" in SparseRL().tables(summary)[0][0]

@@ -40,6 +40,7 @@ from weightlab.models.mlp import MLP
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
+from weightlab.recipes.sparsity.pruning_at_init import LATE_FRACTION, still_improving
 from weightlab.recipes.stats import mean_std, paired_difference_ci
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
@@ -127,7 +128,13 @@ class SparseRLConfig(RecipeConfig):
         gt=0,
         max=10,
     )
-    epochs: int = opt(400, "training epochs (enough for the frozen readout)", min=1, max=100000)
+    epochs: int = opt(
+        400,
+        "training epochs (the frozen readout still early-stops near the end: see the summary's "
+        "still_improving)",
+        min=1,
+        max=100000,
+    )
     batch_size: int = opt(60, "batch size", min=1)
 
 
@@ -257,6 +264,7 @@ class SparseRL(Recipe):
                         "test_acc_values": acc,
                         "seeds": [m["seed"] for m in kept],
                         "early_stop_mean": mean_std([m["early_stop_step"] for m in kept])[0],
+                        "last_step_mean": mean_std([m["last_step"] for m in kept])[0],
                         "diverged": [
                             f"{kind} {mode} seed {m['seed']}" for m in ms if m["diverged"]
                         ],
@@ -270,6 +278,7 @@ class SparseRL(Recipe):
             "rows": rows,
             "claims": claims,
             "chance_pct": chance,
+            "still_improving": still_improving(rows, lambda r: f"{r['mask']} {r['mode']}"),
             "members": len(members),
             "diverged_members": [
                 f"{m['mask']} {m['mode']} seed {m['seed']}" for m in members if m["diverged"]
@@ -379,7 +388,13 @@ class SparseRL(Recipe):
             ]
             for r in summary["rows"]
         ]
-        return [("Masks of equal non-zeros, hidden weights frozen or trained", header, rows)]
+        late = summary.get("still_improving", [])
+        title = (
+            f"Masks of equal non-zeros, hidden weights frozen or trained ({len(late)} of "
+            f"{len(rows)} rows early-stop in the last {LATE_FRACTION:.0%} of training, i.e. "
+            f"were still improving{': ' + ', '.join(late) if late else ''})"
+        )
+        return [(title, header, rows)]
 
     def figures(self, summary: dict) -> list[Figure]:
         import matplotlib
