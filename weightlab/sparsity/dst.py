@@ -5,9 +5,11 @@ Both keep every layer at a fixed density while its connectivity changes. Every `
 with ``a`` active weights:
 
 1. drops ``k = round-half-up(f(t) · a)`` active weights with the smallest magnitude
-   (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive
-   sparse connectivity", SET: "removing the fraction ζ of the smallest weights"; Evci et al.
-   2020, "Rigging the Lottery", Sec. 3, Eq. 4's ``ArgTopK(-|θ|)``);
+   (Evci et al. 2020, "Rigging the Lottery", Sec. 3, Eq. 4's ``ArgTopK(-|θ|)``; the
+   magnitude form of SET's drop used by jaxpruner and RigL's SET baseline. Mocanu et al.
+   2018, "Scalable training of artificial neural networks with adaptive sparse
+   connectivity", Algorithm 1, removes ``ζ`` of the positive and ``ζ`` of the negative
+   weights closest to zero separately, which can differ when the signs are unbalanced);
 2. grows exactly ``k`` among the positions inactive after the drop (the ones just dropped
    included, as in RigL's and jaxpruner's code): at random for :class:`SET`, the largest
    ``|∂L/∂W_eff|`` for :class:`RigL` (the dense gradient on the step's batch, with respect
