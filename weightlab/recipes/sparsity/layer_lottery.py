@@ -20,7 +20,8 @@ Arms of one architecture train as one population (``layer`` + ``random``: ``bloc
 remove`` blocks; ``dense``, then ``neuron``: all blocks, masked). Accuracy is test
 accuracy at the early-stopping iteration (minimum validation loss). Time per arm is
 reported only: milliseconds per training step of one member, measured once in its own
-unit (not deterministic; every other summary field is).
+unit; machine-dependent, it goes to ``timing.json`` and the report's measurements
+section (:meth:`Recipe.measurements`), never ``summary.json``, which is deterministic.
 
 Reduced version: width 128 (paper-scale proxies use 256): at width 256 the four arms'
 60 epochs × 3 seeds need ~12 TFLOP, more than the 5-minute budget on 2 CPU cores.
@@ -507,7 +508,7 @@ class LayerLottery(Recipe):
             for b in summary["blocks"]
         ]
         return [
-            ("Accuracy, size and time per arm (over seeds)", header, rows),
+            ("Accuracy and size per arm (over seeds)", header, rows),
             (
                 "SNIP block scores at init and the removed blocks",
                 ["seed", "block scores Σ|w·∂L/∂w|", "layer ticket removes", "random removes"],
