@@ -17,7 +17,8 @@ GraSP runs with eager attention on both sides (its double backward fails under C
   ``density^(k/R)`` globally). Must: <= 1.0x.
 
 Each comparison: medians of ``ROUNDS`` interleaved rounds (the order alternates).
-``SCORING_SCALE`` (environment) picks the size: ``issue`` (default, the issue's), ``quick``
+``SCORING_SCALE`` (environment) picks the size: ``issue`` (default, the issue's),
+``issue-10`` (the issue's batch, SynFlow 10 rounds instead of 100), ``quick``
 (batch 2 x 32 tokens, SynFlow 5 rounds at 16 tokens) or ``check`` (batch 2 x 16, 2 rounds
 at 8 tokens). The issue's size needs well over an hour on the shared 2-core CPU, almost
 all of it in the per-layer loop (36 backward passes per score, GraSP's doubly so).
@@ -50,6 +51,7 @@ MUST_PASS = 1.1
 MUST_APART = 1.0
 SCALES = {
     "issue": {"batch": 32, "tokens": 64, "synflow_rounds": 100, "synflow_tokens": 64},
+    "issue-10": {"batch": 32, "tokens": 64, "synflow_rounds": 10, "synflow_tokens": 64},
     "quick": {"batch": 2, "tokens": 32, "synflow_rounds": 5, "synflow_tokens": 16},
     "check": {"batch": 2, "tokens": 16, "synflow_rounds": 2, "synflow_tokens": 8},
 }
