@@ -297,6 +297,7 @@ def test_ste_random_redraws_masks(iris):
             "not a gradual one",
         ),
         (lambda: Pruner(0.5), "needs a Schedule"),
+        (lambda: Pruner(OneShotSchedule(0.75, 1), granularity="nm"), "asks for 0.75"),
         (lambda: Pruner(StaticSchedule(0.5), score="saliency").prepare(_model()), "batch"),
     ],
 )

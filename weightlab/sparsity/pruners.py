@@ -245,6 +245,12 @@ class Pruner:
                     "N:M sparsity has one density (N/M); use a static, one-shot or periodic "
                     f"schedule with sparsity {1 - n / m:g}, not a gradual one"
                 )
+            target = getattr(self.schedule, "sparsity", None)
+            if target is not None and abs(float(target) - (1 - n / m)) > 1e-12:
+                raise ConfigError(
+                    f"{n}:{m} sparsity removes {1 - n / m:g} of the weights, but the schedule "
+                    f"asks for {target}; set the schedule's sparsity to {1 - n / m:g}"
+                )
 
     # -- callback protocol -------------------------------------------------------------
 
