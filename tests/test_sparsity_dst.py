@@ -88,6 +88,9 @@ def test_density_constant_and_regrown_weights_start_at_zero(iris, cls):
         prev = masks
     assert regrown > 0
     assert all(sum(e["new"].values()) <= sum(e["dropped"].values()) for e in method.log)
+    for e in method.log:  # exact counts: k = round-half-up(f(t) · a) per layer
+        assert e["fraction"] == drop_fraction(0.3, e["step"], end, method.decay)
+        assert e["dropped"] == {n: round_half_up(e["fraction"], a) for n, a in counts.items()}
 
 
 def test_regrown_weights_train_after_the_update(iris):
