@@ -35,6 +35,8 @@ def test_smoke_outputs(smoke):
         assert abs(p["uniform_flop_gap"]) <= FLOP_MATCH or uw[1] == 1
         assert p["searched_flop_ratio"] == pytest.approx(mlp_flops(sw) / s["dense_flops"])
         assert len(p["probs"]) == 2 and all(sum(r) == pytest.approx(1) for r in p["probs"])
+    assert s["reduced_version"].startswith("reduced version: MLP 40-32-32-10 on mnist1d")
+    assert "reduced version" in TASSearch.claim
     search = read_json(smoke / "units" / "search-s0.json")["metrics"]
     assert search["choices"] == [[8, 16, 24, 32], [8, 16, 24, 32]]
     assert (smoke / "tas_accuracy.png").stat().st_size > 1000
@@ -45,6 +47,15 @@ def test_smoke_is_deterministic(smoke, tmp_path):
     assert (tmp_path / "again" / "summary.json").read_bytes() == (
         smoke / "summary.json"
     ).read_bytes()
+
+
+def test_reduced_version_names_the_tasks_widths():
+    cfg = make_config("tas-search", smoke=True, data="digits")
+    s = TASSearch().summarize(
+        cfg, {"dense": [], "search": [], "distill": []}, 10.0, 1.0, [64, 32, 32, 10]
+    )
+    assert s["reduced_version"].startswith("reduced version: MLP 64-32-32-10 on digits")
+    assert s["reduced_version"] in TASSearch().tables(s)[0][0]
 
 
 def _seed(i, dense, searched, uniform, gap=0.001, diverged=False):

@@ -145,8 +145,8 @@ class TASSearch(Recipe):
         "Dong & Yang 2019, Network Pruning via Transformable Architecture Search (arXiv:1905.09717)"
     )
     claim = (
-        "widths searched by TAS (CWI, Gumbel sampling, FLOP loss), then distilled, do at least "
-        "as well as uniform pruning at equal FLOPs"
+        "reduced version (an MLP, width only): widths searched by TAS (CWI, Gumbel sampling, "
+        "FLOP loss), then distilled, do at least as well as uniform pruning at equal FLOPs"
     )
     Config = TASConfig
     tasks = ("mnist1d", "digits")
@@ -319,10 +319,13 @@ class TASSearch(Recipe):
                 bar.update(1)
         if bar is not None:
             bar.close()
-        return self.summarize(cfg, records, 100 * majority_rate(data.test.y), dense_flops)
+        chance = 100 * majority_rate(data.test.y)
+        return self.summarize(cfg, records, chance, dense_flops, widths)
 
     # -- summary ---------------------------------------------------------------------------
-    def summarize(self, cfg: TASConfig, records: dict, chance: float, dense_flops: float) -> dict:
+    def summarize(
+        self, cfg: TASConfig, records: dict, chance: float, dense_flops: float, widths: list[int]
+    ) -> dict:
         dense = {m["seed"]: m for m in records["dense"]}
         per_seed = []
         for x in records["distill"]:
@@ -362,7 +365,7 @@ class TASSearch(Recipe):
             "recipe": self.name,
             "paper": self.paper,
             "reduced_version": (
-                f"MLP {'-'.join(map(str, [40, *cfg.hidden_widths, 10]))} on {cfg.data}, width only, "
+                f"reduced version: MLP {'-'.join(map(str, widths))} on {cfg.data}, width only, "
                 f"{cfg.search_epochs} search and {cfg.distill_epochs} distillation epochs, joint "
                 "weight/architecture steps, soft-target KD only (the paper: ResNets on CIFAR/"
                 "ImageNet, width and depth, 600 search epochs, alternating updates)"
@@ -457,7 +460,11 @@ class TASSearch(Recipe):
             for p in summary["per_seed"]
         ]
         return [
-            ("Test accuracy % (mean ± std over seeds)", ["arm", "test acc %", "seeds"], main),
+            (
+                f"Test accuracy % (mean ± std over seeds; {summary['reduced_version']})",
+                ["arm", "test acc %", "seeds"],
+                main,
+            ),
             (
                 "Per seed: searched and uniform nets (FLOPs relative to dense)",
                 [
