@@ -159,8 +159,9 @@ class N2NCompression(Recipe):
         "Reinforcement Learning (arXiv:1709.06030)"
     )
     claim = (
-        "a REINFORCE policy over layer removal (then shrinkage) finds students with higher "
-        "reward C(2-C)·A_s/A_t than random search with the same budget"
+        "reduced version (an MLP teacher, short student distillation): a REINFORCE policy over "
+        "layer removal (then shrinkage) finds students with higher reward C(2-C)·A_s/A_t than "
+        "random search with the same budget"
     )
     Config = N2NConfig
     tasks = ("mnist1d", "digits")
@@ -506,7 +507,8 @@ class N2NCompression(Recipe):
             "recipe": self.name,
             "paper": self.paper,
             "reduced_version": (
-                f"MLP teacher {cfg.depth}x{cfg.width} on {cfg.data}, {cfg.episodes} episodes x "
+                f"reduced version: MLP teacher {cfg.depth}x{cfg.width} on {cfg.data}, "
+                f"{cfg.episodes} episodes x "
                 f"{cfg.rollouts} rollouts per stage, students distilled {cfg.student_epochs} "
                 f"epoch(s) on {cfg.student_samples} examples (the paper: CNN teachers, ~100 "
                 "episodes x 5 rollouts, 5 epochs on the full data)"
@@ -585,7 +587,7 @@ class N2NCompression(Recipe):
         t = summary["teacher"]
         out = [
             (
-                "Teacher",
+                f"Teacher ({summary['reduced_version']})",
                 ["params", "val acc %", "test acc %"],
                 [[str(t["params"]), f"{100 * t['val_acc']:.1f}", f"{100 * t['test_acc']:.1f}"]],
             )
