@@ -51,6 +51,12 @@ def test_smoke_outputs(smoke):
     assert "reduced version" in N2NCompression.claim
     assert s["best_student"]["sampler"] in ("policy", "random")
     assert (smoke / "search_rewards.png").stat().st_size > 1000
+    trained = set()
+    for k in ("random", "policy"):
+        for seed in (0, 1):
+            m = read_json(smoke / "units" / f"{k}-s{seed}.json")["metrics"]
+            trained |= {(seed, st["key"]) for st in m["students"] if st["widths"]}
+    assert s["members"] == 1 + len(trained)  # the teacher and each trained student once
     # rewards of one architecture agree between the samplers of a seed (shared cache)
     for seed in (0, 1):
         units = [

@@ -487,6 +487,9 @@ class N2NCompression(Recipe):
             key=lambda r: (r["best_reward"], r["sampler"] == "policy"),
             default=None,
         )
+        # each distinct trained student once: the samplers of a seed share their students,
+        # and an empty student trains nothing
+        trained = {(m["seed"], st["key"]) for m in records for st in m["students"] if st["widths"]}
         summary_rows = []
         for sampler in SAMPLERS:
             rs = [r for r in rows if r["sampler"] == sampler]
@@ -522,7 +525,7 @@ class N2NCompression(Recipe):
             if best is None
             else {"sampler": best["sampler"], "seed": best["seed"], **best["best"]},
             "claims": claims,
-            "members": 1 + sum(r["distinct"] for r in rows),
+            "members": 1 + len(trained),
             "diverged_members": diverged,
         }
 
