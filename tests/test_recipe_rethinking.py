@@ -86,16 +86,22 @@ def test_smoke_run_outputs_and_resume(smoke):
     dens = sorted({round(r["density"], 4) for r in summary["rows_b"]}, reverse=True)
     assert dens == pytest.approx([1.0, 0.8, 0.64], abs=1e-3)  # 20% of each layer per round
     assert (path / "report.md").exists() or (path / "report.html").exists()
+    floor = summary["chance_pct"] + 10.0
+    assert all(m["test_acc"] >= floor > m["final_test_acc"] for m in summary["collapsed_late"])
     again_path, again = run_recipe("rethinking-pruning", cfg, out=path)
     assert again["claims"] == summary["claims"]
 
 
 def _rows(ft, se, sb, ctl_ft=60.0, ctl_se=50.0):
-    def row(arm, ratio, final, ctl):
+    """Part A rows; ``ft``, ``se``, ``sb``: test accuracy at early stop (the claims' measure).
+    The final accuracy is set to chance (as after a late collapse): the claims must not read it."""
+
+    def row(arm, ratio, acc, ctl):
         return {
             "arm": arm,
             "ratio": ratio,
-            "final_test_acc_mean": final,
+            "test_acc_mean": acc,
+            "final_test_acc_mean": 10.0,
             "control_acc_mean": ctl,
             "excluded": [],
         }
@@ -169,14 +175,44 @@ def test_claim_thresholds_on_hand_made_numbers():
     assert v["control-b"] == "did not hold" and v["lth"] == "not tested"
     # a dense baseline at chance: nothing is tested
     rows = _rows(60.0, 60.0, 60.0)
-    rows[0]["final_test_acc_mean"] = 12.0
+    rows[0]["test_acc_mean"] = 12.0
     assert _verdicts(rows, _rows_b(near, win))["scratch-b"] == "not tested"
-    assert math.isfinite(rows[1]["final_test_acc_mean"])
+    assert math.isfinite(rows[1]["test_acc_mean"])
     # part B's dense run still improving at its last evaluation: part B not tested
     rows_b = _rows_b(near, win)
     rows_b[0]["early_stop_mean"] = 1740.0
     v = _verdicts(_rows(60.0, 60.0, 60.0), rows_b)
     assert v["lth"] == "not tested" and v["control-b"] == "not tested"
+
+
+def test_members_that_collapsed_late_are_listed():
+    def member(arm, seed, early, final, diverged=False):
+        return {
+            "part": "A",
+            "arm": arm,
+            "ratio": 0.75,
+            "seed": seed,
+            "test_acc": early,
+            "final_test_acc": final,
+            "diverged": diverged,
+        }
+
+    members = [
+        member("scratch-B", 0, 61.9, 12.2),  # collapsed late (chance 10 + 10 = 20)
+        member("scratch-B", 1, 59.0, 20.0),  # final exactly at the floor: not collapsed
+        member("scratch-B", 2, 19.9, 12.5),  # never above the floor: did not learn, not late
+        member("scratch-E", 0, 62.5, None),  # no finite final accuracy
+        member("finetuned", 0, 65.5, 5.0, diverged=True),  # diverged: reported as such
+    ]
+    late = RethinkingPruning().collapsed_late(members, 10.0)
+    assert late == [
+        {"member": "scratch-B at 75% pruned seed 0", "test_acc": 61.9, "final_test_acc": 12.2}
+    ]
+    summary = {"chance_pct": 10.0, "collapsed_late": late, "control_epochs": 2}
+    summary["rows_a"], summary["rows_b"] = [], []
+    title, header, rows = RethinkingPruning().tables(summary)[-1]
+    assert "collapsed late" in title and "20.0%" in title
+    assert rows == [["scratch-B at 75% pruned seed 0", "61.9", "12.2"]]
 
 
 def test_bad_input_is_one_line_config_error():

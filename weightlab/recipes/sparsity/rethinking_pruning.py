@@ -12,8 +12,13 @@ a physically smaller MLP). Three arms per ratio, all the same small architecture
 - ``scratch-B``: fresh random weights, the large model's training FLOPs (60 epochs ×
   the forward-FLOP ratio, uncapped; :mod:`weightlab.sparsity.scratch`).
 
-Accuracy is the final test accuracy (the paper's measure). Positive control: after 2
-epochs, the fine-tuned model leads Scratch-E by more than 1 pt (inherited weights are
+Accuracy, for the claims: test accuracy at the early-stopping iteration (minimum
+validation loss), as in part B and every other recipe; the final test accuracy (the
+paper's measure) is reported beside it. At constant lr 0.1 a long Scratch-B run can
+collapse late (its final accuracy near chance after a good early-stop accuracy): any
+member whose final accuracy is below chance + 10 pts while its early-stop accuracy was
+not is listed as "collapsed late" in the summary and the report. Positive control: after
+2 epochs, the fine-tuned model leads Scratch-E by more than 1 pt (inherited weights are
 worth something early, so the test can see a difference).
 
 Part B, the lottery-ticket comparison (paper Sec. 6): the lottery MLP 40-300-100-10,
@@ -48,6 +53,7 @@ from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
 from weightlab.recipes.claims import (
+    CHANCE_MARGIN_PTS,
     baseline_learned,
     judge,
     majority_rate,
@@ -555,10 +561,28 @@ class RethinkingPruning(Recipe):
             "chance_pct": chance,
             "members": len(records),
             "diverged_members": [self.member_name(m) for m in records if m["diverged"]],
-            "accuracy": "part A: final test accuracy (%); part B: test accuracy (%) at the "
-            "early-stopping iteration (minimum validation loss)",
+            "collapsed_late": self.collapsed_late(a, chance),
+            "accuracy": "test accuracy (%) at the early-stopping iteration (minimum validation "
+            "loss), both parts; part A's final test accuracy is reported beside it",
             "control_epochs": cfg.control_epochs,
         }
+
+    def collapsed_late(self, members: list[dict], chance: float) -> list[dict]:
+        """Members whose final test accuracy fell below chance + 10 pts although their
+        accuracy at the early-stopping iteration was at or above it (reported, not hidden)."""
+        floor = chance + CHANCE_MARGIN_PTS
+        return [
+            {
+                "member": self.member_name(m),
+                "test_acc": m["test_acc"],
+                "final_test_acc": m["final_test_acc"],
+            }
+            for m in members
+            if not m["diverged"]
+            and m["test_acc"] is not None
+            and m["final_test_acc"] is not None
+            and m["test_acc"] >= floor > m["final_test_acc"]
+        ]
 
     def _row(self, ms: list[dict], tainted: dict | None = None, **meta) -> dict:
         """Mean ± std of ``ms``; diverged members (and, in part B, members pruned from a
@@ -598,7 +622,7 @@ class RethinkingPruning(Recipe):
         by_a = {(r["arm"], r["ratio"]): r for r in rows_a}
         dense = by_a[("dense", 0.0)]
         ratios = sorted({r["ratio"] for r in rows_a if r["arm"] != "dense"})
-        learned = baseline_learned(dense["final_test_acc_mean"], chance=chance)
+        learned = baseline_learned(dense["test_acc_mean"], chance=chance)
         ft = [by_a[("finetuned", q)] for q in ratios]
         se = [by_a[("scratch-E", q)] for q in ratios]
         sb = [by_a[("scratch-B", q)] for q in ratios]
@@ -625,7 +649,7 @@ class RethinkingPruning(Recipe):
         def scratch_check(rows, label):
             def check():
                 gaps = [
-                    (q, s["final_test_acc_mean"], f["final_test_acc_mean"])
+                    (q, s["test_acc_mean"], f["test_acc_mean"])
                     for q, s, f in zip(ratios, rows, ft, strict=True)
                 ]
                 ok = all(a - b >= -SCRATCH_TOLERANCE_PTS for _, a, b in gaps)
@@ -718,14 +742,14 @@ class RethinkingPruning(Recipe):
             judge(
                 "scratch-b",
                 QUOTE_SCRATCH,
-                f"Scratch-B >= fine-tuned - {SCRATCH_TOLERANCE_PTS:g} pt (final test accuracy, seed mean) at every ratio",
+                f"Scratch-B >= fine-tuned - {SCRATCH_TOLERANCE_PTS:g} pt (test accuracy at early stop, seed mean) at every ratio",
                 [learned, no_divergence(ex([dense, *ft, *sb, *se])), control_pre],
                 scratch_check(sb, "scratch-B"),
             ),
             judge(
                 "scratch-e",
                 QUOTE_SCRATCH,
-                f"Scratch-E >= fine-tuned - {SCRATCH_TOLERANCE_PTS:g} pt (final test accuracy, seed mean) at every ratio",
+                f"Scratch-E >= fine-tuned - {SCRATCH_TOLERANCE_PTS:g} pt (test accuracy at early stop, seed mean) at every ratio",
                 [learned, no_divergence(ex([dense, *ft, *se])), control_pre],
                 scratch_check(se, "scratch-E"),
             ),
@@ -752,6 +776,7 @@ class RethinkingPruning(Recipe):
             "arm",
             "pruned",
             "epochs",
+            "test acc % (early stop)",
             "final test acc %",
             f"acc % after {ctl} ep",
             "FLOP ratio",
@@ -762,6 +787,7 @@ class RethinkingPruning(Recipe):
                 r["arm"],
                 f"{r['ratio']:.0%}",
                 str(r["epochs"]),
+                _pm(r["test_acc_mean"], r["test_acc_std"]),
                 _pm(r["final_test_acc_mean"], r["final_test_acc_std"]),
                 _pm(r["control_acc_mean"], r["control_acc_std"]),
                 f"{r['flop_ratio']:.2f}" if r.get("flop_ratio") else "",
@@ -782,10 +808,25 @@ class RethinkingPruning(Recipe):
             ]
             for r in summary["rows_b"]
         ]
-        return [
+        out = [
             ("Part A: fine-tuning vs training from scratch (over seeds)", head_a, rows_a),
             ("Part B: IMP ticket vs random re-init of its mask (over seeds)", head_b, rows_b),
         ]
+        late = summary.get("collapsed_late") or []
+        if late:
+            floor = summary["chance_pct"] + CHANCE_MARGIN_PTS
+            out.append(
+                (
+                    f"Part A members that collapsed late (final test accuracy below chance + "
+                    f"{CHANCE_MARGIN_PTS:g} = {floor:.1f}% after an early-stop accuracy above it)",
+                    ["member", "test acc % (early stop)", "final test acc %"],
+                    [
+                        [m["member"], f"{m['test_acc']:.1f}", f"{m['final_test_acc']:.1f}"]
+                        for m in late
+                    ],
+                )
+            )
+        return out
 
     def figures(self, summary: dict) -> list[Figure]:
         import matplotlib
@@ -803,19 +844,19 @@ class RethinkingPruning(Recipe):
             x = [i + (j - 1) * 0.25 for i in range(len(ratios))]
             ax.bar(
                 x,
-                [_num(p["final_test_acc_mean"]) for p in pts],
+                [_num(p["test_acc_mean"]) for p in pts],
                 0.25,
-                yerr=[_num(p["final_test_acc_std"]) for p in pts],
+                yerr=[_num(p["test_acc_std"]) for p in pts],
                 color=colors[arm],
                 label=arm,
             )
         dense = next(r for r in rows if r["arm"] == "dense")
-        ax.axhline(_num(dense["final_test_acc_mean"]), color="gray", ls="--", lw=1, label="dense")
+        ax.axhline(_num(dense["test_acc_mean"]), color="gray", ls="--", lw=1, label="dense")
         ax.set_xticks(range(len(ratios)), [f"{q:.0%} pruned" for q in ratios])
-        lo = min(_num(r["final_test_acc_mean"]) for r in rows)
+        lo = min(_num(r["test_acc_mean"]) for r in rows)
         if math.isfinite(lo):
             ax.set_ylim(max(0, lo - 10), None)
-        ax.set_ylabel("final test accuracy (%)")
+        ax.set_ylabel("test accuracy at early stop (%)")
         ax.set_title("A: structured pruning, fine-tune vs scratch")
         ax.legend(fontsize=8)
         ax = axes[1]
