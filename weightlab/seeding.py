@@ -41,3 +41,21 @@ def seeded_global_cpu_rng(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(seed))
         yield
+
+
+@contextmanager
+def preserved_global_rngs() -> Iterator[None]:
+    """Restore Python's and NumPy's global RNG states on exit: for third-party code that
+    draws from or reseeds them (``mnist1d.make_dataset`` seeds both; importing
+    scikit-learn's dataset loaders the first time draws from Python's ``random``), so
+    loading a task never changes the caller's random streams."""
+    import random
+
+    import numpy as np
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from weightlab.data.task import TaskData, make_split, split_train_val
-from weightlab.seeding import generator
+from weightlab.seeding import generator, preserved_global_rngs
 
 TEST_SIZE = 360
 VAL_SIZE = 180
@@ -18,9 +18,10 @@ SPLIT_SEED = 0
 
 
 def load_digits() -> TaskData:
-    from sklearn.datasets import load_digits as _load
+    with preserved_global_rngs():  # the first sklearn import draws from Python's random
+        from sklearn.datasets import load_digits as _load
 
-    d = _load()
+        d = _load()
     x = (d.data / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
     perm = torch.randperm(len(y), generator=generator(SPLIT_SEED + 1)).numpy()

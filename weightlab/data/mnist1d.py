@@ -8,13 +8,12 @@ train + 500 validation (fixed permutation), and its 1000 test samples are the te
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 
 from weightlab.data.cache import cache_dir, load_npz, save_npz_atomic
 from weightlab.data.task import TaskData, make_split, split_train_val
 from weightlab.errors import DataError
+from weightlab.seeding import preserved_global_rngs
 
 VAL_SIZE = 500
 SPLIT_SEED = 0
@@ -29,12 +28,8 @@ def _generate() -> dict[str, np.ndarray]:
             "the 'mnist1d' package is missing; install it with: pip install mnist1d"
         ) from e
     # make_dataset seeds NumPy's and Python's global RNGs; restore the caller's states.
-    state, py_state = np.random.get_state(), random.getstate()
-    try:
+    with preserved_global_rngs():
         ds = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(state)
-        random.setstate(py_state)
     return {k: np.asarray(ds[k]) for k in _KEYS}
 
 

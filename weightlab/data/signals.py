@@ -34,7 +34,7 @@ import torch
 from weightlab.data.params import Param
 from weightlab.data.task import TaskData, make_regression_split
 from weightlab.errors import DataError
-from weightlab.seeding import derive_seed, generator
+from weightlab.seeding import derive_seed, generator, preserved_global_rngs
 
 SIGNAL1D_PARAMS = (
     Param("n", "int", 1024, "training samples (the fine grid has 2n points)", min=4, max=2**22),
@@ -165,9 +165,10 @@ def area_matrix(n_in: int, n_out: int) -> np.ndarray:
 def china_gray() -> np.ndarray:
     """scikit-learn's ``china.jpg`` as float64 luma in ``[0, 1]`` (427 x 640)."""
     try:
-        from sklearn.datasets import load_sample_image
+        with preserved_global_rngs():  # the first sklearn import draws from Python's random
+            from sklearn.datasets import load_sample_image
 
-        rgb = load_sample_image("china.jpg").astype(np.float64) / 255.0
+            rgb = load_sample_image("china.jpg").astype(np.float64) / 255.0
     except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
         raise DataError(
             f"cannot read scikit-learn's china.jpg ({e}); install Pillow: pip install pillow"

