@@ -41,6 +41,7 @@ SMALL = {
     "signal1d": {"n": 64, "f_lo": 3, "f_hi": 10},
     "signal2d": {"n": 16, "f_lo": 2, "f_hi": 5},
     "image": {"size": 16},
+    "sentences": {"model": "tiny", "n_train": 8, "n_val": 4, "n_test": 4},
 }
 SEEDED = [n for n, p in TASKS.items() if "seed" in {q.name for q in p.params}]
 
@@ -146,7 +147,8 @@ def test_shapes_kinds_and_determinism(name):
     assert a.name == name and a.kind == TASKS[name].kind
     for s in SPLITS:
         sp = getattr(a, s)
-        assert len(sp) > 0 and sp.x.dtype == torch.float32 and sp.x.shape[0] == len(sp)
+        want = torch.int64 if name == "sentences" else torch.float32  # token ids stay ints
+        assert len(sp) > 0 and sp.x.dtype == want and sp.x.shape[0] == len(sp)
         assert sp.x.shape[1:] == a.train.x.shape[1:]
         assert torch.isfinite(sp.x).all()
         if a.kind == "classification":

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from weightlab.data import modular, signals, teacher, xor
+from weightlab.data import modular, sentences, signals, teacher, xor
 from weightlab.data.digits import load_digits
 from weightlab.data.idx import load_idx_task
 from weightlab.data.mnist1d import load_mnist1d
@@ -100,6 +100,13 @@ TASKS: dict[str, Task] = _tasks(
         signals.IMAGE_PARAMS,
         "regression",
         "scikit-learn china.jpg, grayscale, pixel value over coordinates",
+    ),
+    Task(
+        "sentences",
+        sentences.load_sentence_embeddings,
+        sentences.PARAMS,
+        "regression",
+        "templated sentences -> a BERT encoder's own mean-pooled embeddings (MiniLM or tiny)",
     ),
 )
 DATASETS = TASKS  # the name used before tasks took parameters

@@ -258,7 +258,7 @@ def load_sentence_embeddings(
         )
         splits[name] = Split(pack_inputs(ids, mask), y)
     return TaskData(
-        f"sentences-{model}",
+        "sentences",
         splits["train"],
         splits["val"],
         splits["test"],

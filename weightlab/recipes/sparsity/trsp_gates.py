@@ -39,7 +39,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from weightlab.data.sentences import PARAMS, encoder_for, load_sentence_embeddings
+from weightlab.data.sentences import encoder_for
 from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError
 from weightlab.models.bert import ATTENTION, SentenceEncoder, key_bias, mean_pool, unpack_inputs
@@ -62,11 +62,7 @@ from weightlab.sparsity.gates import (
 from weightlab.train.config import OptimConfig, TrainConfig
 from weightlab.train.loop import train
 
-# The sentence task is not in weightlab.data.registry yet (that file belongs to the lead):
-# until it is, load_data below builds it directly. The registry line to add is
-#   Task("sentences", sentences.load_sentence_embeddings, sentences.PARAMS, "regression",
-#        "templated sentences -> a BERT encoder's own mean-pooled embeddings")
-SENTENCES = "sentences"
+SENTENCES = "sentences"  # the registered task (weightlab.data.sentences)
 
 ARMS = ("trsp", "gate-magnitude", "importance")
 QUOTE = (
@@ -157,22 +153,6 @@ class TrspGates(Recipe):
 
     def task_params(self, cfg: TrspGatesConfig) -> dict:
         return {**super().task_params(cfg), "seed": cfg.sentence_seed}
-
-    def load_data(self, cfg: TrspGatesConfig) -> TaskData:
-        """The ``sentences`` task (:func:`load_sentence_embeddings`), loaded once per
-        instance; through the registry once it lists the task."""
-        from weightlab.data.params import check_params
-        from weightlab.data.registry import TASKS
-
-        if SENTENCES in TASKS:
-            return super().load_data(cfg)
-        if cfg.data != SENTENCES:
-            raise ConfigError(f"--data {cfg.data} is not supported; trsp-gates needs sentences")
-        key = (cfg.data, cfg.device, tuple(sorted(self.task_params(cfg).items())))
-        if key not in self._data_cache:
-            params = check_params(SENTENCES, PARAMS, self.task_params(cfg))
-            self._data_cache[key] = load_sentence_embeddings(**params).to(cfg.device)
-        return self._data_cache[key]
 
     def validate(self, cfg: TrspGatesConfig, data_sizes: dict[str, int]) -> None:
         need = cfg.batch_size * cfg.stage_steps
