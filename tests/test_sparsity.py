@@ -407,3 +407,18 @@ def test_imp_rewind_beyond_training_raises(small_digits):
             IMPConfig(rewind=1000),
             seed=0,
         )
+
+
+def test_top_k_equals_a_stable_descending_sort_cut_at_k():
+    from weightlab.sparsity.allocation import top_k
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n = int(torch.randint(1, 40, (1,), generator=g))
+        v = torch.randint(0, 4, (n,), generator=g).double()  # many ties
+        if trial % 3 == 0:
+            v[torch.rand(n, generator=g) < 0.3] = -float("inf")
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        want = torch.zeros(n, dtype=torch.bool)
+        want[torch.argsort(-v, stable=True)[:k]] = True
+        assert torch.equal(top_k(v, k), want), (v, k)

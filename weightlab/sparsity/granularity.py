@@ -32,7 +32,7 @@ from fractions import Fraction
 import torch
 
 from weightlab.errors import ConfigError
-from weightlab.sparsity.allocation import round_half_up
+from weightlab.sparsity.allocation import round_half_up, top_k
 
 GRANULARITIES = ("unstructured", "nm", "block", "channel")
 REDUCTIONS = ("sum", "mean")
@@ -77,12 +77,7 @@ def _matrix(name: str, score: torch.Tensor, granularity: str) -> torch.Tensor:
     return flat
 
 
-def _top_k(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the ``k`` largest of a 1-D tensor; ties go to the lower index."""
-    order = torch.argsort(-values, stable=True)
-    keep = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
-    keep[order[:k]] = True
-    return keep
+_top_k = top_k  # bool mask of the k largest; ties go to the lower index
 
 
 def unstructured_mask(score: torch.Tensor, density: Density, name: str = "weight") -> torch.Tensor:

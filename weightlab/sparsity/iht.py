@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from weightlab.core.transforms import _resolve
 from weightlab.errors import ConfigError
-from weightlab.sparsity.allocation import keep_counts, uniform_densities
+from weightlab.sparsity.allocation import keep_counts, top_k, uniform_densities
 from weightlab.train.callbacks import StepContext
 
 
@@ -48,14 +48,7 @@ def top_k_mask(weight: torch.Tensor, k: int) -> torch.Tensor:
         return mask.view(weight.shape)
     if torch.isnan(flat).any():
         raise ConfigError("weights contain NaN; training diverged before hard thresholding")
-    kth = torch.topk(flat, k, sorted=False).values.min()
-    above = flat > kth
-    mask |= above
-    need = k - int(above.sum())
-    if need > 0:
-        ties = torch.nonzero(flat == kth).reshape(-1)[:need]
-        mask[ties] = True
-    return mask.view(weight.shape)
+    return top_k(flat, k).view(weight.shape)
 
 
 def hard_threshold(weight: torch.Tensor, k: int) -> torch.Tensor:
