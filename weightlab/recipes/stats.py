@@ -56,3 +56,16 @@ def within_margin(
         "margin": margin,
         "pairs": len(a),
     }
+
+
+def num(v: float | None) -> float:
+    """A summary number as a float: JSON null (written for NaN or an empty mean) is NaN."""
+    return math.nan if v is None else float(v)
+
+
+def pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``mean ± std`` for a report table; ``n/a`` when there is no finite mean (every
+    member left out)."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {num(std):.{digits}f}"

@@ -65,6 +65,7 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -430,13 +431,6 @@ def _check_unit(metrics: dict) -> None:
     for i, m in enumerate(metrics["members"]):
         if m["arm"] not in ARMS:
             raise ValueError(f"members[{i}] has arm {m['arm']!r}, expected one of {ARMS}")
-
-
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    std = math.nan if std is None else std
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 class GrokkingTickets(Recipe):

@@ -46,6 +46,7 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -97,13 +98,6 @@ class LayerLotteryConfig(RecipeConfig):
                 f"--remove {self.remove} would remove every one of the {self.blocks} blocks; "
                 f"choose --remove in 1..{self.blocks - 1}"
             )
-
-
-def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    std = math.nan if std is None else std
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _member(arm: str, seed: int, res) -> dict:

@@ -22,7 +22,6 @@ out of the later rounds too (its masks were pruned from non-finite weights).
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -43,6 +42,8 @@ from weightlab.recipes.claims import (
 )
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std
+from weightlab.recipes.stats import num as _num
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -117,18 +118,6 @@ class LotteryTicketConfig(RecipeConfig):
     @property
     def hidden_widths(self) -> list[int]:
         return [int(w) for w in self.hidden.split(",")]
-
-
-def _num(v: float | None) -> float:
-    """A summary number as a float (JSON null, for an empty mean, becomes NaN)."""
-    return math.nan if v is None else float(v)
-
-
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    """``mean ± std`` for a table; ``n/a`` when every member was left out."""
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {_num(std):.{digits}f}"
 
 
 def _prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -107,12 +108,6 @@ class N2NConfig(RecipeConfig):
         "train each batch of new students as bucketed populations, or in a plain loop",
         choices=("population", "loop"),
     )
-
-
-def _pm(m: float | None, s: float | None, digits: int = 3) -> str:
-    if m is None or not math.isfinite(m):
-        return "n/a"
-    return f"{m:.{digits}f} ± {0.0 if s is None else s:.{digits}f}"
 
 
 def _arch_key(keep: list[bool], fractions: list[float] | None) -> str:

@@ -40,6 +40,8 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std, paired_difference_ci
+from weightlab.recipes.stats import num as _num
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -58,16 +60,6 @@ CONTROL_DENSITY = 0.01  # positive control: random at 1% is more than 2 pts belo
 CI_LEVEL = 0.90
 CURVE_MARGIN_PTS = 5.0  # the figure draws an arm's curve where it beats chance by >= 5 pts
 LATE_FRACTION = 0.1  # early stop in the last 10% of training: "still improving"
-
-
-def _num(v: float | None) -> float:
-    return math.nan if v is None else float(v)
-
-
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {_num(std):.{digits}f}"
 
 
 def _parse_list(text: str, flag: str, kind=float) -> list:

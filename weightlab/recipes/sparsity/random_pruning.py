@@ -39,6 +39,8 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.sparsity.pruning_at_init import LATE_FRACTION, still_improving
 from weightlab.recipes.stats import mean_std
+from weightlab.recipes.stats import num as _num
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -60,16 +62,6 @@ SHRINK_PTS = 1.0  # (a) gap(narrowest) - gap(widest) >= 1 pt ...
 WIDEN_TOLERANCE_PTS = 0.5  # ... and no step to a wider net widens the gap by > 0.5 pt
 ERK_MIN_WIDTH = 256  # (b) ERK >= uniform at every width >= 256
 PAPER_EPOCHS = 60
-
-
-def _num(v: float | None) -> float:
-    return math.nan if v is None else float(v)
-
-
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {_num(std):.{digits}f}"
 
 
 @dataclass(frozen=True)

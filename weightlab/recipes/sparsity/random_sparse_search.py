@@ -35,6 +35,7 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std, within_margin
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -97,12 +98,6 @@ class RandomSparseSearchConfig(RecipeConfig):
     @property
     def sparsity_list(self) -> list[float]:
         return sorted(float(s) for s in self.sparsities.split(","))
-
-
-def _pm(mean, std, digits: int = 2) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _check_search(metrics: dict) -> None:

@@ -62,6 +62,8 @@ from weightlab.recipes.claims import (
 )
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std, within_margin
+from weightlab.recipes.stats import num as _num
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
@@ -169,16 +171,6 @@ class RethinkingPruningConfig(RecipeConfig):
     @property
     def report_rounds(self) -> list[int]:
         return sorted(_ints(self.lth_report, "lth-report"))
-
-
-def _num(v) -> float:
-    return math.nan if v is None else float(v)
-
-
-def _pm(mean, std, digits: int = 2) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {_num(std):.{digits}f}"
 
 
 def _acc_at_epoch(history, epoch: int) -> float | None:

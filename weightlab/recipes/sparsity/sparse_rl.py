@@ -42,6 +42,7 @@ from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_
 from weightlab.recipes.members import train_members
 from weightlab.recipes.sparsity.pruning_at_init import LATE_FRACTION, still_improving
 from weightlab.recipes.stats import mean_std, paired_difference_ci
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -136,12 +137,6 @@ class SparseRLConfig(RecipeConfig):
         max=100000,
     )
     batch_size: int = opt(60, "batch size", min=1)
-
-
-def _pm(mean, std, digits: int = 2) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _check_unit(metrics: dict) -> None:

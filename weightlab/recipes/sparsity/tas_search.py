@@ -43,6 +43,7 @@ from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, op
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std, paired_difference_ci
+from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
@@ -107,12 +108,6 @@ class TASConfig(RecipeConfig):
     @property
     def width_fractions(self) -> list[float]:
         return [float(v) for v in self.fractions.split(",")]
-
-
-def _pm(m: float | None, s: float | None, digits: int = 2) -> str:
-    if m is None or not math.isfinite(m):
-        return "n/a"
-    return f"{m:.{digits}f} ± {0.0 if s is None else s:.{digits}f}"
 
 
 def _check_dense(m: dict) -> None:

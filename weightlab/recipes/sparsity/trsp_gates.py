@@ -47,6 +47,7 @@ from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
+from weightlab.recipes.stats import num as _num
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields
 from weightlab.seeding import derive_seed
@@ -75,11 +76,6 @@ MIN_LEAD = 0.0
 ISSUE_STAGE_STEPS = 100  # the issue's 100 + 100 steps per arm
 PROBE_SENTENCES = 256  # training sentences scoring each single-layer removal (importance)
 EVAL_CHUNK = 128
-
-
-def _num(v: float | None) -> float:
-    """A summary number as a float (JSON null, written for NaN, becomes NaN)."""
-    return math.nan if v is None else float(v)
 
 
 def _f(v: float | None) -> str:
