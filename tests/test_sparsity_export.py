@@ -45,6 +45,14 @@ def test_csr_export_matches_dense_outputs_and_leaves_the_input_alone():
         torch.testing.assert_close(csr(x), model(x), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(csr(x[:1]), model(x[:1]), rtol=1e-5, atol=1e-6)
     assert get_masks(model)  # the input model keeps its masks
+    # the 2-D fast path, a batch of sequences (N-D path) and a layer without bias agree
+    layer = model[0]
+    w = layer.weight.detach()
+    for bias in (layer.bias.detach(), None):
+        lin = CSRLinear(w, bias)
+        for xs in (torch.randn(5, 40), torch.randn(2, 3, 40)):
+            want = torch.nn.functional.linear(xs, w, bias)
+            torch.testing.assert_close(lin(xs), want, rtol=1e-5, atol=1e-6)
 
 
 def test_csr_refuses_dense_layers_unless_opted_in():

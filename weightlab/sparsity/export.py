@@ -54,12 +54,19 @@ class CSRLinear(nn.Module):
             )
         self.register_buffer("weight", weight32)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        # the bias as a column, made once: addmm adds it to the (out, B) product
+        col = None if bias is None else self.bias[:, None].contiguous()
+        self.register_buffer("bias_column", col, persistent=False)
 
     @property
     def density(self) -> float:
         return self.weight.values().numel() / (self.in_features * self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # the common case, with no reshapes (~10 us a layer at batch 60)
+            if self.bias_column is None:
+                return torch.mm(self.weight, x.T).T
+            return torch.addmm(self.bias_column, self.weight, x.T).T
         shape = x.shape
         xt = x.reshape(-1, self.in_features).T  # (in, B): the CSR kernel's dense operand
         if self.bias is None:
