@@ -422,3 +422,24 @@ def test_top_k_equals_a_stable_descending_sort_cut_at_k():
         want = torch.zeros(n, dtype=torch.bool)
         want[torch.argsort(-v, stable=True)[:k]] = True
         assert torch.equal(top_k(v, k), want), (v, k)
+
+
+def test_global_masks_fast_path_equals_the_masked_path_and_a_stable_sort():
+    from weightlab.sparsity import global_masks
+
+    g = torch.Generator().manual_seed(1)
+    for trial in range(60):
+        shapes = [tuple(int(v) for v in torch.randint(1, 6, (2,), generator=g)) for _ in range(3)]
+        scores = {
+            f"l{i}": torch.randint(0, 3, s, generator=g).float() for i, s in enumerate(shapes)
+        }
+        if trial % 3 == 0:
+            scores["l1"] = scores["l1"].double()  # mixed dtypes rank as one pool
+        n = sum(v.numel() for v in scores.values())
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        alive = {name: torch.ones_like(v, dtype=torch.bool) for name, v in scores.items()}
+        pool = torch.cat([v.reshape(-1).double() for v in scores.values()])
+        want = torch.zeros(n, dtype=torch.bool)
+        want[torch.argsort(-pool, stable=True)[:k]] = True
+        for masks in (global_masks(scores, k), global_masks(scores, k, alive)):
+            assert torch.equal(torch.cat([masks[m].reshape(-1) for m in scores]), want)

@@ -75,7 +75,9 @@ def top_k(values: torch.Tensor, k: int) -> torch.Tensor:
 
 def _top(values: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (ascending) of the ``k`` largest values; ties go to the lower index."""
-    return torch.nonzero(top_k(values.to(torch.float64), k)).reshape(-1)
+    if not values.is_floating_point():
+        values = values.to(torch.float64)
+    return torch.nonzero(top_k(values, k)).reshape(-1)
 
 
 def layerwise_masks(
@@ -115,6 +117,23 @@ def global_masks(
     among the weights alive in ``prev_masks`` (one global threshold, as in the global
     pruning of Frankle & Carbin 2019, Sec. 4). Returns bool masks nested in ``prev_masks``."""
     names = list(scores)
+    if prev_masks is None:  # every weight alive: one pool of all scores, no gathers
+        flats = [_check_scores(name, scores[name]) for name in names]
+        n_all = sum(f.numel() for f in flats)
+        k = int(keep_total)
+        if not 0 <= k <= n_all:
+            raise ConfigError(f"cannot keep {k} weights: {n_all} are alive; ask for 0..{n_all}")
+        if not flats:
+            return {}
+        device = flats[0].device
+        # float scores are ranked in their own (promoted) dtype: converting them to float64
+        # is exact and changes no order, only costs a copy
+        picked = top_k(torch.cat([f.to(device) for f in flats]), k)
+        parts = torch.split(picked, [f.numel() for f in flats])
+        return {
+            name: part.to(flat.device).view(scores[name].shape).clone()
+            for name, flat, part in zip(names, flats, parts, strict=True)
+        }
     flats, alive_idx = [], []
     for name in names:
         flat = _check_scores(name, scores[name])
@@ -125,9 +144,7 @@ def global_masks(
     if not 0 <= k <= n_alive:
         raise ConfigError(f"cannot keep {k} weights: {n_alive} are alive; ask for 0..{n_alive}")
     device = flats[0].device if flats else torch.device("cpu")
-    pool = torch.cat(
-        [f[a].to(device, torch.float64) for f, a in zip(flats, alive_idx, strict=True)]
-    )
+    pool = torch.cat([f[a].to(device) for f, a in zip(flats, alive_idx, strict=True)])
     chosen = _top(pool, k)
     picked = torch.zeros(pool.numel(), dtype=torch.bool, device=device)
     picked[chosen] = True
