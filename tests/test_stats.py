@@ -22,3 +22,16 @@ def test_within_margin_needs_a_tight_interval_and_two_pairs():
     assert not within_margin([1.0], [1.0], 1.0)[0]  # one seed shows nothing
     with pytest.raises(ValueError):
         paired_difference_ci([1.0, 2.0], [1.0])
+
+
+def test_still_improving_flags_early_stops_in_the_last_tenth():
+    from weightlab.recipes.claims import still_improving
+
+    rows = [
+        {"name": "late", "early_stop_mean": 95.0, "last_step_mean": 100.0},
+        {"name": "edge", "early_stop_mean": 90.0, "last_step_mean": 100.0},
+        {"name": "early", "early_stop_mean": 89.0, "last_step_mean": 100.0},
+        {"name": "empty", "early_stop_mean": None, "last_step_mean": 100.0},
+        {"name": "nan", "early_stop_mean": float("nan"), "last_step_mean": 100.0},
+    ]
+    assert still_improving(rows, lambda r: r["name"]) == ["late", "edge"]

@@ -25,6 +25,7 @@ from weightlab.report.render import name_list
 
 CHANCE_MARGIN_PTS = 10.0
 MIN_R2 = 0.1
+LATE_FRACTION = 0.1  # early stop in the last 10% of training: "still improving"
 
 
 def majority_rate(labels: torch.Tensor) -> float:
@@ -103,3 +104,17 @@ def judge(
         )
     held, detail, evidence = check()
     return ClaimResult(claim_id, quote, statement, held, detail, evidence)
+
+
+def still_improving(rows: list[dict], label: Callable[[dict], str]) -> list[str]:
+    """Labels of the rows whose mean early-stopping step (``early_stop_mean``) lies in the
+    last :data:`LATE_FRACTION` of training (``last_step_mean``): their validation loss was
+    still falling, so a longer run could change them. Reported beside the claims."""
+    return [
+        label(r)
+        for r in rows
+        if r.get("last_step_mean")
+        and r.get("early_stop_mean") is not None
+        and math.isfinite(r["early_stop_mean"])
+        and r["early_stop_mean"] >= (1 - LATE_FRACTION) * r["last_step_mean"]
+    ]

@@ -37,7 +37,14 @@ from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
-from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
+from weightlab.recipes.claims import (
+    LATE_FRACTION,
+    baseline_learned,
+    judge,
+    majority_rate,
+    no_divergence,
+    still_improving,
+)
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std, paired_difference_ci
 from weightlab.recipes.stats import num as _num
@@ -59,7 +66,6 @@ MATCH_MARGIN_PTS = 2.0  # ... is at least dense - 2 pts (90% CI of the paired di
 CONTROL_DENSITY = 0.01  # positive control: random at 1% is more than 2 pts below dense
 CI_LEVEL = 0.90
 CURVE_MARGIN_PTS = 5.0  # the figure draws an arm's curve where it beats chance by >= 5 pts
-LATE_FRACTION = 0.1  # early stop in the last 10% of training: "still improving"
 
 
 def _parse_list(text: str, flag: str, kind=float) -> list:
@@ -127,18 +133,6 @@ class PruningAtInitConfig(RecipeConfig):
     def density_values(self) -> list[float]:
         """Densities as fractions, largest first."""
         return sorted((d / 100 for d in _parse_list(self.densities, "densities")), reverse=True)
-
-
-def still_improving(rows: list[dict], label) -> list[str]:
-    """Rows whose mean early-stopping step lies in the last :data:`LATE_FRACTION` of
-    training: their validation loss was still falling, so a longer run could change them."""
-    return [
-        label(r)
-        for r in rows
-        if r.get("last_step_mean")
-        and math.isfinite(_num(r["early_stop_mean"]))
-        and r["early_stop_mean"] >= (1 - LATE_FRACTION) * r["last_step_mean"]
-    ]
 
 
 def _check_unit(metrics: dict) -> None:

@@ -37,8 +37,14 @@ from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
-from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
-from weightlab.recipes.sparsity.pruning_at_init import LATE_FRACTION, still_improving
+from weightlab.recipes.claims import (
+    LATE_FRACTION,
+    baseline_learned,
+    judge,
+    majority_rate,
+    no_divergence,
+    still_improving,
+)
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm

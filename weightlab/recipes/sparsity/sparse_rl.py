@@ -38,9 +38,15 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
-from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
+from weightlab.recipes.claims import (
+    LATE_FRACTION,
+    baseline_learned,
+    judge,
+    majority_rate,
+    no_divergence,
+    still_improving,
+)
 from weightlab.recipes.members import train_members
-from weightlab.recipes.sparsity.pruning_at_init import LATE_FRACTION, still_improving
 from weightlab.recipes.stats import mean_std, paired_difference_ci
 from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
