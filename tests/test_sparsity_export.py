@@ -55,6 +55,44 @@ def test_csr_export_matches_dense_outputs_and_leaves_the_input_alone():
             torch.testing.assert_close(lin(xs), want, rtol=1e-5, atol=1e-6)
 
 
+def test_csr_chains_keep_activations_feature_major_and_match_dense():
+    """MLPs and Linear/activation Sequentials export to one-transpose chains; anything else
+    keeps per-layer CSRLinear calls; every form agrees with the dense model and deep-copies."""
+    import copy
+
+    from weightlab.models.mlp import MLP
+    from weightlab.sparsity.export import CSRMLP, CSRSequential
+
+    for activation in ("relu", "tanh", "gelu", "sin"):
+        torch.manual_seed(1)
+        mlp = MLP([12, 40, 30, 5], activation=activation)
+        shapes = {f"layers.{i}.weight": mlp.layers[i].weight.shape for i in range(3)}
+        keep = {n: max(1, s.numel() // 20) for n, s in shapes.items()}
+        apply_masks(mlp, random_masks(shapes, keep=keep, generator=generator(1)))
+        csr = to_csr(mlp)
+        assert isinstance(csr, CSRMLP) and isinstance(csr.layers[1], CSRLinear)
+        x = torch.randn(9, 3, 4)  # flattened like MLP.forward does
+        with torch.no_grad():
+            want = mlp(x)
+            torch.testing.assert_close(csr(x), want, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(copy.deepcopy(csr)(x), want, rtol=1e-5, atol=1e-6)
+    seq = to_csr(_mlp(0.05))
+    assert type(seq) is CSRSequential and [n for n, _ in seq.named_children()] == list("01234")
+    torch.manual_seed(2)
+    odd = nn.Sequential(nn.Linear(40, 30), nn.LayerNorm(30), nn.Linear(30, 10))
+    with torch.no_grad():
+        for i in (0, 2):
+            odd[i].weight.mul_((torch.rand_like(odd[i].weight) < 0.05).float())
+    out = to_csr(odd)  # LayerNorm is not elementwise: per-layer calls
+    assert type(out) is nn.Sequential and isinstance(out[0], CSRLinear)
+    xs = torch.randn(4, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(out(xs), odd(xs), rtol=1e-5, atol=1e-6)
+        seq_model = _mlp(0.05)
+        batch = torch.randn(2, 3, 40)  # N-D input: the Sequential's own per-layer path
+        torch.testing.assert_close(seq(batch), seq_model(batch), rtol=1e-5, atol=1e-6)
+
+
 def test_csr_refuses_dense_layers_unless_opted_in():
     model = _mlp(0.05)
     with torch.no_grad():
