@@ -424,6 +424,49 @@ def test_top_k_equals_a_stable_descending_sort_cut_at_k():
         assert torch.equal(top_k(v, k), want), (v, k)
 
 
+def test_sampled_selection_is_exact_on_large_inputs_ties_and_adversarial_layouts():
+    """Above SAMPLED_SELECTION_MIN values the k-th largest is bracketed from a strided
+    sample; the masks must still equal a stable descending sort cut at k: for continuous
+    values, heavy ties, a layout built so the strided sample misses the top (the fallback
+    decides), several tensors at once, and with previous masks (the -inf sentinel path,
+    including live -inf scores, which take the exact gather path)."""
+    from weightlab.sparsity.allocation import _SAMPLE, SAMPLED_SELECTION_MIN, top_k, top_k_many
+
+    g = torch.Generator().manual_seed(3)
+    n = SAMPLED_SELECTION_MIN + 12_345
+    stride = n // _SAMPLE
+    continuous = torch.randn(n, generator=g)
+    tied = torch.randint(0, 5, (n,), generator=g).float()
+    hidden = torch.zeros(n)  # every large value sits between the sampled positions
+    hidden[torch.arange(n) % stride != 0] = torch.rand(n - n // stride - 1, generator=g) + 1
+    hidden = hidden[:n]
+    for values in (continuous, tied, hidden):
+        for k in (1, 77, n // 10, n // 2, n - 3):
+            parts = list(torch.split(values, [n // 3, n - n // 3]))
+            want = torch.zeros(n, dtype=torch.bool)
+            want[torch.argsort(-values, stable=True)[:k]] = True
+            assert torch.equal(top_k(values, k), want)
+            assert torch.equal(torch.cat(top_k_many(parts, k)), want)
+    scores = {"a": continuous[: n // 2].clone(), "b": tied[n // 2 :].clone()}
+    prev = {name: torch.rand(s.shape, generator=g) < 0.6 for name, s in scores.items()}
+    scores["a"][:50] = -float("inf")  # live -inf scores next to the dead
+    for k in (10, 1000, int(sum(int(m.sum()) for m in prev.values())) - 5):
+        got = global_masks(scores, k, prev)
+        pool = torch.cat([torch.where(prev[n], scores[n], torch.nan) for n in scores])
+        alive = ~torch.isnan(pool)
+        order = torch.argsort(-pool[alive], stable=True)[:k]
+        want = torch.zeros(n, dtype=torch.bool)
+        want[torch.nonzero(alive).reshape(-1)[order]] = True
+        assert torch.equal(torch.cat([got[n].reshape(-1) for n in scores]), want), k
+        assert all(torch.all(got[n] <= prev[n]) for n in scores)
+    with pytest.raises(ConfigError, match="contain NaN"):
+        global_masks({"a": torch.tensor([1.0, float("nan")])}, 1)
+    lw = layerwise_masks({"t": tied}, {"t": n // 4})["t"]
+    want = torch.zeros(n, dtype=torch.bool)
+    want[torch.argsort(-tied, stable=True)[: n // 4]] = True
+    assert torch.equal(lw, want)
+
+
 def test_global_masks_fast_path_equals_the_masked_path_and_a_stable_sort():
     from weightlab.sparsity import global_masks
 

@@ -143,6 +143,34 @@ def test_synflow_equals_path_sums_of_absolute_weights_on_linear_net():
     assert scores["0.weight"].dtype == torch.float64
 
 
+def test_synflow_scorer_reuses_its_workspace_and_follows_the_weights():
+    """Repeated calls equal one-shot synflow_scores, keep one workspace, read weights the
+    model has since changed, apply masks, and never write the model (float64 included)."""
+    from weightlab.sparsity.saliency import SynFlowScorer
+
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).to(dtype)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        scorer = SynFlowScorer(model, torch.zeros(5, 3))
+        first = scorer()
+        space = {k: v.data_ptr() for k, v in scorer.workspace.items()}
+        again = scorer()
+        assert {k: v.data_ptr() for k, v in scorer.workspace.items()} == space
+        ref = synflow_scores(model, torch.zeros(5, 3))
+        for n in ref:
+            assert torch.equal(first[n], ref[n]) and torch.equal(again[n], ref[n])
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        with torch.no_grad():
+            model[0].weight.mul_(-2.0)  # signs do not matter, the scale does
+        changed = scorer()
+        torch.testing.assert_close(changed["0.weight"], 2 * ref["0.weight"])
+        mask = {"0.weight": torch.ones(4, 3, dtype=torch.bool)}
+        mask["0.weight"][0] = False
+        masked = scorer(mask)
+        assert torch.all(masked["0.weight"][0] == 0) and torch.all(masked["0.weight"][1:] > 0)
+
+
 def test_synflow_uses_eval_mode_batchnorm_and_abs_of_buffers():
     g = generator(9)
     model = nn.Sequential(nn.Linear(2, 3, bias=False), nn.BatchNorm1d(3), nn.Linear(3, 1))

@@ -63,6 +63,7 @@ from weightlab.sparsity.norm_match import norm_match
 from weightlab.sparsity.pruners import Pruner, make_pruner
 from weightlab.sparsity.random_masks import random_masks
 from weightlab.sparsity.saliency import (
+    SynFlowScorer,
     allocate,
     grasp_scores,
     pai_scores,
@@ -127,6 +128,7 @@ __all__ = [
     "scratch_budget",
     "snip_scores",
     "structured_report",
+    "SynFlowScorer",
     "synflow_prune",
     "synflow_scores",
     "to_csr",

@@ -42,42 +42,145 @@ def _alive(name: str, score: torch.Tensor, prev_masks: Mapping[str, torch.Tensor
         raise ConfigError(
             f"previous mask for {name!r} has shape {tuple(prev.shape)}, scores have {tuple(score.shape)}"
         )
-    if not torch.all((prev == 0) | (prev == 1)):
+    if prev.dtype != torch.bool and not torch.all((prev == 0) | (prev == 1)):
         raise ConfigError(f"previous mask for {name!r} must hold only 0 and 1")
     return prev.reshape(-1).to(device=score.device, dtype=torch.bool)
 
 
 def _check_scores(name: str, score: torch.Tensor) -> torch.Tensor:
     flat = score.detach().reshape(-1)
-    if torch.isnan(flat).any():
+    # one cheap reduction first: a sum is finite unless a value is NaN or infinite (or it
+    # overflows); only then the exact elementwise test
+    if flat.is_floating_point() and not torch.isfinite(flat.sum()) and torch.isnan(flat).any():
         raise ConfigError(f"scores for {name!r} contain NaN; the weights have diverged")
     return flat
 
 
-def top_k(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the ``k`` largest entries of a 1-D tensor; among entries equal to the
-    ``k``-th largest, the lower indices win (the result of a stable descending sort, cut
-    at ``k``). Linear time: one ``kthvalue`` selection, not a sort of every score (a
-    global allocation over MiniLM's 21M weights took 5.4 s with a full argsort)."""
-    n = values.numel()
-    keep = torch.zeros(n, dtype=torch.bool, device=values.device)
-    if k <= 0:
-        return keep
+# -- selection: the k largest of one or several 1-D tensors --------------------------
+
+SAMPLED_SELECTION_MIN = 1 << 18  # below this many values, one kthvalue is as fast
+_SAMPLE = 1 << 16  # values sampled to bracket the k-th largest
+
+
+def _rankable(values: torch.Tensor) -> torch.Tensor:
+    return values.to(torch.uint8) if values.dtype == torch.bool else values
+
+
+def _kth_largest(flats: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int, int]:
+    """The ``k``-th largest value over the concatenation of ``flats`` (``1 <= k < n``),
+    with how many values exceed it and how many equal it. Values must not be NaN.
+
+    Large inputs use sampled selection (Floyd & Rivest 1975, "Expected time bounds for
+    selection"): a strided sample of ~65k values brackets the k-th largest between two
+    of its order statistics (4 binomial standard deviations either side), one pass counts
+    the values above the bracket and gathers those inside it (~1% of them), and an exact
+    ``kthvalue`` runs on that gather. The result is exact whatever the sample: when the
+    bracket misses (the counts show it), one ``kthvalue`` over everything decides. On
+    MiniLM's 10.6M SNIP scores: ~4x faster than ``kthvalue`` over the concatenation."""
+    n = sum(f.numel() for f in flats)
+    if n >= SAMPLED_SELECTION_MIN:
+        stride = max(1, n // _SAMPLE)
+        sample = torch.cat([f[::stride] for f in flats])
+        m = sample.numel()
+        t = k * m / n  # the k-th largest's expected rank from the top in the sample
+        delta = 4.0 * math.sqrt(t * (1.0 - k / n)) + 8.0
+        r_hi, r_lo = math.floor(t - delta), math.ceil(t + delta)
+        hi = torch.kthvalue(sample, m - r_hi + 1).values if r_hi >= 1 else None
+        lo = torch.kthvalue(sample, m - r_lo + 1).values if r_lo <= m else None
+        above = 0 if hi is None else sum(int(torch.count_nonzero(f > hi)) for f in flats)
+        if above < k:
+            parts = []
+            for f in flats:
+                inside = f <= hi if hi is not None else None
+                if lo is not None:
+                    inside = f >= lo if inside is None else inside & (f >= lo)
+                parts.append(f if inside is None else f[inside])
+            cands = torch.cat(parts)
+            j = k - above  # the k-th largest is the j-th largest inside the bracket
+            if j <= cands.numel():
+                kth = torch.kthvalue(cands, cands.numel() - j + 1).values
+                gt = above + int(torch.count_nonzero(cands > kth))
+                return kth, gt, int(torch.count_nonzero(cands == kth))
+    pool = torch.cat(list(flats)) if len(flats) > 1 else flats[0]
+    kth = torch.kthvalue(pool, n - k + 1).values
+    return kth, int(torch.count_nonzero(pool > kth)), int(torch.count_nonzero(pool == kth))
+
+
+def top_k_many(flats: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Bool masks of the ``k`` largest entries over several 1-D tensors (one device, no
+    NaN), as if concatenated: among entries equal to the ``k``-th largest, the earlier
+    tensor and then the lower index win (the result of a stable descending sort of the
+    concatenation, cut at ``k``). Linear time (:func:`_kth_largest`); the concatenation
+    itself is never built for large inputs."""
+    flats = [_rankable(f) for f in flats]
+    n = sum(f.numel() for f in flats)
+    if k <= 0 or n == 0:
+        return [torch.zeros(f.numel(), dtype=torch.bool, device=f.device) for f in flats]
     if k >= n:
-        return keep.fill_(True)
-    kth = torch.kthvalue(values, n - k + 1).values  # the k-th largest
-    keep |= values > kth
-    need = k - int(keep.sum())
-    if need > 0:
-        keep[torch.nonzero(values == kth).reshape(-1)[:need]] = True
-    return keep
+        return [torch.ones(f.numel(), dtype=torch.bool, device=f.device) for f in flats]
+    kth, gt, eq = _kth_largest(flats, k)
+    need = k - gt  # ties at the k-th largest to keep, 1..eq
+    if need == eq:  # every tie kept (always so without ties): one comparison a tensor
+        return [f >= kth for f in flats]
+    out = []
+    for f in flats:
+        keep = f > kth
+        if need > 0:
+            ties = torch.nonzero(f == kth).reshape(-1)[:need]
+            keep[ties] = True
+            need -= ties.numel()
+        out.append(keep)
+    return out
 
 
-def _top(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (ascending) of the ``k`` largest values; ties go to the lower index."""
-    if not values.is_floating_point():
-        values = values.to(torch.float64)
-    return torch.nonzero(top_k(values, k)).reshape(-1)
+def top_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest entries of a 1-D tensor (no NaN); among entries
+    equal to the ``k``-th largest, the lower indices win (the result of a stable
+    descending sort, cut at ``k``). Linear time: a (sampled) selection, not a sort of
+    every score (a global allocation over MiniLM's 21M weights took 5.4 s with a full
+    argsort); see :func:`top_k_many`."""
+    return top_k_many([values], k)[0]
+
+
+def _top_alive(
+    names: Sequence[str],
+    flats: Sequence[torch.Tensor],
+    alive: Sequence[torch.Tensor] | None,
+    k: int,
+) -> list[torch.Tensor]:
+    """Bool masks keeping exactly ``k`` of the entries alive in ``alive`` (all, if
+    ``None``), the largest first, ties to the earlier tensor and lower index.
+
+    Float scores: the dead entries are set to ``-inf`` and :func:`top_k_many` selects
+    over full tensors (no gathers); if the ``k``-th largest is ``-inf`` itself (live
+    scores of ``-inf`` would tie with the dead), the exact gather path decides."""
+    n_alive = (
+        sum(f.numel() for f in flats)
+        if alive is None
+        else sum(int(torch.count_nonzero(a)) for a in alive)
+    )
+    if not 0 <= k <= n_alive:
+        raise ConfigError(f"cannot keep {k} weights: {n_alive} are alive; ask for 0..{n_alive}")
+    if alive is None:
+        return top_k_many(flats, k)
+    if k == 0:
+        return [torch.zeros_like(a) for a in alive]
+    if all(f.is_floating_point() for f in flats):
+        masked = [torch.where(a, f, -math.inf) for f, a in zip(flats, alive, strict=True)]
+        kth, _, _ = _kth_largest(masked, k) if k < sum(f.numel() for f in masked) else (None, 0, 0)
+        if kth is not None and kth > -math.inf:
+            return top_k_many(masked, k)
+    idx = [torch.nonzero(a).reshape(-1) for a in alive]
+    device = flats[0].device
+    pool = torch.cat([_rankable(f)[i].to(device) for f, i in zip(flats, idx, strict=True)])
+    picked = top_k(pool, k)
+    out, start = [], 0
+    for f, i in zip(flats, idx, strict=True):
+        mask = torch.zeros(f.numel(), dtype=torch.bool, device=f.device)
+        mask[i] = picked[start : start + i.numel()].to(f.device)
+        start += i.numel()
+        out.append(mask)
+    return out
 
 
 def layerwise_masks(
@@ -93,17 +196,14 @@ def layerwise_masks(
         if name not in keep:
             raise ConfigError(f"no keep count for {name!r}; give one for every scored layer")
         flat = _check_scores(name, score)
-        alive = _alive(name, score, prev_masks)
-        alive_idx = torch.nonzero(alive).reshape(-1)
+        alive = None if prev_masks is None else [_alive(name, score, prev_masks)]
         k = int(keep[name])
-        if not 0 <= k <= alive_idx.numel():
+        n_alive = flat.numel() if alive is None else int(torch.count_nonzero(alive[0]))
+        if not 0 <= k <= n_alive:
             raise ConfigError(
-                f"cannot keep {k} weights of {name!r}: {alive_idx.numel()} are alive; "
-                f"ask for 0..{alive_idx.numel()}"
+                f"cannot keep {k} weights of {name!r}: {n_alive} are alive; ask for 0..{n_alive}"
             )
-        chosen = alive_idx[_top(flat[alive_idx], k)]
-        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-        mask[chosen] = True
+        (mask,) = _top_alive([name], [flat], alive, k)
         out[name] = mask.view(score.shape)
     return out
 
@@ -115,47 +215,27 @@ def global_masks(
 ) -> Masks:
     """Keep exactly ``keep_total`` weights over all layers: those with the highest scores
     among the weights alive in ``prev_masks`` (one global threshold, as in the global
-    pruning of Frankle & Carbin 2019, Sec. 4). Returns bool masks nested in ``prev_masks``."""
+    pruning of Frankle & Carbin 2019, Sec. 4). Returns bool masks nested in ``prev_masks``.
+    Ties go to the earlier layer, then the lower index."""
     names = list(scores)
-    if prev_masks is None:  # every weight alive: one pool of all scores, no gathers
-        flats = [_check_scores(name, scores[name]) for name in names]
-        n_all = sum(f.numel() for f in flats)
-        k = int(keep_total)
-        if not 0 <= k <= n_all:
-            raise ConfigError(f"cannot keep {k} weights: {n_all} are alive; ask for 0..{n_all}")
-        if not flats:
-            return {}
-        device = flats[0].device
-        # float scores are ranked in their own (promoted) dtype: converting them to float64
-        # is exact and changes no order, only costs a copy
-        picked = top_k(torch.cat([f.to(device) for f in flats]), k)
-        parts = torch.split(picked, [f.numel() for f in flats])
-        return {
-            name: part.to(flat.device).view(scores[name].shape).clone()
-            for name, flat, part in zip(names, flats, parts, strict=True)
-        }
-    flats, alive_idx = [], []
-    for name in names:
-        flat = _check_scores(name, scores[name])
-        flats.append(flat)
-        alive_idx.append(torch.nonzero(_alive(name, scores[name], prev_masks)).reshape(-1))
-    n_alive = sum(int(a.numel()) for a in alive_idx)
-    k = int(keep_total)
-    if not 0 <= k <= n_alive:
-        raise ConfigError(f"cannot keep {k} weights: {n_alive} are alive; ask for 0..{n_alive}")
-    device = flats[0].device if flats else torch.device("cpu")
-    pool = torch.cat([f[a].to(device) for f, a in zip(flats, alive_idx, strict=True)])
-    chosen = _top(pool, k)
-    picked = torch.zeros(pool.numel(), dtype=torch.bool, device=device)
-    picked[chosen] = True
-    out: Masks = {}
-    start = 0
-    for name, flat, a in zip(names, flats, alive_idx, strict=True):
-        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-        mask[a] = picked[start : start + a.numel()].to(flat.device)
-        start += a.numel()
-        out[name] = mask.view(scores[name].shape)
-    return out
+    if not names:
+        if int(keep_total) != 0:
+            raise ConfigError(f"cannot keep {int(keep_total)} weights: 0 are alive; ask for 0..0")
+        return {}
+    flats = [_check_scores(name, scores[name]) for name in names]
+    devices = {f.device for f in flats}
+    if len(devices) > 1:  # one selection device: the first layer's
+        flats = [f.to(flats[0].device) for f in flats]
+    alive = (
+        None
+        if prev_masks is None
+        else [_alive(n, scores[n], prev_masks).to(flats[0].device) for n in names]
+    )
+    masks = _top_alive(names, flats, alive, int(keep_total))
+    return {
+        name: m.to(scores[name].device).view(scores[name].shape)
+        for name, m in zip(names, masks, strict=True)
+    }
 
 
 def _check_density(density: float) -> float:
