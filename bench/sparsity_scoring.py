@@ -20,7 +20,8 @@ GraSP runs with eager attention on both sides (its double backward fails under C
   ``density^(k/R)`` globally). Must: <= 1.0x.
 
 Each comparison: medians of ``ROUNDS`` interleaved rounds (the order alternates).
-``SCORING_SCALE`` (environment) picks the size: ``issue`` (default, the issue's),
+``SCORING_ONLY`` (environment, comma-separated label prefixes such as ``synflow 1``) runs
+only the matching comparisons. ``SCORING_SCALE`` (environment) picks the size: ``issue`` (default, the issue's),
 ``issue-10`` (the issue's batch, SynFlow 10 rounds instead of 100), ``quick``
 (batch 2 x 32 tokens, SynFlow 5 rounds at 16 tokens) or ``check`` (batch 2 x 16, 2 rounds
 at 8 tokens). The issue's size needs well over an hour on the shared 2-core CPU, almost
@@ -166,7 +167,11 @@ def main() -> None:
 
     rows = []
 
+    only = [w.strip().lower() for w in os.environ.get("SCORING_ONLY", "").split(",") if w.strip()]
+
     def compare(label, ours, ref, must, floor=None):
+        if only and not any(label.lower().startswith(w) for w in only):
+            return
         ours(), ref()  # warm-up
         t_ours, t_ref = _interleaved(ours, ref)
         t_floor = statistics.median(_timed(floor) for _ in range(ROUNDS)) if floor else None

@@ -118,7 +118,14 @@ def top_k_many(flats: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
         return [torch.zeros(f.numel(), dtype=torch.bool, device=f.device) for f in flats]
     if k >= n:
         return [torch.ones(f.numel(), dtype=torch.bool, device=f.device) for f in flats]
-    kth, gt, eq = _kth_largest(flats, k)
+    return _keep_from(flats, k, *_kth_largest(flats, k))
+
+
+def _keep_from(
+    flats: Sequence[torch.Tensor], k: int, kth: torch.Tensor, gt: int, eq: int
+) -> list[torch.Tensor]:
+    """The masks of :func:`top_k_many` given the ``k``-th largest value and how many
+    values exceed it (``gt``) and equal it (``eq``)."""
     need = k - gt  # ties at the k-th largest to keep, 1..eq
     if need == eq:  # every tie kept (always so without ties): one comparison a tensor
         return [f >= kth for f in flats]
@@ -165,11 +172,11 @@ def _top_alive(
         return top_k_many(flats, k)
     if k == 0:
         return [torch.zeros_like(a) for a in alive]
-    if all(f.is_floating_point() for f in flats):
+    if all(f.is_floating_point() for f in flats) and k < sum(f.numel() for f in flats):
         masked = [torch.where(a, f, -math.inf) for f, a in zip(flats, alive, strict=True)]
-        kth, _, _ = _kth_largest(masked, k) if k < sum(f.numel() for f in masked) else (None, 0, 0)
-        if kth is not None and kth > -math.inf:
-            return top_k_many(masked, k)
+        kth, gt, eq = _kth_largest(masked, k)
+        if kth > -math.inf:
+            return _keep_from(masked, k, kth, gt, eq)
     idx = [torch.nonzero(a).reshape(-1) for a in alive]
     device = flats[0].device
     pool = torch.cat([_rankable(f)[i].to(device) for f, i in zip(flats, idx, strict=True)])
@@ -190,7 +197,8 @@ def layerwise_masks(
 ) -> Masks:
     """Per layer, keep exactly ``keep[name]`` weights with the highest scores among those
     still alive in ``prev_masks`` (all, if ``None``); returns bool masks nested in
-    ``prev_masks``. Layer-wise pruning of Frankle & Carbin (2019), Sec. 2 / Alg. step 3."""
+    ``prev_masks``. Layer-wise pruning of Frankle & Carbin (2019), Sec. 2 / Alg. step 3.
+    """
     out: Masks = {}
     for name, score in scores.items():
         if name not in keep:
@@ -295,7 +303,7 @@ def keep_counts(shapes: Mapping[str, torch.Size], densities: Mapping[str, float]
 
 def mask_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """Kept weights per layer (to draw a random mask with the same layer-wise counts)."""
-    return {name: int(m.bool().sum()) for name, m in masks.items()}
+    return {name: int(torch.count_nonzero(m)) for name, m in masks.items()}
 
 
 def _check_rate(rate: float, what: str, allow_zero: bool = False) -> float:

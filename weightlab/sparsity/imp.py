@@ -101,7 +101,7 @@ def imp_step(
                 f"previous mask for {n!r} has shape {tuple(prev[n].shape)}, "
                 f"weight has {tuple(scores[n].shape)}"
             )
-        alive[n] = int(prev[n].bool().sum())
+        alive[n] = int(torch.count_nonzero(prev[n]))
     remove = _removals(alive, rates, scope)
     if scope == "layerwise":
         keep = {n: alive[n] - remove[n] for n in names}

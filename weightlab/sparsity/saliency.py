@@ -274,6 +274,7 @@ class SynFlowScorer:
         )
         self.call = _Call(model, forward or _default_forward)
         self.workspace: dict[str, torch.Tensor] | None = None
+        self.masked: dict[str, torch.Tensor] = {}  # w ⊙ m per picked weight, reused
 
     def __call__(self, masks: Mapping[str, torch.Tensor] | None = None) -> Scores:
         self.workspace = _abs_state(self.model, self.workspace)
@@ -288,10 +289,13 @@ def _synflow(scorer: SynFlowScorer, masks: Mapping[str, torch.Tensor] | None) ->
     for name in scorer.picked:
         w = values[scorer.keys[name]]
         if masks is not None and name in masks:
-            w = w * masks[name].to(w.device, torch.float64)
-        else:
-            w = w.detach()
-        leaves[name] = values[scorer.keys[name]] = w.requires_grad_(True)
+            buf = scorer.masked.get(name)
+            if buf is None or buf.shape != w.shape or buf.device != w.device:
+                buf = scorer.masked[name] = torch.empty_like(w)
+            m = masks[name].to(w.device)
+            torch.mul(w, m if m.dtype == torch.bool else m.to(w.dtype), out=buf)
+            w = buf
+        leaves[name] = values[scorer.keys[name]] = w.detach().requires_grad_(True)
     with _preserved(scorer.model, train=False):
         out = torch.func.functional_call(
             scorer.call, {f"m.{n}": v for n, v in values.items()}, (scorer.ones,), strict=False
@@ -302,11 +306,30 @@ def _synflow(scorer: SynFlowScorer, masks: Mapping[str, torch.Tensor] | None) ->
             )
         r = out.sum()
         grads = torch.autograd.grad(r, list(leaves.values()), allow_unused=True)
-    # one allocation a weight (a gradient may be an expanded view: never written in place)
-    return {
-        n: torch.zeros_like(w) if g is None else torch.mul(g, w.detach()).abs_()
-        for (n, w), g in zip(leaves.items(), grads, strict=True)
-    }
+    out: Scores = {}
+    seen: set[int] = set()
+    for (n, w), g in zip(leaves.items(), grads, strict=True):
+        if g is None:
+            out[n] = torch.zeros_like(w)
+        elif _sole_owner(g, seen):  # a fresh gradient of its own: the score is formed in it
+            out[n] = g.mul_(w.detach()).abs_()
+        else:  # an expanded view, or a gradient autograd handed to two weights
+            out[n] = torch.mul(g, w.detach()).abs_()
+    return out
+
+
+def _sole_owner(g: torch.Tensor, seen: set[int]) -> bool:
+    """Is ``g`` a contiguous tensor spanning its whole storage, not met before in this
+    batch of gradients (so writing it in place can change nothing else)?"""
+    ptr = g.untyped_storage().data_ptr()
+    if ptr in seen:
+        return False
+    seen.add(ptr)
+    return (
+        g.is_contiguous()
+        and g.storage_offset() == 0
+        and g.untyped_storage().nbytes() == g.numel() * g.element_size()
+    )
 
 
 def synflow_scores(
@@ -382,12 +405,12 @@ def allocate(
         total = sum(s.numel() for s in scores.values())
         keep = round_half_up(d, total)
         if prev_masks is not None:
-            keep = min(keep, sum(int(prev_masks[n].bool().sum()) for n in scores))
+            keep = min(keep, sum(int(torch.count_nonzero(prev_masks[n])) for n in scores))
         return global_masks(scores, keep, prev_masks)
     rule = uniform_densities if allocation == "layerwise" else erk_densities
     counts = keep_counts(shapes, rule(shapes, d))
     if prev_masks is not None:
-        counts = {n: min(k, int(prev_masks[n].bool().sum())) for n, k in counts.items()}
+        counts = {n: min(k, int(torch.count_nonzero(prev_masks[n]))) for n, k in counts.items()}
     return layerwise_masks(scores, counts, prev_masks)
 
 
