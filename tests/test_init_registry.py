@@ -16,7 +16,7 @@ from weightlab.init.registry import (
     get_initializer,
     initialize,
     orthogonal,
-    schemes,
+    registered_schemes,
 )
 from weightlab.models import build
 from weightlab.models.mlp import MLP
@@ -129,4 +129,6 @@ def test_bad_input_is_one_line_config_error_and_nothing_is_written():
         initialize(model, Broken(), seed=0)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert {"normal", "uniform", "glorot", "he", "orthogonal", "zero", "identity"} <= set(schemes())
+    assert {"normal", "uniform", "glorot", "he", "orthogonal", "zero", "identity"} <= set(
+        registered_schemes()
+    )

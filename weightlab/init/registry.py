@@ -422,7 +422,7 @@ class Identity(Initializer):
         return out
 
 
-def schemes() -> Mapping[str, Callable[..., Initializer]]:
+def registered_schemes() -> Mapping[str, Callable[..., Initializer]]:
     """Every registered scheme by name (family modules loaded)."""
     _load_families()
     return dict(SCHEMES)
@@ -437,6 +437,6 @@ __all__ = [
     "initialize",
     "orthogonal",
     "register",
-    "schemes",
+    "registered_schemes",
     "weight_fans",
 ]
