@@ -38,6 +38,7 @@ SMALL = {
     "deep_linear": {"n_train": 50, "n_val": 20, "n_test": 30, "d_in": 7, "d_out": 5},
     "modular": {"p": 13, "op": "mul", "train_fraction": 0.4},
     "xor": {"n_train": 40, "n_val": 50, "n_test": 60, "d": 30},
+    "sbm": {"n_nodes": 60, "n_classes": 3, "train_per_class": 5, "val_size": 10},
     "signal1d": {"n": 64, "f_lo": 3, "f_hi": 10},
     "signal2d": {"n": 16, "f_lo": 2, "f_hi": 5},
     "image": {"size": 16},

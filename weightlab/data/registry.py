@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from weightlab.data import modular, sentences, signals, teacher, xor
+from weightlab.data import graphs, modular, sentences, signals, teacher, xor
 from weightlab.data.digits import load_digits
 from weightlab.data.idx import load_idx_task
 from weightlab.data.mnist1d import load_mnist1d
@@ -80,6 +80,7 @@ TASKS: dict[str, Task] = _tasks(
     ),
     Task("modular", modular.load_modular, modular.PARAMS, summary="a o b mod p, p classes"),
     Task("xor", xor.load_xor, xor.PARAMS, summary="XOR Gaussian clusters with label flips"),
+    Task("sbm", graphs.load_sbm, graphs.SBM_PARAMS, summary="SBM graph, Gaussian node features"),
     Task(
         "signal1d",
         signals.load_signal1d,
