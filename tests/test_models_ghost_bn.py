@@ -70,8 +70,13 @@ def _task() -> TaskData:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(96, 6, generator=g)
     y = (x[:, 0] + x[:, 1] > 0).long()
-    return TaskData("toy", make_split(x[:64], y[:64]), make_split(x[64:80], y[64:80]),
-                    make_split(x[80:], y[80:]), 2)
+    return TaskData(
+        "toy",
+        make_split(x[:64], y[:64]),
+        make_split(x[64:80], y[64:80]),
+        make_split(x[80:], y[80:]),
+        2,
+    )
 
 
 def test_loop_and_population_vmap_agree():

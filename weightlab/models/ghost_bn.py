@@ -114,9 +114,7 @@ class GhostBatchNorm1d(nn.Module):
             dtype=means.dtype,
             device=means.device,
         )
-        bessel = torch.tensor(
-            [n / (n - 1) for n in sizes], dtype=means.dtype, device=means.device
-        )
+        bessel = torch.tensor([n / (n - 1) for n in sizes], dtype=means.dtype, device=means.device)
         keep = (1 - eta) ** n_ghost
         new_mean = (powers[:, None] * means.detach()).sum(0)
         new_var = (powers[:, None] * bessel[:, None] * vars_.detach()).sum(0)
