@@ -51,9 +51,7 @@ def test_smoke_run_outputs(smoke):
 
 def test_steps_layout_is_exact():
     assert steps_layout(3500, 64, 500) == (3200, 10)
-    assert steps_layout(100, 32, 20) == (96, 20 // 3) if 20 % 3 == 0 else steps_layout(100, 32, 20)
-    n, e = steps_layout(100, 32, 20)
-    assert (n // 32) * e == 20
+    assert steps_layout(100, 32, 20) == (64, 10)  # k = 2: the largest divisor of 20 with 32k <= 100
     with pytest.raises(ConfigError, match="exceeds"):
         steps_layout(10, 32, 20)
 
