@@ -44,12 +44,12 @@ def test_gaussian_is_the_beta_2_member():
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 4.0])
 def test_sampler_moments_and_beta_recovery(beta):
     g = generator(7)
-    x = sample_generalized_gaussian((100_000,), beta, 0.8, g)
+    x = sample_generalized_gaussian((40_000,), beta, 0.8, g)
     assert float(x.mean()) == pytest.approx(0.0, abs=0.02 * math.sqrt(gg_variance(beta, 0.8)))
-    assert float(x.var()) == pytest.approx(gg_variance(beta, 0.8), rel=0.05 if beta < 1 else 0.02)
+    assert float(x.var()) == pytest.approx(gg_variance(beta, 0.8), rel=0.08 if beta < 1 else 0.035)
     fb, fa = fit_generalized_gaussian(x)
-    assert fb == pytest.approx(beta, rel=0.03)
-    assert fa == pytest.approx(0.8, rel=0.03)
+    assert fb == pytest.approx(beta, rel=0.05)
+    assert fa == pytest.approx(0.8, rel=0.05)
     # the sample passes a KS test against scipy's gennorm
     assert st.kstest(x[:5000].numpy(), "gennorm", args=(beta, 0, 0.8)).pvalue > 1e-3
 
@@ -76,20 +76,22 @@ def test_fitted_beta_outside_range_is_one_line_error():
     for bad in (0.0, -1.0, BETA_MIN / 2, BETA_MAX * 2, float("nan")):
         with pytest.raises(ConfigError, match="valid range"):
             get_initializer("generalized_gaussian", beta=bad)
+    with pytest.raises(ConfigError, match="fitted beta"):
+        get_initializer("generalized_gaussian", fit=x)  # the scheme refuses it too
     with pytest.raises(ConfigError):
         fit_generalized_gaussian(torch.zeros(10))
 
 
 def test_scheme_he_variance_fitted_beta_and_determinism():
-    src = torch.from_numpy(st.gennorm.rvs(1.0, scale=1.0, size=20000, random_state=0))
+    src = torch.from_numpy(st.gennorm.rvs(1.0, scale=1.0, size=10000, random_state=0))
     init = get_initializer("generalized_gaussian", fit=src)
     assert init.beta == pytest.approx(1.0, rel=0.05)
-    model = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 200))
+    model = nn.Sequential(nn.Linear(400, 100), nn.ReLU(), nn.Linear(100, 10))
     initialize(model, init, seed=3)
     w = model[0].weight.detach().double()
     assert float(w.var()) == pytest.approx(2 / 400, rel=0.03)  # He variance
     assert fit_generalized_gaussian(w)[0] == pytest.approx(1.0, rel=0.06)
-    again = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 200))
+    again = nn.Sequential(nn.Linear(400, 100), nn.ReLU(), nn.Linear(100, 10))
     initialize(again, "generalized_gaussian", seed=3, fit=src)
     assert torch.equal(again[0].weight, model[0].weight)
     assert float(model[0].bias.detach().abs().sum()) == 0.0

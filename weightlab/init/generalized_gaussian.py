@@ -95,9 +95,18 @@ def gg_log_likelihood(x: torch.Tensor, beta: float, scale: float) -> float:
     )
 
 
-def _profile(a: torch.Tensor, beta: float) -> float:
-    alpha = scale_mle(a, beta)
-    return math.log(beta) - math.log(2.0 * alpha) - math.lgamma(1.0 / beta) - 1.0 / beta
+def _profile_terms(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``log(|x| / max|x|)`` (``-inf`` at zeros) and ``log max|x|``, computed once per fit."""
+    a = x.abs()
+    m = float(a.max())
+    return torch.log(a / m), math.log(m)
+
+
+def _profile(log_a: torch.Tensor, log_m: float, beta: float) -> float:
+    """Profile log-likelihood per entry at ``beta`` with the scale at its MLE."""
+    mean_pow = float(torch.exp(beta * log_a).mean())  # mean (|x|/m)^β
+    log_alpha = log_m + math.log(beta * mean_pow) / beta
+    return math.log(beta) - math.log(2.0) - log_alpha - math.lgamma(1.0 / beta) - 1.0 / beta
 
 
 def fit_generalized_gaussian(
@@ -113,10 +122,11 @@ def fit_generalized_gaussian(
     """
     from scipy.optimize import minimize_scalar
 
-    a = _flat(x).abs()
+    flat = _flat(x)
+    log_a, log_m = _profile_terms(flat)
     lo, hi = math.log(_SEARCH[0]), math.log(_SEARCH[1])
     res = minimize_scalar(
-        lambda lb: -_profile(a, math.exp(lb)),
+        lambda lb: -_profile(log_a, log_m, math.exp(lb)),
         bounds=(lo, hi),
         method="bounded",
         options={"xatol": 1e-7},
@@ -124,7 +134,7 @@ def fit_generalized_gaussian(
     beta = math.exp(float(res.x))
     if check:
         check_beta(beta, "the fitted beta")
-    return beta, scale_mle(a, beta)
+    return beta, scale_mle(flat, beta)
 
 
 def gaussian_fit(x: torch.Tensor | Sequence[torch.Tensor]) -> tuple[float, float]:
