@@ -53,7 +53,7 @@ def test_bad_config():
     with pytest.raises(ConfigError, match="--seeds"):
         make_config("bonsai", seeds=1)
     with pytest.raises(ConfigError, match="--data"):
-        make_config("bonsai", data="mnist1d")
+        make_config("bonsai", data="mnist1d")  # only coloured digits
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Recipe ``bonsai``: Zhang, Bottou & Vincent (2022), "Rich Feature Construction for the
 Optimization-Generalization Dilemma" (row [#14]).
 
-Coloured digits (:mod:`weightlab.data.coloured_digits`: two training environments with
-colour-label agreement 0.9 and 0.8, 25% label noise, test agreement 0.1). An MLP
+Coloured digits (``--data digits``, coloured by :mod:`weightlab.data.coloured_digits`: two
+training environments with colour-label agreement 0.9 and 0.8, 25% label noise, test agreement 0.1). An MLP
 128-w-w-2 (ReLU, Adam). Per seed:
 
 1. pre-training (the single-model loop, since each seed's episodes use its own
@@ -59,7 +59,11 @@ MIN_SHORTCUT_PTS = 20.0  # precondition: ERM-init + ERM test is >= 20 pt below i
 @dataclass(frozen=True)
 class BonsaiConfig(RecipeConfig):
     seeds: int = opt(5, "number of independent seeds (error bars are over seeds)", min=2, max=1000)
-    data: str = opt("coloured_digits", "task (coloured digits only)", choices=("coloured_digits",))
+    data: str = opt(
+        "digits",
+        "task: digits only, coloured by the recipe (weightlab.data.coloured_digits)",
+        choices=("digits",),
+    )
     width: int = opt(64, "hidden width w of the 128-w-w-2 MLP", min=2, max=4096)
     rounds: int = opt(2, "Bonsai discovery rounds", min=1, max=6)
     pre_epochs: int = opt(
@@ -92,7 +96,7 @@ class Bonsai(Recipe):
         "with a V-REx penalty, Bonsai-init beats ERM-init on OOD test accuracy, with lower variance"
     )
     Config = BonsaiConfig
-    tasks = ("coloured_digits",)
+    tasks = ("digits",)  # coloured here: the registry has no coloured_digits task
     kinds = ("classification",)
     smoke: ClassVar[dict] = {
         "seeds": 2,
@@ -237,6 +241,13 @@ class Bonsai(Recipe):
             "rows": rows,
             "pretraining": pre_rows,
             "claims": claims,
+            "members": sum(len(u["members"]) for u in units.values()),
+            "diverged_members": [
+                f"{i}-init {m} seed {x['seed']}"
+                for (i, m), u in units.items()
+                for x in u["members"]
+                if x["diverged"]
+            ],
             "accuracy": "final accuracy (%) on the test environment (colour agreement 0.1)",
         }
 

@@ -73,7 +73,7 @@ MAX_RSS_RATIO = 0.5  # RSS(log fit) <= 0.5 x RSS(sqrt fit)
 MOST_OF_GAP = 0.5
 MIN_GAP_PTS = 1.0
 DECAY_AT = 0.75  # lr / 10 after 75% of the updates: the high-lr phase is before it
-P_GRID = torch.linspace(0.02, 1.5, 149, dtype=torch.float64)
+P_GRID = [round(0.02 + 0.01 * i, 2) for i in range(149)]  # 0.02 .. 1.50
 
 
 @dataclass(frozen=True)
@@ -101,24 +101,24 @@ class LargeBatchConfig(RecipeConfig):
 def fit_curves(t: list[float], d: list[float]) -> dict:
     """Least-squares fits of ``d(t)``: ``a·log t + b``, ``a·√t + b`` and ``a·t^p + b``
     (``p`` on a grid of 0.02..1.5, the best RSS). Returns each fit's ``a``, ``b``, R² and
-    residual sum of squares, and ``rss_ratio`` = RSS(log) / RSS(√)."""
-    tt = torch.tensor(t, dtype=torch.float64)
-    y = torch.tensor(d, dtype=torch.float64)
-    ss_tot = float((y - y.mean()).square().sum())
+    residual sum of squares, and ``rss_ratio`` = RSS(log) / RSS(√). Closed-form simple
+    regression in Python floats (``math.fsum``), so a resumed run gives identical digits."""
+    n = len(d)
+    y_mean = math.fsum(d) / n
+    ss_tot = math.fsum((v - y_mean) ** 2 for v in d)
 
-    def linfit(f: torch.Tensor) -> dict:
-        x = torch.stack([f, torch.ones_like(f)], 1)
-        sol = torch.linalg.lstsq(x, y[:, None]).solution[:, 0]
-        rss = float((x @ sol - y).square().sum())
-        return {
-            "a": float(sol[0]),
-            "b": float(sol[1]),
-            "rss": rss,
-            "r2": 1 - rss / ss_tot if ss_tot > 0 else math.nan,
-        }
+    def linfit(f: list[float]) -> dict:
+        f_mean = math.fsum(f) / n
+        sxx = math.fsum((u - f_mean) ** 2 for u in f)
+        sxy = math.fsum((u - f_mean) * (v - y_mean) for u, v in zip(f, d, strict=True))
+        a = sxy / sxx if sxx > 0 else 0.0
+        b = y_mean - a * f_mean
+        rss = math.fsum((a * u + b - v) ** 2 for u, v in zip(f, d, strict=True))
+        return {"a": a, "b": b, "rss": rss, "r2": 1 - rss / ss_tot if ss_tot > 0 else math.nan}
 
-    log, sqrt = linfit(tt.log()), linfit(tt.sqrt())
-    best = min((dict(linfit(tt**p), p=float(p)) for p in P_GRID), key=lambda r: r["rss"])
+    log = linfit([math.log(u) for u in t])
+    sqrt = linfit([math.sqrt(u) for u in t])
+    best = min((dict(linfit([u**p for u in t]), p=p) for p in P_GRID), key=lambda r: r["rss"])
     ratio = log["rss"] / sqrt["rss"] if sqrt["rss"] > 0 else math.inf
     return {"log": log, "sqrt": sqrt, "power": best, "rss_ratio": ratio}
 
@@ -307,6 +307,13 @@ class LargeBatch(Recipe):
             "curves": curves,
             "claims": claims,
             "chance_pct": chance,
+            "members": sum(len(units[a]["members"]) for a in ARMS),
+            "diverged_members": [
+                f"({a}) seed {m['seed']}"
+                for a in ARMS
+                for m in units[a]["members"]
+                if m["diverged"]
+            ],
             "accuracy": "final test accuracy (%), mean ± std over seeds",
         }
 
