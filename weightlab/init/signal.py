@@ -279,7 +279,8 @@ def propagate_population(
             same values both times.
         x: inputs ``(S, B, n_0)`` (the same for every net) or ``(N, S, B, n_0)``.
         settings: the S settings (activations by name: relu, tanh, sin, gelu).
-        cotangent: ``∂L/∂z^L``, shape ``(N, S, B, n_L)``.
+        cotangent: ``∂L/∂z^L``, shape ``(N, S, B, n_L)``; its device is where the work
+            runs (``draw``'s tensors are moved there); the results come back on the CPU.
         progress: called with 1 after each layer pass.
     """
     s_n = len(settings)
@@ -289,18 +290,21 @@ def propagate_population(
     acts = [as_activation(n) for n in names]
     act_fns = [(a.fn, a.derivative) for a in acts]
     groups = [[i for i, s in enumerate(settings) if s.activation == n] for n in names]
-    cw = torch.tensor([s.C_W for s in settings], dtype=torch.float32)
-    cb = torch.tensor([s.C_b for s in settings], dtype=torch.float32)
+    dev = cotangent.device
+    cw = torch.tensor([s.C_W for s in settings], dtype=torch.float32, device=dev)
+    cb = torch.tensor([s.C_b for s in settings], dtype=torch.float32, device=dev)
     n_nets = cotangent.shape[0]
     if x.dim() == 3:
         x = x.unsqueeze(0).expand(n_nets, *x.shape)
-    h = x.to(torch.float32)
+    h = x.to(dev, torch.float32)
     b = h.shape[2]
     derivs = []
-    k_out = torch.empty(n_nets, s_n, depth, dtype=torch.float64)
+    k_out = torch.empty(n_nets, s_n, depth, dtype=torch.float64, device=dev)
     g_out = torch.empty_like(k_out)
     for layer in range(1, depth + 1):
         z_draw, bias = draw(layer)
+        z_draw = z_draw.to(dev)
+        bias = None if bias is None else bias.to(dev)
         fan_in = z_draw.shape[2]
         scale = (cw / fan_in).sqrt().view(1, s_n, 1, 1)
         y = torch.bmm(h.reshape(n_nets, s_n * b, fan_in), z_draw.transpose(1, 2))
@@ -316,7 +320,7 @@ def propagate_population(
     delta = cotangent.to(torch.float32)
     g_out[:, :, depth - 1] = delta.double().pow(2).mean(dim=(2, 3))
     for layer in range(depth, 1, -1):
-        z_draw, _ = draw(layer)
+        z_draw = draw(layer)[0].to(dev)
         fan_in = z_draw.shape[2]
         scale = (cw / fan_in).sqrt().view(1, s_n, 1, 1)
         back = torch.bmm(delta.reshape(n_nets, s_n * b, -1), z_draw)
@@ -325,7 +329,7 @@ def propagate_population(
         g_out[:, :, layer - 2] = delta.double().pow(2).mean(dim=(2, 3))
         if progress is not None:
             progress(1)
-    return PopulationSignal(k_out, g_out)
+    return PopulationSignal(k_out.cpu(), g_out.cpu())
 
 
 def loglog_slope(values: Sequence[float], first: int, last: int) -> float:

@@ -187,6 +187,7 @@ class Criticality(Recipe):
         n = len(nets)
         gen_cot = generator(derive_seed(self.name, "cotangent", nets[0], n))
         cot = torch.randn(n, len(sets), x.shape[1], cfg.width, generator=gen_cot)
+        cot = cot.to(cfg.device)  # the work runs where the cotangent lives
 
         def draw(layer: int):
             fan_in = n0 if layer == 1 else cfg.width
