@@ -10,7 +10,9 @@ is a good init", ICLR, Algorithm 1).
 
 Cost: one forward pass per iteration, and that pass stops at the hooked layer (the hook
 raises, so the layers after it are never computed); at most ``max_iter`` (default 10, the
-paper's ``T_max``) iterations per layer. ``tol`` is the paper's ``Tol_var`` (0.1).
+paper's ``T_max``) iterations per layer. ``tol`` is the paper's ``Tol_var`` (0.1). The
+passes run in eval mode (dropout off, BatchNorm on its running statistics; the hooked
+output is the layer's own, before any normalization), and the mode is restored after.
 
 ``data`` (required): a tensor (``model(data)``), a tuple / list (``model(*data)``), a dict
 (``model(**data)``, e.g. MiniLM's ``input_ids`` and ``attention_mask``), or a
