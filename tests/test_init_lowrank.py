@@ -39,7 +39,7 @@ def test_rank_and_frobenius_match(rank):
     assert int(torch.linalg.matrix_rank(w)) == rank
     # exactly the norm of the same generator's full-rank He draw
     full = get_initializer("low_rank", rank="full").weight(torch.Size(shape), _ctx(shape, 5))
-    assert float(w.norm()) == pytest.approx(float(full.norm()), rel=1e-12)
+    assert float(w.norm()) == pytest.approx(float(full.double().norm()), rel=1e-12)
     # which matches He's expected squared norm: rows * cols * 2 / fan_in
     assert float(full.norm()) ** 2 == pytest.approx(64 * 48 * 2 / 48, rel=0.05)
 
@@ -82,7 +82,7 @@ def test_aligned_rows_lie_in_target_top_directions():
     assert sv[0] == pytest.approx(float(sv[1]))  # equal singular values
     assert float(sv[2]) < 1e-10
     full = get_initializer("he").weight(torch.Size(shape), _ctx(shape, 2))
-    assert float(w.norm()) == pytest.approx(float(full.norm()), rel=1e-12)
+    assert float(w.norm()) == pytest.approx(float(full.double().norm()), rel=1e-12)
     # same number of rows: the target's own left vectors, W ∝ U_r V_rᵀ
     w2 = init.weight(torch.Size((10, 30)), _ctx((10, 30), 2, target))
     ref = u[:, :2] @ v[:, :2].T

@@ -79,7 +79,7 @@ class DepthAware(Initializer):
         )
 
     def weight(self, shape: torch.Size, ctx: InitContext) -> torch.Tensor:
-        return _draw(self.dist, shape, self.variance(ctx), ctx.generator)
+        return _draw(self.dist, shape, self.variance(ctx), ctx.generator, ctx.dtype)
 
 
 __all__ = ["DepthAware", "depth_aware_multipliers", "depth_aware_variance"]

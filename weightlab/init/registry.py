@@ -8,7 +8,9 @@ Conv weight, in module order) and their biases, in place:
 
 - every tensor draws from its own generator, ``generator(derive_seed("init", seed,
   name))``: the global RNG is never read, and a layer's values do not depend on which
-  other layers were selected;
+  other layers were selected; the basic schemes draw in place in the weight's own float
+  dtype (float32 draws for float32 weights; float64 ones for float64), one pass each;
+- a scheme may return any float dtype: the one ``copy_`` into the stored tensor converts;
 - the *stored* weight is written (a mask's ``original`` when transforms are attached);
   where a mask is attached the stored weight is re-zeroed where it is pruned;
 - a scheme that needs data, a target or a graph and got none is a one-line
@@ -213,7 +215,7 @@ def _write(stored: torch.Tensor, value: torch.Tensor, what: str) -> None:
             f"init scheme returned shape {tuple(value.shape)} for {what} of shape "
             f"{tuple(stored.shape)}"
         )
-    stored.copy_(value.to(device=stored.device, dtype=stored.dtype))
+    stored.copy_(value)  # converts dtype and device in the one copy
 
 
 def initialize(
@@ -275,12 +277,23 @@ def initialize(
 # -- the data-free basics ------------------------------------------------------------
 
 
-def _normal(shape: torch.Size, std: float, g: torch.Generator) -> torch.Tensor:
-    return torch.randn(tuple(shape), generator=g, dtype=torch.float64) * std
+def _draw_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _uniform(shape: torch.Size, bound: float, g: torch.Generator) -> torch.Tensor:
-    return (torch.rand(tuple(shape), generator=g, dtype=torch.float64) * 2 - 1) * bound
+def _normal(
+    shape: torch.Size, std: float, g: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """``N(0, std²)`` drawn in place (one pass, no temporary) in ``dtype``."""
+    return torch.empty(tuple(shape), dtype=_draw_dtype(dtype)).normal_(0.0, std, generator=g)
+
+
+def _uniform(
+    shape: torch.Size, bound: float, g: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """``U(-bound, bound)`` drawn in place in ``dtype``."""
+    out = torch.empty(tuple(shape), dtype=_draw_dtype(dtype))
+    return out.uniform_(-bound, bound, generator=g)
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -296,11 +309,13 @@ def _check_dist(dist: str) -> str:
     return dist
 
 
-def _draw(dist: str, shape: torch.Size, var: float, g: torch.Generator) -> torch.Tensor:
+def _draw(
+    dist: str, shape: torch.Size, var: float, g: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Zero-mean draw of variance ``var``: normal, or uniform on ±√(3 var)."""
     if dist == "normal":
-        return _normal(shape, math.sqrt(var), g)
-    return _uniform(shape, math.sqrt(3.0 * var), g)
+        return _normal(shape, math.sqrt(var), g, dtype)
+    return _uniform(shape, math.sqrt(3.0 * var), g, dtype)
 
 
 @register("normal")
@@ -311,7 +326,7 @@ class Normal(Initializer):
         self.std = _check_positive("std", std)
 
     def weight(self, shape, ctx):
-        return _normal(shape, self.std, ctx.generator)
+        return _normal(shape, self.std, ctx.generator, ctx.dtype)
 
 
 @register("uniform")
@@ -322,7 +337,7 @@ class Uniform(Initializer):
         self.bound = _check_positive("bound", bound)
 
     def weight(self, shape, ctx):
-        return _uniform(shape, self.bound, ctx.generator)
+        return _uniform(shape, self.bound, ctx.generator, ctx.dtype)
 
 
 @register("glorot")
@@ -336,7 +351,7 @@ class Glorot(Initializer):
 
     def weight(self, shape, ctx):
         var = self.gain**2 * 2.0 / max(ctx.fan_in + ctx.fan_out, 1)
-        return _draw(self.dist, shape, var, ctx.generator)
+        return _draw(self.dist, shape, var, ctx.generator, ctx.dtype)
 
 
 @register("he")
@@ -353,16 +368,18 @@ class He(Initializer):
 
     def weight(self, shape, ctx):
         fan = ctx.fan_in if self.mode == "fan_in" else ctx.fan_out
-        return _draw(self.dist, shape, self.gain**2 / max(fan, 1), ctx.generator)
+        return _draw(self.dist, shape, self.gain**2 / max(fan, 1), ctx.generator, ctx.dtype)
 
 
-def orthogonal(rows: int, cols: int, g: torch.Generator) -> torch.Tensor:
+def orthogonal(
+    rows: int, cols: int, g: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """A Haar-random ``rows × cols`` matrix with orthonormal rows (``rows <= cols``) or
     columns: QR of a Gaussian matrix with the signs of ``diag(R)`` moved into ``Q``
     (Mezzadri 2007, "How to generate random matrices from the classical compact groups",
-    Sec. 5), in float64."""
+    Sec. 5), in ``dtype`` (float64 by default; float32 for a float32 weight)."""
     tall = rows >= cols
-    a = torch.randn((rows, cols) if tall else (cols, rows), generator=g, dtype=torch.float64)
+    a = torch.randn((rows, cols) if tall else (cols, rows), generator=g, dtype=_draw_dtype(dtype))
     q, r = torch.linalg.qr(a)
     d = torch.sign(torch.diagonal(r))
     q = q * torch.where(d == 0, torch.ones_like(d), d)
@@ -385,13 +402,15 @@ class Orthogonal(Initializer):
         shape = tuple(shape)
         if len(shape) < 2:
             raise ConfigError(f"orthogonal init needs a weight of >= 2 dims; {ctx.name} is {shape}")
+        dtype = _draw_dtype(ctx.dtype)
         if self.delta and len(shape) > 2:
-            out = torch.zeros(shape, dtype=torch.float64)
+            out = torch.zeros(shape, dtype=dtype)
             centre = tuple(k // 2 for k in shape[2:])
-            out[(slice(None), slice(None), *centre)] = orthogonal(shape[0], shape[1], ctx.generator)
-            return out * self.gain
-        flat = orthogonal(shape[0], math.prod(shape[1:]), ctx.generator)
-        return flat.reshape(shape) * self.gain
+            q = orthogonal(shape[0], shape[1], ctx.generator, dtype)
+            out[(slice(None), slice(None), *centre)] = q
+            return out.mul_(self.gain)
+        flat = orthogonal(shape[0], math.prod(shape[1:]), ctx.generator, dtype)
+        return flat.reshape(shape).mul_(self.gain)
 
 
 @register("zero")

@@ -167,7 +167,7 @@ class Virgo(Initializer):
         )
 
     def weight(self, shape, ctx):
-        return _draw(self.dist, shape, self.variance(ctx), ctx.generator)
+        return _draw(self.dist, shape, self.variance(ctx), ctx.generator, ctx.dtype)
 
 
 __all__ = ["Virgo", "propagation_energies", "virgo_variances"]
