@@ -9,17 +9,24 @@ from torch import nn
 
 from weightlab.errors import ConfigError
 
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The linear (identity) activation: a deep linear network (Saxe et al. 2014)."""
+    return x
+
+
 ACTIVATIONS = {
     "relu": nn.functional.relu,
     "tanh": torch.tanh,
     "gelu": nn.functional.gelu,
     "sin": torch.sin,  # SIREN's periodic activation (Sitzmann et al. 2020); ω0 is an init concern
+    "linear": identity,  # no nonlinearity: a deep linear network
 }
 
 
 class MLP(nn.Module):
     """``widths = [in, h1, ..., out]``; Linear layers ``layers.0 .. layers.{L-1}`` with
-    ``activation`` (relu, tanh, gelu or sin) between them and none after the last (logits
+    ``activation`` (relu, tanh, gelu, sin or linear) between them and none after the last (logits
     or regression outputs)."""
 
     def __init__(self, widths: Sequence[int], activation: str = "relu") -> None:

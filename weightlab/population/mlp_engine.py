@@ -9,7 +9,7 @@ For member ``n`` with layers ``Z_l = A_{l-1} W_l^T + b_l``, ``A_l = φ(Z_l)`` an
   ``∂L/∂Z_L`` by autograd on the output alone (the rest stays hand-written);
 - ``∂L/∂W_l = (∂L/∂Z_l)^T A_{l-1}``, ``∂L/∂b_l = Σ_b ∂L/∂Z_l``
 - ``∂L/∂Z_{l-1} = (∂L/∂Z_l W_l) ⊙ φ'(Z_{l-1})``, with ``φ' = [Z > 0]`` (relu),
-  ``1 - A²`` (tanh), ``cos Z`` (sin, as in SIRENs, Sitzmann et al. 2020) or gelu's
+  ``1`` (linear), ``1 - A²`` (tanh), ``cos Z`` (sin, as in SIRENs, Sitzmann et al. 2020) or gelu's
 
 computed for all ``N`` members at once with ``torch.baddbmm`` / ``torch.bmm`` on
 ``(N, B, ·)`` tensors, written straight into the flat gradient buffer (see
@@ -31,7 +31,7 @@ from weightlab.population.loss import EngineLoss
 from weightlab.population.optim import FlatLayout, PopulationOptimizer
 from weightlab.train.config import OptimConfig
 
-FAST_ACTIVATIONS = ("relu", "tanh", "gelu", "sin")
+FAST_ACTIVATIONS = ("relu", "tanh", "gelu", "sin", "linear")
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -135,7 +135,9 @@ class MLPEngine:
         for i in range(L):
             zi = torch.baddbmm(self.b[i], h, self.W[i].transpose(1, 2), out=z[i] if z else None)
             if i < L - 1:
-                if self.act == "relu":
+                if self.act == "linear":
+                    h = zi
+                elif self.act == "relu":
                     h = zi.relu_()
                 elif self.act == "tanh":
                     h = zi.tanh_()
@@ -183,7 +185,9 @@ class MLPEngine:
                 if i == 0:
                     break
                 da = torch.bmm(dz, self.W[i], out=d[i - 1])
-                if self.act == "relu":  # relu'(z) = [a > 0], written over da in place
+                if self.act == "linear":  # identity: φ' = 1
+                    dz = da
+                elif self.act == "relu":  # relu'(z) = [a > 0], written over da in place
                     dz = torch.ops.aten.threshold_backward.grad_input(
                         da, acts[i], 0.0, grad_input=da
                     )
