@@ -91,3 +91,12 @@ def test_claims_on_hand_made_tables():
     assert (a.held, b.held) == (None, None)
     coord_bad = {"mup": {"max_abs_slope": 0.3, "max_slope": 0.3}, "sp": coord_ok["sp"]}
     assert MupTransfer.check_claims(cfg, best, coord_bad)[2].held is False
+
+
+def test_claims_need_a_sweep_that_learned_and_finite_slopes():
+    cfg = _cfg()
+    best = {(p, w): 2 for p in ("sp", "mup") for w in (64, 256, 1024)}
+    coord = {"mup": {"max_abs_slope": 0.1, "max_slope": 0.1}, "sp": {"max_abs_slope": None, "max_slope": None}}  # fmt: skip
+    claims = MupTransfer.check_claims(cfg, best, coord, "the sweep did not learn")
+    assert [c.held for c in claims] == [None, None, None]
+    assert MupTransfer.check_claims(cfg, best, coord)[2].held is None  # non-finite slopes

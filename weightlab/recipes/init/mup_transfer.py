@@ -42,6 +42,7 @@ from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.stats import num as _num
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
@@ -152,7 +153,7 @@ class MupTransfer(Recipe):
         "seeds": 1, "widths": "8,16,32", "base_width": 8, "lr_log2_min": -8,
         "lr_log2_max": -6, "steps": 20, "last_steps": 10, "batch_size": 32, "coord_steps": 2,
     }  # fmt: skip
-    broken: ClassVar[dict] = {"lr_log2_min": 8, "lr_log2_max": 10}
+    broken: ClassVar[dict] = {"lr_log2_min": 8, "lr_log2_max": 10, "coord_lr_log2": 10}
     # measured in-process, one thread, MNIST-1D cached, CPU time (2 cores shared by ~12
     # jobs): 4.8 s for the first run of a process, 2.9 s after (half of it the figure)
     smoke_seconds = 4.8
@@ -271,10 +272,12 @@ class MupTransfer(Recipe):
                  for w, sec, fl in timing],
             )
         ]  # fmt: skip
-        return self.summarize(cfg, records, coord)
+        return self.summarize(cfg, records, coord, chance_loss=math.log(k))
 
     # -- summary and claims ---------------------------------------------------------------
-    def summarize(self, cfg: MupTransferConfig, records: list[dict], coord: dict) -> dict:
+    def summarize(
+        self, cfg: MupTransferConfig, records: list[dict], coord: dict, chance_loss: float
+    ) -> dict:
         exps = cfg.lr_exps
         rows, best = [], {}
         for p in PARAMS:
@@ -290,13 +293,25 @@ class MupTransfer(Recipe):
                 rows.append({"param": p, "width": w, "best_lr_log2": exps[i],
                              "loss_by_lr": [None if not math.isfinite(x) else x for x in losses]})  # fmt: skip
         steps = list(range(1, cfg.coord_steps + 1))
-        coord_rows = {
-            p: {"max_abs_slope": max(abs(coord[p]["slopes"][t][n]) for t in steps
-                                     for n in coord[p]["layers"]),
-                "max_slope": max(coord[p]["slopes"][t][n] for t in steps for n in coord[p]["layers"])}
-            for p in PARAMS
-        }  # fmt: skip
-        claims = [c.to_dict() for c in self.check_claims(cfg, best, coord_rows)]
+        coord_rows = {}
+        for p in PARAMS:
+            c = coord[p]
+            vals = [c["slopes"][t][n] for t in steps for n in c["layers"]]
+            vals = [math.nan if v is None else float(v) for v in vals]  # JSON null = nan
+            ok = all(math.isfinite(v) for v in vals)
+            coord_rows[p] = {
+                "max_abs_slope": max(abs(v) for v in vals) if ok else None,
+                "max_slope": max(vals) if ok else None,
+            }
+        base = next(r for r in rows if r["param"] == "mup" and r["width"] == cfg.base_width)
+        base_best = min((x for x in base["loss_by_lr"] if x is not None), default=math.inf)
+        not_learned = (
+            None
+            if base_best < chance_loss
+            else f"width {cfg.base_width}'s best training loss {base_best:.3f} is not below "
+            f"chance's {chance_loss:.3f} (ln of the class count): the sweep did not learn"
+        )
+        claims = [c.to_dict() for c in self.check_claims(cfg, best, coord_rows, not_learned)]
         return {
             "recipe": self.name,
             "paper": self.paper,
@@ -316,7 +331,12 @@ class MupTransfer(Recipe):
         }
 
     @staticmethod
-    def check_claims(cfg: MupTransferConfig, best: dict, coord_rows: dict) -> list[ClaimResult]:
+    def check_claims(
+        cfg: MupTransferConfig, best: dict, coord_rows: dict, not_learned: str | None = None
+    ) -> list[ClaimResult]:
+        """(a) μP stays put, (b) SP drifts (both need width ``base``'s best lr off the grid's
+        edge), (c) the coordinate check; all need the sweep to have learned and, for (c),
+        finite activations."""
         exps, widths = cfg.lr_exps, cfg.width_values
         b, top = cfg.base_width, widths[-1]
         edge = []
@@ -324,6 +344,12 @@ class MupTransfer(Recipe):
             if best[(p, b)] in (0, len(exps) - 1):
                 edge.append(f"{p} width {b}'s best lr 2^{exps[best[(p, b)]]} is on the grid's edge")
         pre = "; ".join(edge) or None
+
+        finite = (
+            None
+            if all(v["max_abs_slope"] is not None for v in coord_rows.values())
+            else "the coordinate check has non-finite activations (a diverged step)"
+        )
 
         def check_a():
             d = {w: best[("mup", w)] - best[("mup", b)] for w in widths}
@@ -351,12 +377,12 @@ class MupTransfer(Recipe):
 
         return [
             judge("a", QUOTE_FEATURES, f"under μP every width's best Adam lr is within "
-                  f"{STAYS_STEPS} grid step of width {b}'s (stays put)", [pre], check_a),
+                  f"{STAYS_STEPS} grid step of width {b}'s (stays put)", [not_learned, pre], check_a),
             judge("b", QUOTE_SP, f"under SP width {top}'s best Adam lr is >= {DRIFT_STEPS} "
-                  f"grid steps from width {b}'s (drifts)", [pre], check_b),
+                  f"grid steps from width {b}'s (drifts)", [not_learned, pre], check_b),
             judge("c", QUOTE_SP, f"coordinate check, first {cfg.coord_steps} steps: under μP "
                   f"every layer's log-log slope vs width is within ±{FLAT_SLOPE}; under SP some "
-                  f"layer's is >= {GROW_SLOPE}", [], check_c),
+                  f"layer's is >= {GROW_SLOPE}", [not_learned, finite], check_c),
         ]  # fmt: skip
 
     # -- report ---------------------------------------------------------------------------
@@ -372,7 +398,9 @@ class MupTransfer(Recipe):
         for p in PARAMS:
             c = summary["coord_check"][p]
             for t, sl in enumerate(c["slopes"]):
-                coord.append([p, str(t), *[f"{sl[n]:+.2f}" for n in c["layers"]]])
+                coord.append(
+                    [p, str(t), *["nan" if sl[n] is None else f"{sl[n]:+.2f}" for n in c["layers"]]]
+                )
         layers = summary["coord_check"]["sp"]["layers"]
         return [
             ("Training loss over the last steps (mean of seeds) by lr", header, rows),
@@ -402,8 +430,8 @@ class MupTransfer(Recipe):
             ws = c["widths"]
             last = len(c["slopes"]) - 1
             for n in c["layers"]:
-                ax.plot(ws, [c["scale"][str(w)][last][n] for w in ws], "o-", ms=3,
-                        label=f"{n} ({c['slopes'][last][n]:+.2f})")  # fmt: skip
+                ax.plot(ws, [_num(c["scale"][str(w)][last][n]) for w in ws], "o-", ms=3,
+                        label=f"{n} ({_num(c['slopes'][last][n]):+.2f})")  # fmt: skip
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("width")
