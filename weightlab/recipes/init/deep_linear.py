@@ -400,9 +400,17 @@ class DeepLinear(Recipe):
             f"{m['depth']}-{x['init']}-{x['seed']}": x["losses"] for m in b for x in m["members"]
         }
         claims = [c.to_dict() for c in self.check_claims(cfg, a, a_rows, b_rows)]
+        diverged = [f"(a) seed {sd['seed']}" for sd in a["seeds"] if sd["diverged"]] + [
+            f"(b) D={m['depth']} {x['init']} seed {x['seed']}"
+            for m in b
+            for x in m["members"]
+            if x["diverged"]
+        ]
         return {
             "recipe": self.name,
             "paper": self.paper,
+            "members": len(a["seeds"]) + sum(len(m["members"]) for m in b),
+            "diverged_members": diverged,
             "part_a": {
                 "steps": steps,
                 "lr": lam,

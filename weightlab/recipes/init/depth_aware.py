@@ -206,6 +206,8 @@ class DepthAware(Recipe):
         return {
             "recipe": self.name,
             "paper": self.paper,
+            "members": len(records),
+            "diverged_members": [f"{m['init']} seed {m['seed']}" for m in records if m["diverged"]],
             "rows": rows,
             "variance_profile": variance,
             "still_improving": late,
