@@ -8,8 +8,8 @@ from torch import nn
 
 from weightlab.errors import ConfigError
 from weightlab.init import get_initializer, initialize
-from weightlab.init.lowrank import effective_rank
 from weightlab.init.registry import InitContext
+from weightlab.init.signal import effective_rank
 from weightlab.seeding import generator
 
 

@@ -136,13 +136,4 @@ class AlignedLowRank(Initializer):
         return (w * (full.norm() / w.norm())).reshape(tuple(shape))
 
 
-def effective_rank(w: torch.Tensor) -> float:
-    """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p = σ / Σσ`` over the singular
-    values of ``w`` viewed as ``(out, prod(in))``."""
-    s = torch.linalg.svdvals(w.detach().to(torch.float64).reshape(w.shape[0], -1))
-    p = s / s.sum()
-    p = p[p > 0]
-    return float(torch.exp(-(p * p.log()).sum()))
-
-
-__all__ = ["AlignedLowRank", "LowRank", "effective_rank", "low_rank_matrix"]
+__all__ = ["AlignedLowRank", "LowRank", "low_rank_matrix"]

@@ -41,8 +41,8 @@ from typing import ClassVar
 from weightlab.core.selectors import Selector
 from weightlab.core.snapshots import take_snapshot
 from weightlab.errors import ConfigError
-from weightlab.init.lowrank import effective_rank
 from weightlab.init.registry import initialize
+from weightlab.init.signal import effective_rank
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
