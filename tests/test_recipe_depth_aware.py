@@ -42,6 +42,7 @@ def test_claims_on_hand_made_rows():
     assert DepthAware.check_claims(rows, chance=10.0)[0].verdict == "not tested"
 
 
+@pytest.mark.slow  # ~6 s wall on a loaded 2-core machine; conformance also runs it
 def test_smoke_run(tmp_path):
     cfg = make_config("depth-aware", smoke=True)
     _, summary = run_recipe("depth-aware", cfg, out=tmp_path / "run")
