@@ -36,7 +36,13 @@ from weightlab.models import build
 from weightlab.models.convnets import SmallCNN
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
-from weightlab.recipes.claims import judge, majority_rate, no_divergence
+from weightlab.recipes.claims import (
+    LATE_FRACTION,
+    judge,
+    majority_rate,
+    no_divergence,
+    still_improving,
+)
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -292,6 +298,7 @@ class BNOnly(Recipe):
                     "gamma_disabled_pct_mean": mean_std(dis)[0] if dis else None,
                     "gamma_disabled_pct_std": mean_std(dis)[1] if dis else None,
                     "early_stop_mean": mean_std([m["early_stop_step"] for m in kept])[0],
+                    "last_step_mean": mean_std([m["last_step"] for m in kept])[0],
                     "diverged": len(ms) - len(kept),
                     "excluded": [f"{arm} seed {m['seed']}" for m in ms if m["diverged"]],
                     "n": len(kept),
@@ -302,6 +309,7 @@ class BNOnly(Recipe):
             "paper": self.paper,
             "rows": rows,
             "claims": [c.to_dict() for c in self.check_claims(rows, chance)],
+            "still_improving": still_improving(rows, lambda r: r["arm"]),
             "chance_pct": chance,
             "members": len(records),
             "diverged_members": [n for r in rows for n in r["excluded"]],
@@ -379,7 +387,14 @@ class BNOnly(Recipe):
             ]
             for r in summary["rows"]
         ]
-        return [("BN-only vs random subset vs everything (mean ± std over seeds)", header, rows)]
+        late = summary.get("still_improving", [])
+        title = "BN-only vs random subset vs everything (mean ± std over seeds)"
+        if late:
+            title += (
+                f"; still improving (early stop in the last {LATE_FRACTION:.0%} of training): "
+                + ", ".join(late)
+            )
+        return [(title, header, rows)]
 
     def figures(self, summary: dict) -> list[Figure]:
         import matplotlib
