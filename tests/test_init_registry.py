@@ -132,3 +132,24 @@ def test_bad_input_is_one_line_config_error_and_nothing_is_written():
     assert {"normal", "uniform", "glorot", "he", "orthogonal", "zero", "identity"} <= set(
         registered_schemes()
     )
+
+
+def test_in_place_fill_equals_the_drawn_weight_in_both_dtypes():
+    """normal/uniform/glorot/he draw straight into the stored weight (no copy of every
+    draw held first); the values equal what ``weight()`` returns for the same context."""
+    from weightlab.init.registry import contexts
+
+    cases = [
+        ("normal", {"std": 0.1}),
+        ("uniform", {}),
+        ("glorot", {"dist": "uniform"}),
+        ("he", {"mode": "fan_out"}),
+    ]
+    for name, kw in cases:
+        for dtype in (torch.float32, torch.float64):
+            model = _mlp().to(dtype)
+            initialize(model, name, seed=5, **kw)
+            init = get_initializer(name, **kw)
+            for ctx in contexts(model, seed=5):
+                want = init.weight(ctx.module.weight.shape, ctx)
+                assert want.dtype == dtype and torch.equal(want, ctx.module.weight.detach())

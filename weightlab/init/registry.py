@@ -88,6 +88,13 @@ class Initializer:
     def after(self, model: nn.Module, contexts: list[InitContext]) -> None:
         """Called after all weights are written (default: nothing)."""
 
+    def fill_(self, tensor: torch.Tensor, ctx: InitContext) -> None:
+        """Optional: draw straight into ``tensor`` (the stored weight), the same values
+        :meth:`weight` would return. Only for schemes that cannot fail once built (the
+        whole model is then written tensor by tensor, with no copy of every draw held
+        first). Not overridden: :func:`initialize` draws everything, then writes."""
+        raise NotImplementedError
+
     def __call__(self, shape: torch.Size, ctx: InitContext) -> torch.Tensor:
         return self.weight(shape, ctx)
 
@@ -255,6 +262,19 @@ def initialize(
     from weightlab.core.mask import get_masks
 
     masks = get_masks(model)
+    if type(init).fill_ is not Initializer.fill_:  # draws straight into the stored tensors
+        with torch.no_grad():
+            for ctx in ctxs:
+                attr = ctx.name.rpartition(".")[2]
+                stored = _stored(ctx.module, attr)
+                init.fill_(stored, ctx)
+                if ctx.name in masks:
+                    stored.mul_(masks[ctx.name].to(stored.device, stored.dtype))
+                b_stored = _stored(ctx.module, "bias") if bias and attr == "weight" else None
+                if b_stored is not None:
+                    _write(b_stored, init.bias(b_stored.shape, ctx), ctx.name[:-6] + "bias")
+            init.after(model, ctxs)
+        return ctxs
     values = []
     for ctx in ctxs:  # every draw first: a failing scheme leaves the model untouched
         attr = ctx.name.rpartition(".")[2]
@@ -309,13 +329,32 @@ def _check_dist(dist: str) -> str:
     return dist
 
 
+def _fill(tensor: torch.Tensor, dist: str, scale: float, g: torch.Generator) -> None:
+    """Draw ``N(0, scale²)`` or ``U(±scale)`` straight into ``tensor``: in place for a CPU
+    float32/float64 tensor (the same values :func:`_normal` / :func:`_uniform` give in that
+    dtype), else drawn aside and copied."""
+    if tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64):
+        if dist == "normal":
+            tensor.normal_(0.0, scale, generator=g)
+        else:
+            tensor.uniform_(-scale, scale, generator=g)
+        return
+    draw = _normal if dist == "normal" else _uniform
+    tensor.copy_(draw(tensor.shape, scale, g, tensor.dtype))
+
+
 def _draw(
     dist: str, shape: torch.Size, var: float, g: torch.Generator, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
     """Zero-mean draw of variance ``var``: normal, or uniform on ±√(3 var)."""
     if dist == "normal":
-        return _normal(shape, math.sqrt(var), g, dtype)
-    return _uniform(shape, math.sqrt(3.0 * var), g, dtype)
+        return _normal(shape, _scale(dist, var), g, dtype)
+    return _uniform(shape, _scale(dist, var), g, dtype)
+
+
+def _scale(dist: str, var: float) -> float:
+    """The std (normal) or bound (uniform) of a zero-mean draw of variance ``var``."""
+    return math.sqrt(var) if dist == "normal" else math.sqrt(3.0 * var)
 
 
 @register("normal")
@@ -328,6 +367,9 @@ class Normal(Initializer):
     def weight(self, shape, ctx):
         return _normal(shape, self.std, ctx.generator, ctx.dtype)
 
+    def fill_(self, tensor, ctx):
+        _fill(tensor, "normal", self.std, ctx.generator)
+
 
 @register("uniform")
 class Uniform(Initializer):
@@ -339,6 +381,9 @@ class Uniform(Initializer):
     def weight(self, shape, ctx):
         return _uniform(shape, self.bound, ctx.generator, ctx.dtype)
 
+    def fill_(self, tensor, ctx):
+        _fill(tensor, "uniform", self.bound, ctx.generator)
+
 
 @register("glorot")
 class Glorot(Initializer):
@@ -349,9 +394,14 @@ class Glorot(Initializer):
         self.dist = _check_dist(dist)
         self.gain = _check_positive("gain", gain)
 
+    def variance(self, ctx: InitContext) -> float:
+        return self.gain**2 * 2.0 / max(ctx.fan_in + ctx.fan_out, 1)
+
     def weight(self, shape, ctx):
-        var = self.gain**2 * 2.0 / max(ctx.fan_in + ctx.fan_out, 1)
-        return _draw(self.dist, shape, var, ctx.generator, ctx.dtype)
+        return _draw(self.dist, shape, self.variance(ctx), ctx.generator, ctx.dtype)
+
+    def fill_(self, tensor, ctx):
+        _fill(tensor, self.dist, _scale(self.dist, self.variance(ctx)), ctx.generator)
 
 
 @register("he")
@@ -366,9 +416,15 @@ class He(Initializer):
             raise ConfigError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
         self.mode = mode
 
-    def weight(self, shape, ctx):
+    def variance(self, ctx: InitContext) -> float:
         fan = ctx.fan_in if self.mode == "fan_in" else ctx.fan_out
-        return _draw(self.dist, shape, self.gain**2 / max(fan, 1), ctx.generator, ctx.dtype)
+        return self.gain**2 / max(fan, 1)
+
+    def weight(self, shape, ctx):
+        return _draw(self.dist, shape, self.variance(ctx), ctx.generator, ctx.dtype)
+
+    def fill_(self, tensor, ctx):
+        _fill(tensor, self.dist, _scale(self.dist, self.variance(ctx)), ctx.generator)
 
 
 def orthogonal(
