@@ -138,7 +138,7 @@ def test_survives_deepcopy_stack_and_parameter_replacement():
 
 def test_save_load_train_and_apply_twice_equals_once(tmp_path):
     m, rec = _mup_mlp(16)
-    path = save(m, tmp_path / "model.pt", rec)
+    path = save(m, tmp_path / "model.safetensors", rec)
     stored = json.loads(record_path(path).read_text())
     assert stored["weights_scaled"] is True and stored["base_shapes"]["base"]
     fresh = build(MLP, [6, 16, 16, 3], seed=1)
@@ -154,7 +154,7 @@ def test_save_load_train_and_apply_twice_equals_once(tmp_path):
     r2 = train(fresh, data, _with_groups(cfg, fresh, rec2), 0)
     assert r1.history[-1].val_loss == pytest.approx(r2.history[-1].val_loss, rel=1e-6)
     with pytest.raises(Exception, match="missing"):
-        load(fresh, tmp_path / "other.pt")
+        load(fresh, tmp_path / "other.safetensors")
     assert Record.load(record_path(path)).abc.name == "mup"
 
 

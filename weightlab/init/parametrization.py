@@ -253,8 +253,10 @@ class Record:
         )
 
     def save(self, path: str | Path) -> Path:
+        from weightlab.runs.files import atomic_write_bytes
+
         p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        atomic_write_bytes(p, json.dumps(self.to_dict(), indent=1, sort_keys=True).encode())
         return p
 
     @classmethod
@@ -341,8 +343,11 @@ def record_path(weights: str | Path) -> Path:
 
 
 def save(model: nn.Module, path: str | Path, record: Record) -> Path:
-    """Save the state dict to ``path`` and the record beside it (weights marked scaled)."""
-    torch.save(model.state_dict(), path)
+    """Save the state dict to ``path`` (safetensors, atomically) and the record beside it
+    (weights marked scaled)."""
+    from weightlab.runs.files import save_tensors
+
+    save_tensors(Path(path), dict(model.state_dict()))
     replace(record, weights_scaled=True).save(record_path(path))
     return Path(path)
 
@@ -355,10 +360,9 @@ def load(model: nn.Module, path: str | Path) -> Record:
         raise RunFileError(
             f"{rp} is missing; save weights with weightlab.init.parametrization.save"
         )
+    from weightlab.runs.files import load_tensors
+
     rec = Record.load(rp)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise RunFileError(f"cannot read weights {path}: {e}") from None
+    state = load_tensors(Path(path))  # safetensors: nothing is unpickled
     model.load_state_dict(state)
     return parametrize(model, rec)

@@ -335,11 +335,12 @@ def propagate_population(
 def loglog_slope(values: Sequence[float], first: int, last: int) -> float:
     """Least-squares slope of ``log values[ℓ]`` against ``log ℓ`` for ℓ = first..last
     (1-based layer numbers); NaN if any value is not positive and finite."""
-    ls = np.arange(first, last + 1, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)[first - 1 : last]
-    if len(v) < 2 or not np.all(np.isfinite(v)) or np.any(v <= 0):
+    from weightlab.init.coord_check import loglog_slope as slope
+
+    v = [float(x) for x in list(values)[first - 1 : last]]
+    if len(v) < 2:
         return math.nan
-    return float(np.polyfit(np.log(ls), np.log(v), 1)[0])
+    return slope(range(first, first + len(v)), v)
 
 
 def plot_signal(report: SignalReport, path: str | Path, title: str | None = None) -> Path:
