@@ -55,7 +55,7 @@ class VirgoConfig(RecipeConfig):
     epochs: int = opt(300, "full-batch steps (one epoch is one step)", min=1, max=100000)
     eval_every: int = opt(20, "steps between evaluations", min=1)
     n_nodes: int = opt(
-        400, "nodes of the SBM graph (600 took ~8 min CPU for 5 seeds)", min=8, max=20000
+        400, "nodes of the SBM graph (4 blocks; 80 train, 120 val, rest test)", min=8, max=20000
     )
     signal: float = opt(1.0, "norm of the class mean in the SBM node features", min=0)
 
