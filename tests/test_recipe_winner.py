@@ -72,9 +72,11 @@ def test_claims_held_did_not_hold_and_not_tested():
     failed = WinnerRecipe.check_claims(_rows(0.6, 16.0, 22.0), best_energy=0.99)
     assert [c.held for c in failed] == [False, False]
     assert "gain +6.00 dB" in failed[1].detail
+    # no member fits: (a) is not tested; (b), a comparison at the same budget, fails
     short = WinnerRecipe.check_claims(_rows(0.01, 16.0, 17.0), best_energy=0.2)
-    assert [c.held for c in short] == [None, None]
+    assert [c.held for c in short] == [None, False]
     assert "no member fits the signal" in short[0].detail
+    assert "gain +1.00 dB" in short[1].detail
     div = WinnerRecipe.check_claims(
         _rows(0.01, 16.0, 40.0, diverged=("winner seed 1",)), best_energy=0.99
     )
