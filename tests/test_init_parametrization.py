@@ -147,6 +147,12 @@ def test_save_load_train_and_apply_twice_equals_once(tmp_path):
     torch.testing.assert_close(fresh(x), m(x))
     parametrize(fresh, rec2)  # again: no second rescale, no second multiplier
     torch.testing.assert_close(fresh(x), m(x))
+    for scheme in ("mup", "mup-folded"):  # rescaling a parametrized model is an error
+        with pytest.raises(ConfigError, match="already parametrized"):
+            parametrize(fresh, scheme, BASE)
+        with pytest.raises(ConfigError, match="already parametrized"):
+            parametrize(copy.deepcopy(m), scheme, BASE)
+    torch.testing.assert_close(fresh(x), m(x))
     assert len(fresh.layers[2]._forward_pre_hooks) == 1
     data = _task()
     cfg = TrainConfig(epochs=2, batch_size=32, optim=OptimConfig("sgd", lr=0.1))

@@ -32,7 +32,8 @@ and the rules plus base shapes are a JSON record (:class:`Record`) saved beside 
 weights; nothing lives on parameter objects, so the parametrization survives
 ``copy.deepcopy``, ``torch.func.stack_module_state``, FSDP-style parameter replacement,
 and save -> load. The record says whether the stored weights are already scaled, so
-applying it to a loaded checkpoint twice equals once.
+applying it to a loaded checkpoint twice equals once; rescaling a model that was
+already parametrized (a marker attribute, kept by ``copy.deepcopy``) is an error.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from weightlab.train.config import ParamGroup
 
 KINDS = ("input.weight", "hidden.weight", "output.weight", "bias", "vector")
 MULT_BUFFER = "wl_input_mult"  # non-persistent buffer read by the forward pre-hook
+APPLIED = "_wl_parametrized"  # plain attribute on the model: its weights carry the scaling
 FORMAT = 1
 
 
@@ -282,7 +284,7 @@ def parametrize(
 
     Raises:
         ConfigError: μP (any non-SP rule) without base shapes; base shapes that do not
-            match the model.
+            match the model; rescaling a model this process already parametrized.
     """
     if isinstance(scheme, Record):
         rec = scheme
@@ -290,6 +292,11 @@ def parametrize(
     else:
         abc = get_parametrization(scheme)
     plans = plan(model, abc, base_shapes)
+    if not scaled and getattr(model, APPLIED, False):
+        raise ConfigError(
+            "this model is already parametrized (its weights are scaled); re-apply the "
+            "Record that parametrize/load returned, or pass scaled=True"
+        )
     params = dict(model.named_parameters())
     modules = dict(model.named_modules())
     with torch.no_grad():
@@ -311,6 +318,7 @@ def parametrize(
             else:
                 mod.register_buffer(MULT_BUFFER, value, persistent=False)
                 mod.register_forward_pre_hook(_scale_input)
+    object.__setattr__(model, APPLIED, True)  # survives copy.deepcopy; not in state_dict
     return Record(abc, base_shapes, True)
 
 
