@@ -118,7 +118,9 @@ def _linear_stack(model: nn.Module) -> tuple[list[nn.Linear], str]:
 
 def _mean_field_batch(act, cws, cbs, widths, x2: np.ndarray):
     """Per input (``x2`` = |x|²/n_0), the mean-field K, G (relative to the last layer),
-    χ∥ and χ⊥ of every layer; returns batch means (G scaled by 1)."""
+    χ∥ and χ⊥ of every layer; returns the batch means of K, χ∥ and χ⊥ and G per input
+    (``(layers, B)``, ``G[L] = 1``; the caller scales each input's column by its measured
+    ``G^L``)."""
     n_layers = len(cws)
     k = np.empty((n_layers, len(x2)))
     k[0] = cbs[0] + cws[0] * x2
