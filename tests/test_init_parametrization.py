@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from weightlab.data.task import Split, TaskData
-from weightlab.errors import ConfigError
+from weightlab.errors import ConfigError, RunFileError
 from weightlab.init.base_shapes import BaseShapes
 from weightlab.init.coord_check import coord_check, loglog_slope
 from weightlab.init.output_scale import default_lr, output_scale
@@ -162,6 +162,10 @@ def test_save_load_train_and_apply_twice_equals_once(tmp_path):
     with pytest.raises(Exception, match="missing"):
         load(fresh, tmp_path / "other.safetensors")
     assert Record.load(record_path(path)).abc.name == "mup"
+    for bad in ({"format": 1}, {"format": 1, "parametrization": "x"},
+                {"format": 1, "parametrization": {"rules": {"bias": [0, 0, "a", 0]}}}):  # fmt: skip
+        with pytest.raises(RunFileError, match="malformed parametrization record"):
+            Record.from_dict(bad)
 
 
 def _with_groups(cfg, model, rec):

@@ -248,11 +248,17 @@ class Record:
         if not isinstance(d, Mapping) or d.get("format") != FORMAT:
             raise RunFileError(f"not a weightlab parametrization record (format {FORMAT})")
         bs = d.get("base_shapes")
-        return cls(
-            ABC.from_dict(d["parametrization"]),  # type: ignore[arg-type]
-            None if bs is None else BaseShapes.from_dict(bs),  # type: ignore[arg-type]
-            bool(d.get("weights_scaled", False)),
-        )
+        try:
+            return cls(
+                ABC.from_dict(d["parametrization"]),  # type: ignore[arg-type]
+                None if bs is None else BaseShapes.from_dict(bs),  # type: ignore[arg-type]
+                bool(d.get("weights_scaled", False)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise RunFileError(
+                f"malformed parametrization record ({type(e).__name__}: {e}); "
+                "save it with weightlab.init.parametrization.save"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         from weightlab.runs.files import atomic_write_bytes
