@@ -109,12 +109,13 @@ class Winner(Initializer):
         if not (math.isfinite(self.omega0) and self.omega0 > 0):
             raise ConfigError(f"winner omega0 must be > 0, got {omega0!r}")
         self.s0_max, self.a, self.b = _nonneg("s0_max", s0_max), _nonneg("a", a), _nonneg("b", b)
-        self._cache: tuple[int, float] | None = None
+        self._cache: tuple[Any, float] | None = None  # (target, centroid)
 
     def scales(self, target: Any) -> tuple[float, float]:
-        """``(s0, s1)`` for ``target`` (cached per target object)."""
-        if self._cache is None or self._cache[0] != id(target):
-            self._cache = (id(target), spectral_centroid(target))
+        """``(s0, s1)`` for ``target`` (cached per target object; the cache holds the
+        object itself, so a later target cannot reuse a freed one's ``id``)."""
+        if self._cache is None or self._cache[0] is not target:
+            self._cache = (target, spectral_centroid(target))
         return noise_scales(self._cache[1], self.s0_max, self.a, self.b)
 
     def weight(self, shape: torch.Size, ctx: InitContext) -> torch.Tensor:
