@@ -89,6 +89,10 @@ def test_claims_on_hand_made_tables():
     best[("sp", 64)] = 0  # base width on the grid's edge: not tested
     a, b, _ = MupTransfer.check_claims(cfg, best, coord_ok)
     assert (a.held, b.held) == (None, None)
+    best[("sp", 64)] = 2
+    small = MupTransferConfig(widths="64,256,1024", lr_log2_min=-9, lr_log2_max=-5)
+    a, b, _ = MupTransfer.check_claims(small, best, coord_ok)  # 5 lrs: fewer than the 6 needed
+    assert (a.held, b.held) == (None, None) and "fewer than the 6" in a.detail
     coord_bad = {"mup": {"max_abs_slope": 0.3, "max_slope": 0.3}, "sp": coord_ok["sp"]}
     assert MupTransfer.check_claims(cfg, best, coord_bad)[2].held is False
 

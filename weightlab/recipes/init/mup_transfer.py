@@ -18,8 +18,9 @@ mean over seeds (a diverged member counts as +inf).
 Claims: (a) under μP every width's best lr is within 1 grid step of width 64's; (b) under
 SP width 1024's is ≥ 2 steps away; (c) coordinate check over the first 5 steps (after
 updates 1-5, lr 2⁻⁸): under μP every layer's log-log slope of mean |output| against
-width is within ±0.2, under SP some layer's is ≥ 0.5. Precondition of (a) and (b): width
-64's best lr is not on the grid's edge.
+width is within ±0.2, under SP some layer's is ≥ 0.5. Preconditions of (a) and (b): width
+64's best lr is not on the grid's edge, and the grid has the issue's ≥ 6 learning rates
+(a smaller grid, as in the smoke run, is reported as not tested).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ STAYS_STEPS = 1  # (a) μP: every width within 1 grid step of the base width's b
 DRIFT_STEPS = 2  # (b) SP: the widest width >= 2 steps away
 FLAT_SLOPE = 0.2  # (c) μP: every layer |slope| <= 0.2 over the first steps
 GROW_SLOPE = 0.5  # (c) SP: some layer's slope >= 0.5
+MIN_LRS = 6  # (a), (b): the lr grid needs >= 6 values
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ class MupTransfer(Recipe):
         cfg: MupTransferConfig, best: dict, coord_rows: dict, not_learned: str | None = None
     ) -> list[ClaimResult]:
         """(a) μP stays put, (b) SP drifts (both need width ``base``'s best lr off the grid's
-        edge), (c) the coordinate check; all need the sweep to have learned and, for (c),
+        edge and >= 6 lrs), (c) the coordinate check; all need the sweep to have learned and, for (c),
         finite activations."""
         exps, widths = cfg.lr_exps, cfg.width_values
         b, top = cfg.base_width, widths[-1]
@@ -343,6 +345,8 @@ class MupTransfer(Recipe):
         for p in PARAMS:
             if best[(p, b)] in (0, len(exps) - 1):
                 edge.append(f"{p} width {b}'s best lr 2^{exps[best[(p, b)]]} is on the grid's edge")
+        if len(exps) < MIN_LRS:
+            edge.append(f"the lr grid has {len(exps)} values, fewer than the {MIN_LRS} needed")
         pre = "; ".join(edge) or None
 
         finite = (
