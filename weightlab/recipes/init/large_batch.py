@@ -72,6 +72,7 @@ MIN_LOG_R2 = 0.9
 MAX_RSS_RATIO = 0.5  # RSS(log fit) <= 0.5 x RSS(sqrt fit)
 MOST_OF_GAP = 0.5
 MIN_GAP_PTS = 1.0
+MIN_FIT_POINTS = 20  # (a)'s fit needs >= 20 log-spaced steps of the high-lr phase
 DECAY_AT = 0.75  # lr / 10 after 75% of the updates: the high-lr phase is before it
 P_GRID = [round(0.02 + 0.01 * i, 2) for i in range(149)]  # 0.02 .. 1.50
 
@@ -298,7 +299,7 @@ class LargeBatch(Recipe):
             fit = fit_curves(t, d) if len(t) >= 3 else None
             fits.append({"seed": m["seed"], "points": len(t), "fit": fit})
         curves = {arm: [m["distance"] for m in units[arm]["members"]] for arm in ARMS}
-        claims = [c.to_dict() for c in self.check_claims(rows, fits, chance, cfg.fit_points)]
+        claims = [c.to_dict() for c in self.check_claims(rows, fits, chance)]
         return {
             "recipe": self.name,
             "paper": self.paper,
@@ -318,9 +319,7 @@ class LargeBatch(Recipe):
         }
 
     @staticmethod
-    def check_claims(
-        rows: list[dict], fits: list[dict], chance: float, fit_points: int = 20
-    ) -> list[ClaimResult]:
+    def check_claims(rows: list[dict], fits: list[dict], chance: float) -> list[ClaimResult]:
         by = {r["arm"]: r for r in rows}
         diverged = [f"{r['arm']} seed {s}" for r in rows for s in r["diverged"]]
         learned = baseline_learned(by["a"]["test_acc_mean"], chance=chance, name="(a) small-batch")
@@ -345,8 +344,9 @@ class LargeBatch(Recipe):
             f"seed {f['seed']} has {f['points']} fit points (< 3)" for f in fits if f["fit"] is None
         ]
         too_few = (
-            f"fewer than 20 log-spaced steps in the high-lr phase ({fits[0]['points']})"
-            if fits and fits[0]["points"] < 20
+            f"fewer than {MIN_FIT_POINTS} log-spaced steps in the high-lr phase "
+            f"({min(f['points'] for f in fits)})"
+            if fits and min(f["points"] for f in fits) < MIN_FIT_POINTS
             else None
         )
 
@@ -392,7 +392,7 @@ class LargeBatch(Recipe):
             judge(
                 "log-distance",
                 QUOTE_LOG,
-                f"(a)'s ‖w_t − w_0‖ at ≥ 20 log-spaced steps of the high-lr phase fits "
+                f"(a)'s ‖w_t − w_0‖ at ≥ {MIN_FIT_POINTS} log-spaced steps of the high-lr phase fits "
                 f"a·log t + b with R² > {MIN_LOG_R2:g} and RSS ≤ {MAX_RSS_RATIO:g}× the "
                 "random-walk fit a·√t + b (every seed); a free a·t^p + b fit is reported",
                 [learned, div, too_few, *few],
