@@ -108,9 +108,38 @@ def test_ntk_and_sp_rules():
     torch.testing.assert_close(m(x), m0(x))  # same function at init, stored × 2
     torch.testing.assert_close(m.layers[1].weight, 2 * m0.layers[1].weight)
     assert lr_multipliers(m, rec, "sgd")["layers.1.weight"] == 1  # η/n on the effective W
+    assert lr_multipliers(m, rec, "adam") == {  # Adam: hidden / m, other width tensors / √m
+        "layers.0.weight": 0.5, "layers.0.bias": 0.5, "layers.1.weight": 0.25,
+        "layers.1.bias": 0.5, "layers.2.weight": 0.5, "layers.2.bias": 1,
+    }  # fmt: skip
     s, rec = _mup_mlp(16, scheme="sp")
     assert set(lr_multipliers(s, rec, "adam").values()) == {1.0}
     assert PRESETS["mup"].rule("output.weight") == Rule(1, -0.5, -1, 0)
+
+
+def _hidden(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m.layers[1](torch.relu(m.layers[0](x))).detach()
+
+
+def test_ntk_under_adam_is_the_kernel_regime():
+    """3 Adam steps: the function moves O(1) in width, hidden features O(m^-½)."""
+    x = _x(32).double()
+    y = torch.arange(32) % 3
+    df, dh = [], []
+    for w in (16, 256):
+        m, rec = _mup_mlp(w, scheme="ntk")
+        m = m.double()
+        mults = lr_multipliers(m, rec, "adam")
+        opt = torch.optim.Adam([{"params": [p], "lr": 1e-3 * mults[n]} for n, p in m.named_parameters()])  # fmt: skip
+        f0, h0 = m(x).detach(), _hidden(m, x)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+        df.append((m(x).detach() - f0).abs().mean().item())
+        dh.append((_hidden(m, x) - h0).abs().mean().item())
+    assert abs(loglog_slope([16, 256], df)) < 0.25
+    assert loglog_slope([16, 256], dh) < -0.3
 
 
 def test_folded_is_the_same_function_and_plain():

@@ -19,7 +19,9 @@ as ε does not scale); :meth:`ABC.folded` uses it to move every multiplier into 
 weights and learning rates, so a parametrized plain MLP keeps the population fast path.
 
 Presets (:data:`PRESETS`): ``sp`` (all zero), ``ntk`` (hidden and output ``a = ½``,
-``b = -½``), ``mup`` (``mup`` 1.0.0's placement: ``MuReadout`` divides the readout input
+``b = -½``; SGD lr unscaled; Adam lr × ``m^{-1}`` for hidden weights and × ``m^{-½}`` for
+the other width-sized tensors, so under Adam, too, the function moves O(1) while features
+move O(m^{-½}): the kernel regime), ``mup`` (``mup`` 1.0.0's placement: ``MuReadout`` divides the readout input
 by ``m``, ``set_base_shapes`` multiplies readout weights and hidden/readout biases by
 ``√m`` once; ``MuSGD`` multiplies the lr of vector-like tensors by ``m``; ``MuAdam``
 divides the hidden lr by ``m``), ``mup-table`` (TP IV's table form, ``a_1 = -½``,
@@ -118,7 +120,16 @@ _MUP = {
 }
 PRESETS: dict[str, ABC] = {
     "sp": ABC("sp", {}),
-    "ntk": ABC("ntk", {"hidden.weight": Rule(0.5, -0.5, 0, 0), "output.weight": Rule(0.5, -0.5)}),
+    "ntk": ABC(
+        "ntk",
+        {
+            "input.weight": Rule(0, 0, 0, 0.5),
+            "hidden.weight": Rule(0.5, -0.5, 0, 1),
+            "output.weight": Rule(0.5, -0.5, 0, 0.5),
+            "bias": Rule(0, 0, 0, 0.5),
+            "vector": Rule(0, 0, 0, 0.5),
+        },
+    ),
     "mup": ABC("mup", _MUP),
     "mup-table": ABC(
         "mup-table",
