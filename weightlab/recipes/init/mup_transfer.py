@@ -452,7 +452,7 @@ class MupTransfer(Recipe):
 
 def _peak_flops(size: int = 2048, seconds: float = 0.3) -> float:
     """This machine's fp32 matmul rate now (best of repeated 2048² products)."""
-    a = torch.randn(size, size)
+    a = torch.randn(size, size, generator=torch.Generator().manual_seed(0))  # not the global RNG
     a @ a
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
