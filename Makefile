@@ -36,3 +36,5 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/population.py
 	$(BIN)/python bench/lottery_ticket.py
+	$(BIN)/python bench/sparsity.py
+	$(BIN)/python bench/init.py
