@@ -51,7 +51,8 @@ SENTENCES = [
 ]
 
 
-def _median_rounds(sides: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> dict:
+def _rounds(sides: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> dict:
+    """Every side's time in each of ``rounds`` interleaved rounds (order alternating)."""
     out: dict[str, list[float]] = {k: [] for k in sides}
     names = list(sides)
     for k in names:  # warm: lazy imports, first-call allocations
@@ -59,7 +60,16 @@ def _median_rounds(sides: dict[str, Callable[[], float]], rounds: int = ROUNDS) 
     for r in range(rounds):
         for k in names if r % 2 == 0 else names[::-1]:
             out[k].append(sides[k]())
-    return {k: statistics.median(v) for k, v in out.items()}
+    return out
+
+
+def _median_rounds(sides: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> dict:
+    return {k: statistics.median(v) for k, v in _rounds(sides, rounds).items()}
+
+
+def _ms(times: list[float]) -> str:
+    """``median (min-max)`` in ms."""
+    return f"{1e3 * statistics.median(times):.1f} ({1e3 * min(times):.1f}-{1e3 * max(times):.1f})"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -130,19 +140,20 @@ def bench_meta(scheme: str = "normal") -> bool:
             res[k].append(_peak_kb(sides[k]))
     t = {k: statistics.median(x[0] for x in v) for k, v in res.items()}
     m = {k: statistics.median(x[1] for x in v) for k, v in res.items()}
+    spread = {k: _ms([x[0] for x in v]) for k, v in res.items()}
     rt, rm = t["big"] / t["alone"], m["big"] / max(m["alone"], 1)
     ok = rt <= MUST_A and rm <= MUST_A
     print(
         f"(a) {n_params / 1e9:.3f} B-parameter model on meta, layer {LAYER} "
         f"Linear({D}, {4 * D}) materialized + initialize({scheme!r})"
     )
-    print(f"{'':>22} {'time (ms)':>10} {'peak RSS (MB)':>14}")
+    print(f"{'':>22} {'time ms, median (min-max)':>28} {'peak RSS (MB)':>14}")
     for k, label in (
         ("big", "in the 1B model"),
         ("alone", "layer built alone"),
         ("torch", "nn.init alone"),
     ):
-        print(f"{label:>22} {1e3 * t[k]:>10.1f} {m[k] / 1024:>14.1f}")
+        print(f"{label:>22} {spread[k]:>28} {m[k] / 1024:>14.1f}")
     print(
         f"    ratio in-model/alone: time {rt:.2f}x, memory {rm:.2f}x; must <= {MUST_A}: "
         f"{'met' if ok else 'NOT met'}  (registry/nn.init on the lone layer: time "
@@ -181,21 +192,25 @@ def bench_minilm_schemes(model: nn.Module) -> bool:
     print(
         f"(b) MiniLM, {len(lins)} Linears ({sum(m.weight.numel() for m in lins) / 1e6:.1f} M weights)"
     )
-    print(f"{'scheme':>20} {'initialize (ms)':>16} {'nn.init (ms)':>13} {'ratio':>7}  must")
+    print(
+        f"{'scheme':>20} {'initialize ms, median (min-max)':>32} "
+        f"{'nn.init ms, median (min-max)':>30} {'ratio':>7}  must"
+    )
     ok = True
     normal_t = None
     for name in TORCH_EQUIV:
-        t = _median_rounds(
+        runs = _rounds(
             {
                 "reg": lambda name=name: _timed(lambda: initialize(model, name, seed=0)),
                 "torch": lambda name=name: _timed(plain(name)),
             }
         )
+        t = {k: statistics.median(v) for k, v in runs.items()}
         ratio = t["reg"] / t["torch"]
         ok &= ratio <= MUST_B
         normal_t = t["reg"] if name == "normal" else normal_t
         print(
-            f"{name:>20} {1e3 * t['reg']:>16.1f} {1e3 * t['torch']:>13.1f} {ratio:>6.2f}x  "
+            f"{name:>20} {_ms(runs['reg']):>32} {_ms(runs['torch']):>30} {ratio:>6.2f}x  "
             f"<= {MUST_B}: {'met' if ratio <= MUST_B else 'NOT met'}"
         )
     others = {}
@@ -255,7 +270,8 @@ def bench_lsuv(model: nn.Module, tokenizer) -> bool:
         with torch.no_grad():
             return _timed(lambda: [model(**data) for _ in range(n_pass)])
 
-    t = _median_rounds({"lsuv": lsuv, "fwd": forwards})
+    runs = _rounds({"lsuv": lsuv, "fwd": forwards})
+    t = {k: statistics.median(v) for k, v in runs.items()}
     handle.remove()
     per_iter = stats["passes"] / stats["iterations"]
     ratio = t["lsuv"] / t["fwd"]
@@ -268,7 +284,7 @@ def bench_lsuv(model: nn.Module, tokenizer) -> bool:
         f"(c) LSUV on MiniLM's {stats['layers']} encoder Linears, batch {tuple(ids.shape)}: "
         f"{stats['passes']} forward calls for {stats['iterations']} iterations, "
         f"{stats['converged']}/{stats['layers']} layers within tol; "
-        f"LSUV {t['lsuv']:.2f} s vs {n_pass} forwards {t['fwd']:.2f} s"
+        f"LSUV {_ms(runs['lsuv'])} ms vs {n_pass} forwards {_ms(runs['fwd'])} ms"
     )
     for label, ok in musts:
         print(f"    {label}: {'met' if ok else 'NOT met'}")

@@ -74,7 +74,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def _interleaved(a, b, rounds: int = ROUNDS) -> tuple[float, float]:
+def _interleaved(a, b, rounds: int = ROUNDS) -> tuple[list[float], list[float]]:
+    """Each side's time in every round; the order alternates between rounds."""
     ta, tb = [], []
     for r in range(rounds):
         if r % 2:
@@ -83,7 +84,11 @@ def _interleaved(a, b, rounds: int = ROUNDS) -> tuple[float, float]:
         else:
             ta.append(_timed(a))
             tb.append(_timed(b))
-    return statistics.median(ta), statistics.median(tb)
+    return ta, tb
+
+
+def _spread(times: list[float]) -> str:
+    return f"{min(times):.3f}-{max(times):.3f}"
 
 
 def main() -> None:
@@ -173,7 +178,8 @@ def main() -> None:
         if only and not any(label.lower().startswith(w) for w in only):
             return
         ours(), ref()  # warm-up
-        t_ours, t_ref = _interleaved(ours, ref)
+        runs_ours, runs_ref = _interleaved(ours, ref)
+        t_ours, t_ref = statistics.median(runs_ours), statistics.median(runs_ref)
         t_floor = statistics.median(_timed(floor) for _ in range(ROUNDS)) if floor else None
         ratio = t_ours / t_ref
         ok = None if must is None else ratio <= must
@@ -183,7 +189,8 @@ def main() -> None:
             "reported only" if must is None else f"must <= {must}: " + ("met" if ok else "NOT met")
         )
         print(
-            f"{label:<26} weightlab {t_ours:8.3f} s  loop {t_ref:8.3f} s  "
+            f"{label:<26} weightlab {t_ours:8.3f} s ({_spread(runs_ours)})  "
+            f"loop {t_ref:8.3f} s ({_spread(runs_ref)})  "
             f"ratio {ratio:.3f} ({verdict}){fl}",
             flush=True,
         )

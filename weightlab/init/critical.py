@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from weightlab.errors import ConfigError
-from weightlab.init.registry import InitContext, Initializer, register
+from weightlab.init.registry import InitContext, Initializer, _normal, register
 
 QUAD_NODES = 160  # Gauss-Hermite nodes (even): exact for polynomials of degree < 320
 K_GRID = (1e-3, 1e2)  # where critical_point looks for a nonzero K*
@@ -320,16 +320,13 @@ class Critical(Initializer):
 
     def weight(self, shape, ctx):
         c_w, _ = self.values(ctx)
-        std = math.sqrt(c_w / max(ctx.fan_in, 1))
-        return torch.randn(tuple(shape), generator=ctx.generator, dtype=torch.float64) * std
+        return _normal(shape, math.sqrt(c_w / max(ctx.fan_in, 1)), ctx.generator, ctx.dtype)
 
     def bias(self, shape, ctx):
         _, c_b = self.values(ctx)
         if c_b == 0:
             return torch.zeros(tuple(shape), dtype=torch.float64)
-        return torch.randn(tuple(shape), generator=ctx.generator, dtype=torch.float64) * math.sqrt(
-            c_b
-        )
+        return _normal(shape, math.sqrt(c_b), ctx.generator, ctx.dtype)
 
 
 __all__ = [

@@ -150,13 +150,14 @@ def top_k(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _top_alive(
-    names: Sequence[str],
     flats: Sequence[torch.Tensor],
     alive: Sequence[torch.Tensor] | None,
     k: int,
+    what: str = "",
 ) -> list[torch.Tensor]:
     """Bool masks keeping exactly ``k`` of the entries alive in ``alive`` (all, if
-    ``None``), the largest first, ties to the earlier tensor and lower index.
+    ``None``), the largest first, ties to the earlier tensor and lower index; ``what``
+    names the weights in the error for an impossible ``k`` (e.g. `` of 'fc.weight'``).
 
     Float scores: the dead entries are set to ``-inf`` and :func:`top_k_many` selects
     over full tensors (no gathers); if the ``k``-th largest is ``-inf`` itself (live
@@ -167,7 +168,9 @@ def _top_alive(
         else sum(int(torch.count_nonzero(a)) for a in alive)
     )
     if not 0 <= k <= n_alive:
-        raise ConfigError(f"cannot keep {k} weights: {n_alive} are alive; ask for 0..{n_alive}")
+        raise ConfigError(
+            f"cannot keep {k} weights{what}: {n_alive} are alive; ask for 0..{n_alive}"
+        )
     if alive is None:
         return top_k_many(flats, k)
     if k == 0:
@@ -205,13 +208,7 @@ def layerwise_masks(
             raise ConfigError(f"no keep count for {name!r}; give one for every scored layer")
         flat = _check_scores(name, score)
         alive = None if prev_masks is None else [_alive(name, score, prev_masks)]
-        k = int(keep[name])
-        n_alive = flat.numel() if alive is None else int(torch.count_nonzero(alive[0]))
-        if not 0 <= k <= n_alive:
-            raise ConfigError(
-                f"cannot keep {k} weights of {name!r}: {n_alive} are alive; ask for 0..{n_alive}"
-            )
-        (mask,) = _top_alive([name], [flat], alive, k)
+        (mask,) = _top_alive([flat], alive, int(keep[name]), f" of {name!r}")
         out[name] = mask.view(score.shape)
     return out
 
@@ -239,7 +236,7 @@ def global_masks(
         if prev_masks is None
         else [_alive(n, scores[n], prev_masks).to(flats[0].device) for n in names]
     )
-    masks = _top_alive(names, flats, alive, int(keep_total))
+    masks = _top_alive(flats, alive, int(keep_total))
     return {
         name: m.to(scores[name].device).view(scores[name].shape)
         for name, m in zip(names, masks, strict=True)
