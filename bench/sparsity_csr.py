@@ -25,8 +25,8 @@ from weightlab.sparsity.export import merged_copy, to_csr
 WIDTHS = (40, 300, 100, 10)
 DENSITY = 0.05
 BATCHES = (1, 60, 1000)
-ROUNDS = 7
-REPS = {1: 400, 60: 200, 1000: 30}
+ROUNDS = 11
+REPS = {1: 400, 60: 500, 1000: 40}
 MUST = 0.5  # CSR / dense at batch 60 and 1000
 
 

@@ -182,11 +182,19 @@ class CSRMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xt = x.flatten(1).T.contiguous()
-        *hidden, last = self._modules["layers"]._modules.values()
+        layers = self._modules["layers"]._modules
+        last = len(layers) - 1
         act = self._act
-        for layer in hidden:
-            xt = act(_forward_t(layer, xt))
-        return _forward_t(last, xt).T
+        for i, layer in enumerate(layers.values()):
+            if type(layer) is CSRLinear:  # inlined: ~3 us of the ~60 at batch 60
+                buffers = layer._buffers
+                weight, bias = buffers["weight"], buffers["bias_column"]
+                xt = torch.mm(weight, xt) if bias is None else torch.addmm(bias, weight, xt)
+            else:
+                xt = _forward_t(layer, xt)
+            if i < last:
+                xt = act(xt)
+        return xt.T
 
 
 def _feature_major(out: nn.Module) -> nn.Module:
