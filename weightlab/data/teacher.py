@@ -163,3 +163,37 @@ DEEP_LINEAR_PARAMS = (
         min=0,
     ),
 )
+
+
+def load_teacher_poly(**p) -> TaskData:
+    """``teacher_poly``: ``y = prod_{i in monomial} x_i`` on ``x ~ N(0, I_d)`` (default
+    ``x_1 x_2``, the polynomial-regression task of Kumar et al. 2024, "Grokking as the
+    Transition from Lazy to Rich Training Dynamics", Section 5), plus ``noise * N(0, 1)``.
+    Indices are 1-based (``"1,2"`` is ``x_1 x_2``) and distinct, so ``Var(y) = 1`` without
+    noise (a product of independent unit Gaussians). Targets are ``(n, 1)`` float32.
+    ``info["monomial"]`` holds the 0-based coordinates."""
+    d, mono = p["d"], p["monomial"]
+    bad = [i for i in mono if not 1 <= i <= d]
+    if bad or len(set(mono)) != len(mono):
+        raise DataError(
+            f"task 'teacher_poly': monomial {','.join(map(str, mono))} must list distinct "
+            f"1-based coordinates in 1..d={d}; e.g. monomial=1,2 for x1*x2"
+        )
+    idx = [i - 1 for i in mono]
+
+    def target(x: torch.Tensor) -> torch.Tensor:
+        return x[:, idx].prod(dim=1, keepdim=True)
+
+    q = {**p, "d_in": d}
+    return _make("teacher_poly", q, target, {"monomial": torch.tensor(idx)})
+
+
+POLY_PARAMS = (
+    Param("n_train", "int", 300, "training examples", min=1),
+    Param("n_val", "int", 500, "validation examples", min=1),
+    Param("n_test", "int", 1000, "test examples", min=1),
+    Param("d", "int", 50, "input dimension", min=1),
+    Param("monomial", "ints", "1,2", "1-based coordinates multiplied (1,2 = x1*x2)", min=1),
+    Param("noise", "float", 0.0, "standard deviation of the Gaussian target noise", min=0),
+    Param("seed", "int", 0, "seed of the inputs and the noise", min=0),
+)
