@@ -43,6 +43,7 @@ SMALL = {
     "signal2d": {"n": 16, "f_lo": 2, "f_hi": 5},
     "image": {"size": 16},
     "sentences": {"model": "tiny", "n_train": 8, "n_val": 4, "n_test": 4},
+    "mnist1d_binary": {"n_train": 64, "n_val": 20},
 }
 SEEDED = [n for n, p in TASKS.items() if "seed" in {q.name for q in p.params}]
 

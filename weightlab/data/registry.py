@@ -18,7 +18,7 @@ import torch
 from weightlab.data import graphs, modular, sentences, signals, teacher, xor
 from weightlab.data.digits import load_digits
 from weightlab.data.idx import load_idx_task
-from weightlab.data.mnist1d import load_mnist1d
+from weightlab.data.mnist1d import BINARY_PARAMS, load_mnist1d, load_mnist1d_binary
 from weightlab.data.params import Param, check_params
 from weightlab.data.tabular import load_breast_cancer, load_iris, load_wine
 from weightlab.data.task import TaskData
@@ -46,6 +46,12 @@ def _tasks(*tasks: Task) -> dict[str, Task]:
 
 TASKS: dict[str, Task] = _tasks(
     Task("mnist1d", load_mnist1d, summary="MNIST-1D (Greydanus 2020), 40 features, 10 classes"),
+    Task(
+        "mnist1d_binary",
+        load_mnist1d_binary,
+        BINARY_PARAMS,
+        summary="MNIST-1D digits 0-4 vs 5-9, P drawn class-balanced from its 4000 train+val",
+    ),
     Task("digits", load_digits, summary="scikit-learn 8x8 digits, 64 features, 10 classes"),
     Task("iris", load_iris, summary="scikit-learn iris, 4 features, 3 classes"),
     Task("wine", load_wine, summary="scikit-learn wine, 13 features, 3 classes"),
