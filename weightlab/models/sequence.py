@@ -145,7 +145,7 @@ class SeqTransformer(SequenceModel):
         head: str = "classify",
         d: int = 32,
         layers: int = 2,
-        heads: int = 2,
+        heads: int = 4,
         ffn: int | None = None,
     ) -> None:
         super().__init__(length, d, num_classes, head)
