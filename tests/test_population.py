@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from population_helpers import assert_state_close, random_mask
+from population_helpers import assert_result_close, assert_state_close, random_mask, solo
 
 from weightlab.core import get_masks, take_snapshot
 from weightlab.data import TaskData
@@ -235,3 +235,28 @@ def test_unfused_optimizer_fallback_matches_single_model_loop(data, monkeypatch,
     ]
     check_equivalence(MLP_F, specs, data)
     assert popt.fused_available(torch.device("cpu")) is False
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_empty_validation_split_gives_nan_metrics_in_loop_and_population(data, kind):
+    """A task without validation examples trains; its val metrics are NaN (null in run files),
+    the test metrics real, and the population still equals the loop."""
+    from weightlab.data import Split
+    from weightlab.runs.files import dumps_json
+
+    x = data.train.x.double()
+    if kind == "classification":
+        y, out, factory = data.train.y, 10, model_factory(MLP, [40, 16, 10])
+    else:
+        y, out, factory = x[:, :3].sum(1, keepdim=True), 1, model_factory(MLP, [40, 16, 1])
+    empty = Split(x[:0], y[:0])
+    classes = out if kind == "classification" else 0
+    task = TaskData("no-val", Split(x, y), empty, Split(x[:50], y[:50]), classes, kind)
+    cfg = TrainConfig(epochs=2, batch_size=32, eval_every=5)
+    spec = MemberSpec(seed=3)
+    got = Population(factory, [spec], data_seed=0, dtype=torch.float64).fit(task, cfg)[0]
+    model, want = solo(factory, spec, task, cfg)
+    assert_result_close(got, want)
+    point = got.history[-1]
+    assert math.isnan(point.val_loss) and math.isfinite(point.test_loss)
+    assert '"val_loss": null' in dumps_json(point.to_dict())

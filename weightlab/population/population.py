@@ -450,6 +450,13 @@ class Population:
         data, spe = run.data, run.spe
         metrics = {}
         for name, split in (("val", data.val), ("test", data.test)):
+            if len(split) == 0:  # no examples: NaN metrics (null in run files), as in the loop
+                nan = [math.nan] * len(members)
+                if data.kind == "regression":
+                    metrics[name] = (nan, None, nan, nan)
+                else:
+                    metrics[name] = (nan, nan, None, None)
+                continue
             loss, second = engine.evaluate(split, rows)
             loss = (loss / len(split)).tolist()
             if data.kind == "regression":

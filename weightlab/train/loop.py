@@ -135,8 +135,14 @@ def evaluate_split(
     regression; ``loss`` is the mean of ``loss_fn``'s per-example losses (see
     :mod:`weightlab.train.metrics` for R² and the relative error). ``stats``: the split's
     :func:`~weightlab.train.metrics.target_stats` (regression), for callers that evaluate
-    the same split repeatedly; ``None`` computes them.
+    the same split repeatedly; ``None`` computes them. An empty split (a task without
+    validation examples) gives NaN metrics, written as ``null`` in run files.
     """
+    if len(split) == 0:
+        nan = float("nan")
+        if kind == "classification":
+            return {"loss": nan, "acc": nan}
+        return {"loss": nan, "r2": nan, "rel_err": nan}
     was_training = model.training
     model.eval()
     n = len(split)
