@@ -564,11 +564,15 @@ class SelfPretrain(Recipe):
         axes[0].axhline(summary["chance_pct"], color="k", lw=0.8, ls="--", label="chance")
         axes[0].set_ylabel("test accuracy at early stop (%)")
         axes[0].set_title("Supervised accuracy (mean ± std over seeds)")
-        for r in summary["pretraining"]:
-            per = summary["passes_per_epoch"]
-            xs_p = [per * (i + 1) for i in range(len(r["val_loss_mean"]))]
-            axes[1].plot(xs_p, r["val_loss_mean"], "o-", ms=3, label=f"{r['arch']} held-out")
-            axes[1].plot(xs_p, r["train_loss_mean"], ":", label=f"{r['arch']} train")
+        for i, r in enumerate(summary["pretraining"]):
+            per, color = summary["passes_per_epoch"], f"C{i}"
+            xs_p = [per * (j + 1) for j in range(len(r["val_loss_mean"]))]
+            axes[1].plot(
+                xs_p, r["val_loss_mean"], "o-", ms=3, color=color, label=f"{r['arch']} held-out"
+            )
+            axes[1].plot(
+                xs_p, r["train_loss_mean"], ":", color=color, label=f"{r['arch']} train (mean)"
+            )
         axes[1].set_xlabel("passes over the training inputs")
         axes[1].set_ylabel("masked MSE")
         axes[1].set_title("Masked-denoising pretraining (mean over seeds)")
