@@ -89,7 +89,7 @@ def test_bad_archs_are_config_errors(text):
         _parse_archs(text)
 
 
-def test_validate_refuses_a_batch_larger_than_the_data():
+def test_validate_refuses_a_batch_larger_than_the_data_and_a_mask_of_no_token():
     recipe = SelfPretrain()
     cfg = make_config("self-pretrain", n_train=64, batch_size=128)
     with pytest.raises(ConfigError, match="batch-size"):
@@ -97,6 +97,11 @@ def test_validate_refuses_a_batch_larger_than_the_data():
     with pytest.raises(ConfigError, match="n-train"):
         recipe.validate(
             make_config("self-pretrain", n_train=4000),
+            {"train": 3500, "val": 500, "test": 1000},
+        )
+    with pytest.raises(ConfigError, match="mask-fraction"):  # 0.01 of 40 tokens masks none
+        recipe.validate(
+            make_config("self-pretrain", mask_fraction=0.01),
             {"train": 3500, "val": 500, "test": 1000},
         )
 

@@ -179,6 +179,12 @@ class SelfPretrain(Recipe):
             )
         if cfg.batch_size > n:
             raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {n} training examples")
+        shape = self.load_data(cfg).input_shape
+        if len(shape) == 1 and not 1 <= round(cfg.mask_fraction * shape[0]) < shape[0]:
+            raise ConfigError(
+                f"--mask-fraction {cfg.mask_fraction} masks {round(cfg.mask_fraction * shape[0])} "
+                f"of {shape[0]} tokens; choose one that masks at least one token and leaves one"
+            )
 
     def run(self, cfg: SelfPretrainConfig, rd: RunDir, progress: bool = False) -> dict:
         from weightlab.population import MemberSpec, Population
