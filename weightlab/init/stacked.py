@@ -26,6 +26,7 @@ from torch import nn
 
 from weightlab.init.schemes import Draw, Reset, init_plan
 from weightlab.seeding import generator
+from weightlab.threads import intra_op_threads
 
 _STAGE_BYTES = 2 << 20  # staging per chunk of members: stays in cache for the element-wise ops
 
@@ -162,13 +163,8 @@ def draw_stacked(
     if workers == 1:
         run(0)
     else:  # torch ops release the GIL; one intra-op thread each avoids oversubscription
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run, range(workers)))
-        finally:
-            torch.set_num_threads(before)
+        with intra_op_threads(1), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, range(workers)))
     return out
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -282,11 +282,6 @@ class SGDNoiseRegimes(Recipe):
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 params = {"n_train": size, "n_val": cfg.n_val, "seed": cfg.draw_seed}
                 data = load_task(self, cfg.data, cfg.device, params)
-                if len(data.val) == 0:
-                    # P = 4000 leaves no validation examples, and the engines' evaluation
-                    # cannot take an empty split; the recipe reads no validation metric,
-                    # so the test split stands in for the loop's periodic evaluation.
-                    data = replace(data, val=data.test)
                 factory = self.factory(cfg.width, alpha, data.input_shape[0])
                 specs, meta = [], []
                 for t in temps:
