@@ -41,6 +41,15 @@ _LAZY = {
     "lr_groups": "parametrization",
     "output_scale": "output_scale",
     "coord_check": "coord_check",
+    "default_lr": "output_scale",
+    "ntk_gram": "kernel_alignment",
+    "kernel_target_alignment": "kernel_alignment",
+    "initial_alignment": "kernel_alignment",
+    "self_pretrain": "self_pretrain",
+    "SelfPretrainResult": "self_pretrain",
+    "pretrained_init": "self_pretrain",
+    "masked_mse": "self_pretrain",
+    "denoising_task": "self_pretrain",
 }
 
 

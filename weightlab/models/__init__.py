@@ -5,5 +5,17 @@ from weightlab.models.convnets import ResidualCNN, SmallCNN
 from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
 from weightlab.models.resmlp import ResMLP
+from weightlab.models.sequence import SeqCNN, SeqGRU, SeqTransformer
 
-__all__ = ["CNN1D", "MLP", "ResMLP", "ResidualCNN", "SmallCNN", "build", "model_factory"]
+__all__ = [
+    "CNN1D",
+    "MLP",
+    "ResMLP",
+    "ResidualCNN",
+    "SeqCNN",
+    "SeqGRU",
+    "SeqTransformer",
+    "SmallCNN",
+    "build",
+    "model_factory",
+]
