@@ -191,3 +191,25 @@ def test_tiny_run_sets_lr_from_temperature_and_records_every_member(tmp_path):
         assert r["lr"] == pytest.approx(r["temp"] * cfg.batch_size / alpha**2)
         assert r["rel_change_mean"] > 0
     assert {c["id"] for c in summary["claims"]} == {"a-P32", "a-P64", "b-rich", "b-lazy"}
+
+
+def test_claim_b_reads_only_the_temperatures_up_to_t_c():
+    """A member that did not fit above T_c cannot change T_c, so it does not block claim b;
+    one at or below T_c does, and so does any member of a censored P."""
+    b = 30.0
+
+    def cell(i):
+        return [b if j < i else b + 3 for j in range(5)]
+
+    errs = {("lazy", s): cell(i) for s, i in zip((256, 1024, 4000), (1, 2, 3), strict=True)}
+    errs.update({("rich", s): cell(1) for s in (256, 1024, 4000)})
+
+    def b_lazy(not_fitted):
+        rows = _rows(errs, not_fitted=not_fitted)
+        tcs = SGDNoiseRegimes.critical_temperatures(rows)
+        return {c.id: c for c in SGDNoiseRegimes.check_claims(rows, tcs)}["b-lazy"]
+
+    above = b_lazy((f"lazy P=4000 T={TEMPS[4]:g} seed 0",))  # T_c at P=4000 is TEMPS[3]
+    assert above.held is True
+    at = b_lazy((f"lazy P=4000 T={TEMPS[3]:g} seed 0",))
+    assert at.held is None and "zero training error" in at.detail

@@ -48,7 +48,9 @@ Claims (thresholds are module constants, not options):
   measured slope shows which one the run supports.
 
 Preconditions of every claim: each member it reads reached zero training error and none
-diverged.
+diverged. Claim (a) reads every temperature at its ``P``; ``T_c`` reads, at each ``P``,
+the temperatures up to ``T_c`` (all of them where it is censored): a member above ``T_c``
+cannot change it. No member of the regime may have diverged.
 """
 
 from __future__ import annotations
@@ -566,6 +568,12 @@ class SGDNoiseRegimes(Recipe):
         for entry in tcs:
             g = entry["regime"]
             rs = [r for r in rows if r["regime"] == g]
+            # T_c reads the temperatures up to T_c at each P (all of them where censored):
+            # those members must have fit; a member above T_c does not change T_c.
+            upto = {p["size"]: math.inf if p["censored"] else p["t_c"] for p in entry["sizes"]}
+            read = [r for r in rs if r["temp"] <= upto[r["size"]]]
+            fit_problem = SGDNoiseRegimes._fit_problems(read)[0]
+            diverged = SGDNoiseRegimes._fit_problems(rs)[1]
             few_p = (
                 None
                 if len(sizes) >= MIN_SIZES
@@ -608,7 +616,7 @@ class SGDNoiseRegimes(Recipe):
                     QUOTE_TC,
                     f"at the {g} alpha, T_c (the smallest T moving mean test error by >= "
                     f"{TC_PTS:g} pts from the smallest T's) rises strictly with P",
-                    [few_p, *few_g, *SGDNoiseRegimes._fit_problems(rs)],
+                    [few_p, *few_g, fit_problem, diverged],
                     check_tc,
                 )
             )
