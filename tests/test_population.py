@@ -260,3 +260,19 @@ def test_empty_validation_split_gives_nan_metrics_in_loop_and_population(data, k
     point = got.history[-1]
     assert math.isnan(point.val_loss) and math.isfinite(point.test_loss)
     assert '"val_loss": null' in dumps_json(point.to_dict())
+    assert got.best is got.final and want.best is want.final  # nothing to stop early on
+
+
+def test_accuracy_record_reads_the_early_stop_and_final_evaluations(data):
+    from weightlab.recipes.members import accuracy_record
+
+    model = build_member(MLP_F, MemberSpec(seed=1))
+    r = train(model, data, TrainConfig(epochs=3, batch_size=32, eval_every=10), data_seed=0)
+    rec = accuracy_record(r)
+    assert rec == {
+        "diverged": False,
+        "test_acc": r.best.test_acc,
+        "final_test_acc": r.history[-1].test_acc,
+        "early_stop_step": min(r.history, key=lambda p: (p.val_loss, p.step)).step,
+        "last_step": r.history[-1].step,
+    }

@@ -73,3 +73,16 @@ def train_members(
         )
         finals.append(take_snapshot(model))
     return results, finals
+
+
+def accuracy_record(result: TrainResult) -> dict:
+    """The fields a classification recipe keeps per member: divergence, test accuracy at
+    the early-stopping evaluation (minimum validation loss) and at the end, and the two
+    steps (an early stop in the last stretch means the member was still improving)."""
+    return {
+        "diverged": bool(result.diverged),
+        "test_acc": result.best.test_acc,
+        "final_test_acc": result.final.test_acc,
+        "early_stop_step": result.best.step,
+        "last_step": result.final.step,
+    }

@@ -91,7 +91,11 @@ class TrainResult:
 
     @property
     def best(self) -> EvalPoint:
-        """The evaluation with minimum validation loss (the first one on ties)."""
+        """The evaluation with minimum validation loss (the first one on ties). Without any
+        finite validation loss (an empty validation split) there is nothing to stop early
+        on: the final evaluation."""
+        if not any(math.isfinite(p.val_loss) for p in self.history):
+            return self.history[-1]
         return min(
             self.history,
             key=lambda p: (p.val_loss if math.isfinite(p.val_loss) else math.inf, p.step),

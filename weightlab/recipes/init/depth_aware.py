@@ -33,6 +33,7 @@ from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
 from weightlab.recipes.claims import LATE_FRACTION, judge, majority_rate, no_divergence
+from weightlab.recipes.members import accuracy_record
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -136,17 +137,7 @@ class DepthAware(Recipe):
                 results = Population(factory, specs, device=cfg.device).fit(
                     data, tcfg, progress=progress
                 )
-                members = [
-                    {
-                        "seed": s,
-                        "diverged": bool(r.diverged),
-                        "test_acc": r.best.test_acc,
-                        "final_test_acc": r.final.test_acc,
-                        "early_stop_step": r.best.step,
-                        "last_step": r.final.step,
-                    }
-                    for s, r in enumerate(results)
-                ]
+                members = [{"seed": s, **accuracy_record(r)} for s, r in enumerate(results)]
                 mean_prof = [
                     sum(p[i] for p in profiles) / len(profiles) for i in range(len(profiles[0]))
                 ]

@@ -74,6 +74,7 @@ from weightlab.recipes.claims import (
     no_divergence,
     still_improving,
 )
+from weightlab.recipes.members import accuracy_record
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -283,11 +284,7 @@ class SelfPretrain(Recipe):
                     members = [
                         {
                             "seed": s,
-                            "diverged": bool(r.diverged),
-                            "test_acc": r.best.test_acc,
-                            "final_test_acc": r.final.test_acc,
-                            "early_stop_step": r.best.step,
-                            "last_step": r.final.step,
+                            **accuracy_record(r),
                             "val_loss": [p.val_loss for p in r.history],
                         }
                         for s, r in zip(seeds, results, strict=True)
