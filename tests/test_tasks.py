@@ -44,6 +44,7 @@ SMALL = {
     "image": {"size": 16},
     "sentences": {"model": "tiny", "n_train": 8, "n_val": 4, "n_test": 4},
     "mnist1d_binary": {"n_train": 64, "n_val": 20},
+    "teacher_poly": {"d": 6, "n_train": 50, "n_val": 20, "n_test": 30},
 }
 SEEDED = [n for n, p in TASKS.items() if "seed" in {q.name for q in p.params}]
 
