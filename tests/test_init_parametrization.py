@@ -276,6 +276,41 @@ def test_output_scale_trains_in_loop_and_population():
         assert r.history[-1].train_loss < r.history[0].train_loss
 
 
+def test_members_with_different_alpha_train_as_one_population():
+    """α is a buffer: per-member α (through init_state) and lr η₀/α² in one population equal
+    each member trained alone; α survives a state dict."""
+    from weightlab.core import take_snapshot
+
+    data = _task(regression=True)
+    alphas = (0.5, 2.0, 8.0)
+
+    def factory(seed):
+        return output_scale(build(MLP, [6, 16, 1], seed=seed), 1.0)
+
+    def alone(seed, a):
+        return output_scale(build(MLP, [6, 16, 1], seed=seed), a)
+
+    specs = [
+        MemberSpec(
+            i,
+            init_state=take_snapshot(alone(i, a)),
+            optim=OptimConfig("sgd", lr=default_lr(0.1, a)),
+        )
+        for i, a in enumerate(alphas)
+    ]
+    cfg = TrainConfig(epochs=3, batch_size=32)
+    pop = Population(factory, specs, dtype=torch.float64)
+    res = pop.fit(data, cfg)
+    for i, a in enumerate(alphas):
+        assert float(pop.state(i)["alpha"]) == a
+        one = TrainConfig(epochs=3, batch_size=32, optim=OptimConfig("sgd", lr=default_lr(0.1, a)))
+        r = train(alone(i, a).double(), data, one, 0, seed=i, dtype=torch.float64)
+        assert res[i].history[-1].val_loss == pytest.approx(r.history[-1].val_loss, rel=1e-9)
+    m = factory(0)
+    m.load_state_dict(alone(0, 8.0).state_dict())
+    assert float(m.alpha) == 8.0 and "alpha=8" in repr(m)
+
+
 # -- coordinate check -------------------------------------------------------------------------
 def test_loglog_slope_known_answer():
     assert loglog_slope([1, 2, 4, 8], [3, 6, 12, 24]) == pytest.approx(1.0)

@@ -12,7 +12,8 @@ exactly zero. Under MSE the function moves at speed ``η α²`` (one gradient st
 
 The frozen copy holds its tensors as *buffers*, so they are never trained, travel with
 ``copy.deepcopy`` and state dicts, and are stacked per member by populations (each
-member is centred on its own initialization).
+member is centred on its own initialization). α is a 0-dim buffer too: members whose
+``MemberSpec.init_state`` carries different α train as one population.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class OutputScale(nn.Module):
 
     def __init__(self, model: nn.Module, alpha: float, centered: bool = True) -> None:
         super().__init__()
-        self.alpha = _check_alpha(alpha)
+        # a buffer, not a Python float: it travels with state dicts and snapshots, and a
+        # population stacks it per member, so members with different α train as one
+        self.register_buffer("alpha", torch.tensor(_check_alpha(alpha), dtype=torch.float64))
         self.centered = bool(centered)
         self.model = model
         self.initial = frozen_copy(model) if centered else None
@@ -69,7 +72,7 @@ class OutputScale(nn.Module):
         return self.alpha * out
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, centered={self.centered}"
+        return f"alpha={float(self.alpha):g}, centered={self.centered}"
 
 
 def output_scale(model: nn.Module, alpha: float, centered: bool = True) -> OutputScale:
