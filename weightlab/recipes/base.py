@@ -89,6 +89,21 @@ class Figure:
     png: bytes
 
 
+def figure_png(fig: Any, dpi: int = 110, tight: bool = True) -> bytes:
+    """A matplotlib figure as PNG bytes (for :class:`Figure`): laid out tightly, saved at
+    ``dpi``, then closed so figures never accumulate across a run."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 FAMILIES = (
     "sparsity",
     "init",

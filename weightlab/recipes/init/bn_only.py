@@ -22,7 +22,6 @@ transform and BatchNorm's running statistics are not stacked by the population e
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -35,7 +34,7 @@ from weightlab.errors import ConfigError
 from weightlab.models import build
 from weightlab.models.convnets import SmallCNN
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
     judge,
@@ -415,8 +414,5 @@ class BNOnly(Recipe):
         ax.set_ylabel("test accuracy at early stop (%)")
         ax.legend(fontsize=8)
         ax.set_title("Training only BatchNorm on random features")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("bn_only.png", "Accuracy by trainable subset", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("bn_only.png", "Accuracy by trainable subset", png)]

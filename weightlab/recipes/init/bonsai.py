@@ -21,7 +21,6 @@ colour shortcut is taken). Test accuracy = final, in %.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -35,7 +34,7 @@ from weightlab.init.bonsai import encode_groups, rich_feature_construction, vrex
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -354,11 +353,8 @@ class Bonsai(Recipe):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="y")
         fig.suptitle("Coloured digits: ERM-init vs Bonsai-init")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("bonsai.png", "Test accuracy by init and method", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("bonsai.png", "Test accuracy by init and method", png)]
 
 
 @torch.no_grad()

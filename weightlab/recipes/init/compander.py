@@ -16,7 +16,6 @@ parametrization with its own state, which the population engines do not stack.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,7 +29,7 @@ from weightlab.init.compander import attach_compander
 from weightlab.models import build
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -308,8 +307,5 @@ class CompanderRecipe(Recipe):
         )
         axes[1].set_ylabel(f"weights with |w| < {NEAR_ZERO_REL:g} std(w0) (%)")
         fig.suptitle("Weight compander on top of weight decay")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("compander.png", "Accuracy and near-zero weights", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("compander.png", "Accuracy and near-zero weights", png)]

@@ -30,7 +30,6 @@ reported, not judged.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -42,7 +41,7 @@ from weightlab.errors import ConfigError
 from weightlab.init.critical import critical_point, mean_field
 from weightlab.init.signal import Setting, loglog_slope, propagate_population
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields
@@ -491,7 +490,5 @@ class Criticality(Recipe):
             "(lines)"
         )
         fig.subplots_adjust(left=0.05, right=0.99, bottom=0.07, top=0.91, wspace=0.28, hspace=0.25)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        return [Figure("signal_vs_depth.png", "K_l and G_l vs layer per setting", buf.getvalue())]
+        png = figure_png(fig, dpi=100, tight=False)
+        return [Figure("signal_vs_depth.png", "K_l and G_l vs layer per setting", png)]

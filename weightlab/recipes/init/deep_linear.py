@@ -29,7 +29,6 @@ Seeds form one population in (a); in (b) each depth is one population of both in
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -48,7 +47,7 @@ from weightlab.init.registry import initialize
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -630,13 +629,8 @@ class DeepLinear(Recipe):
         axes[1].legend(fontsize=8)
         for ax in axes:
             ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [
-            Figure("deep_linear.png", "Mode strengths and learning time vs depth", buf.getvalue())
-        ]
+        png = figure_png(fig)
+        return [Figure("deep_linear.png", "Mode strengths and learning time vs depth", png)]
 
 
 __all__ = ["DeepLinear", "DeepLinearConfig", "half_strength_time", "learning_time", "whiten"]

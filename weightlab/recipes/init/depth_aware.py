@@ -19,7 +19,6 @@ the end (its early-stopping step is reported beside its last step), then kept.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,7 +30,7 @@ from weightlab.init.registry import initialize
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import LATE_FRACTION, judge, majority_rate, no_divergence
 from weightlab.recipes.members import accuracy_record
 from weightlab.recipes.stats import mean_std
@@ -298,11 +297,8 @@ class DepthAware(Recipe):
         for ax in axes:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("depth_aware.png", "Variance profile and accuracy by init", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("depth_aware.png", "Variance profile and accuracy by init", png)]
 
 
 __all__ = ["DepthAware", "DepthAwareConfig"]

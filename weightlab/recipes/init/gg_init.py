@@ -27,7 +27,6 @@ member diverged. The convergence speed (steps to the threshold) is reported, not
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from weightlab.init.registry import initialize
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -418,8 +417,5 @@ class GGInit(Recipe):
         axes[1].set_title(f"(ii) He vs GG-init (β = {summary['beta_init']:.2f})")
         for ax in axes:
             ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("gg_init.png", "GG fits and GG-init vs He", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("gg_init.png", "GG fits and GG-init vs He", png)]

@@ -52,7 +52,6 @@ lazy-vs-rich generalisation, not a late drop of test loss at large α.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -64,7 +63,7 @@ from weightlab.init.kernel_alignment import initial_alignment
 from weightlab.init.output_scale import default_lr, output_scale
 from weightlab.models import build
 from weightlab.models.mlp import MLP
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -569,8 +568,5 @@ class GrokkingLazyRich(Recipe):
         bx.grid(alpha=0.3, which="both")
         bx.legend(fontsize=7)
         fig.suptitle("Grokking as lazy -> rich: loss curves and delay vs output scale α")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("delay_vs_alpha.png", "Loss curves per α and delay vs α", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("delay_vs_alpha.png", "Loss curves per α and delay vs α", png)]

@@ -25,7 +25,6 @@ standard error. Accuracy is the final test accuracy (%), mean ± std over seeds.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -36,7 +35,7 @@ from weightlab.errors import ConfigError
 from weightlab.models.factory import model_factory
 from weightlab.models.ghost_bn import MLPBN
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -494,13 +493,8 @@ class LargeBatch(Recipe):
             ax.grid(alpha=0.3, which="both")
         axes[0].legend(fontsize=7)
         fig.suptitle("Large batches: distance from init and the generalization gap")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [
-            Figure("large_batch.png", "Distance from init and accuracy per arm", buf.getvalue())
-        ]
+        png = figure_png(fig)
+        return [Figure("large_batch.png", "Distance from init and accuracy per arm", png)]
 
 
 @torch.no_grad()

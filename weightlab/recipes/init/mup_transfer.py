@@ -25,7 +25,6 @@ width is within ±0.2, under SP some layer's is ≥ 0.5. Preconditions of (a) an
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass, replace
@@ -41,7 +40,7 @@ from weightlab.init.parametrization import Record, get_parametrization, lr_group
 from weightlab.models.factory import build
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
 from weightlab.recipes.stats import num as _num
 from weightlab.runs.rundir import RunDir
@@ -441,13 +440,8 @@ class MupTransfer(Recipe):
             ax.set_xlabel("width")
             ax.set_title(f"coord check {p}, step {last}")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        return [
-            Figure("mup_transfer.png", "lr sweeps by width and coordinate check", buf.getvalue())
-        ]
+        png = figure_png(fig, dpi=100)
+        return [Figure("mup_transfer.png", "lr sweeps by width and coordinate check", png)]
 
 
 def _peak_flops(size: int = 2048, seconds: float = 0.3) -> float:

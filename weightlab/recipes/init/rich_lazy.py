@@ -34,7 +34,6 @@ setting.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,7 +45,7 @@ from weightlab.init.signal import effective_rank
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -459,8 +458,5 @@ class RichLazy(Recipe):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         fig.suptitle("Rich vs lazy: weight change at one train loss vs init rank")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("change_vs_rank.png", "Relative change of W0 vs init rank", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("change_vs_rank.png", "Relative change of W0 vs init rank", png)]

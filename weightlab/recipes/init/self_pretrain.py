@@ -54,7 +54,6 @@ runs are reported (2026-11-26): at 15 epochs the gap claim did not hold (paired
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -66,7 +65,7 @@ from weightlab.init.self_pretrain import pretrained_init, self_pretrain
 from weightlab.models.factory import model_factory
 from weightlab.models.sequence import ARCHITECTURES, parameter_count
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
     judge,
@@ -592,11 +591,8 @@ class SelfPretrain(Recipe):
         for ax in axes:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("self_pretrain.png", "Accuracy by arm and pretraining loss", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("self_pretrain.png", "Accuracy by arm and pretraining loss", png)]
 
 
 __all__ = ["SelfPretrain", "SelfPretrainConfig"]

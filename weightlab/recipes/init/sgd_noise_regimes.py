@@ -55,7 +55,6 @@ cannot change it. No member of the regime may have diverged.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ from weightlab.init.output_scale import default_lr, output_scale
 from weightlab.models.factory import build
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -734,8 +733,5 @@ class SGDNoiseRegimes(Recipe):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         fig.suptitle("SGD noise: test error vs temperature, lazy and rich")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("sgd_noise.png", "Test error vs T per P; T_c vs P", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("sgd_noise.png", "Test error vs T per P; T_c vs P", png)]

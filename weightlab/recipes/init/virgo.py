@@ -15,7 +15,6 @@ Each seed is one unit: both inits train as one population (``init_state``).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,7 +24,7 @@ from weightlab.errors import ConfigError
 from weightlab.init import initialize
 from weightlab.models.gcn import GCN, layer_variances, mean_abs_log_ratio
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -323,8 +322,5 @@ class VirgoRecipe(Recipe):
         axes[2].set_ylabel("test accuracy at early stop (%)")
         axes[2].legend(fontsize=8)
         fig.suptitle("GCN variance at init and accuracy: Xavier vs Virgo")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("virgo.png", "Per-layer variance at init and accuracy", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("virgo.png", "Per-layer variance at init and accuracy", png)]

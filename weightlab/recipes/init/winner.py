@@ -28,7 +28,6 @@ not a reason to leave it untested.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -41,7 +40,7 @@ from weightlab.errors import ConfigError
 from weightlab.init.registry import initialize
 from weightlab.init.winner import S0_MAX, A, B, noise_scales, spectral_centroid
 from weightlab.models.siren import siren_factory
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -379,11 +378,8 @@ class WinnerRecipe(Recipe):
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
         fig.suptitle("SIREN on a high-pass target: standard init vs WINNER")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("spectrum_and_loss.png", "Fitted spectra and training loss", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("spectrum_and_loss.png", "Fitted spectra and training loss", png)]
 
 
 def _mean_curve(members: list[dict]) -> list[tuple[int, float]]:

@@ -44,7 +44,6 @@ weights at exactly those steps; the replay is checked against the first pass) an
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -61,7 +60,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import ENGINES, train_members
 from weightlab.recipes.stats import mean_std
@@ -806,11 +805,8 @@ class GrokkingTickets(Recipe):
             ax.grid(alpha=0.3)
         axes[0].legend()
         fig.suptitle("Grokking tickets: accuracy vs step per arm (mean ± std over seeds)")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("accuracy_vs_step.png", "Test and train accuracy vs step", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("accuracy_vs_step.png", "Test and train accuracy vs step", png)]
 
 
 def _curve(ms: list[dict]) -> dict:

@@ -29,7 +29,6 @@ Reduced version: width 128 (paper-scale proxies use 256): at width 256 the four 
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.resmlp import ResMLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std
@@ -539,10 +538,5 @@ class LayerLottery(Recipe):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.suptitle("Layer lottery: blocks removed at init vs random, dense, neuron ticket")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [
-            Figure("layer_lottery.png", "Accuracy per arm and SNIP block scores", buf.getvalue())
-        ]
+        png = figure_png(fig)
+        return [Figure("layer_lottery.png", "Accuracy per arm and SNIP block scores", png)]

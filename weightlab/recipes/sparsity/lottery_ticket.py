@@ -21,7 +21,6 @@ out of the later rounds too (its masks were pruned from non-finite weights).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,7 +31,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     baseline_learned,
     judge,
@@ -569,14 +568,11 @@ class LotteryTicket(Recipe):
         fig.suptitle(
             "Lottery ticket: IMP tickets vs random re-init vs random mask (mean ± std over seeds)"
         )
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
+        png = figure_png(fig)
         return [
             Figure(
                 "accuracy_vs_density.png",
                 "Accuracy and early-stop iteration vs density",
-                buf.getvalue(),
+                png,
             )
         ]

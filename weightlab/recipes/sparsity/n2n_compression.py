@@ -27,7 +27,6 @@ policy search (episodes in order; each episode's new students as one bucketed po
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -37,7 +36,7 @@ from weightlab.errors import ConfigError
 from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std
@@ -659,8 +658,5 @@ class N2NCompression(Recipe):
             ax.grid(alpha=0.3)
             ax.legend()
         fig.suptitle("N2N: policy search vs random search (thin: seeds; thick: mean)")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("search_rewards.png", "Best reward vs students sampled", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("search_rewards.png", "Best reward vs students sampled", png)]

@@ -24,7 +24,6 @@ path) is recorded per member as a structural check.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -36,7 +35,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
     baseline_learned,
@@ -554,10 +553,5 @@ class PruningAtInit(Recipe):
         fig.suptitle(
             "Pruning at initialization: accuracy and layer collapse (mean ± std over seeds)"
         )
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [
-            Figure("accuracy_vs_density.png", "Accuracy and collapse vs density", buf.getvalue())
-        ]
+        png = figure_png(fig)
+        return [Figure("accuracy_vs_density.png", "Accuracy and collapse vs density", png)]

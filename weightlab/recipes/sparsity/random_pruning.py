@@ -24,7 +24,6 @@ the last 10% of training (still improving: at 30 epochs, the sparse arms).
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -36,7 +35,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
     baseline_learned,
@@ -479,10 +478,5 @@ class RandomPruning(Recipe):
         if summary.get("reduced_version"):
             title += f"\n({summary['reduced_version']})"
         fig.suptitle(title)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [
-            Figure("accuracy_vs_width.png", "Accuracy and gap to dense vs width", buf.getvalue())
-        ]
+        png = figure_png(fig)
+        return [Figure("accuracy_vs_width.png", "Accuracy and gap to dense vs width", png)]

@@ -19,7 +19,6 @@ random masks at 50% and 90% sparsity are more than 1 pt apart.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -31,7 +30,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std, within_margin
@@ -454,8 +453,5 @@ class RandomSparseSearch(Recipe):
             ax.grid(alpha=0.3)
             ax.legend()
         fig.suptitle("Random node-mask search: best of the proxy vs one random mask")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("random_sparse_search.png", "Best vs random by sparsity", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("random_sparse_search.png", "Best vs random by sparsity", png)]

@@ -25,7 +25,6 @@ runs are replaced by scikit-learn digits (8x8).
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -36,7 +35,7 @@ from weightlab.errors import ConfigError
 from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std
@@ -424,8 +423,5 @@ class RelChaNetRecipe(Recipe):
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_title(f"Feature selection on {summary['data']} (mean ± std over seeds)")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("accuracy_vs_k.png", "Downstream accuracy vs k", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("accuracy_vs_k.png", "Downstream accuracy vs k", png)]

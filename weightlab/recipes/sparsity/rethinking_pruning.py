@@ -38,7 +38,6 @@ Scratch-B runs; then one unit per IMP round.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -51,7 +50,7 @@ from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     CHANCE_MARGIN_PTS,
     baseline_learned,
@@ -879,15 +878,8 @@ class RethinkingPruning(Recipe):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         fig.suptitle("Rethinking the value of network pruning (mean ± std over seeds)")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [
-            Figure(
-                "rethinking_pruning.png", "Fine-tune vs scratch; ticket vs re-init", buf.getvalue()
-            )
-        ]
+        png = figure_png(fig)
+        return [Figure("rethinking_pruning.png", "Fine-tune vs scratch; ticket vs re-init", png)]
 
 
 __all__ = ["RethinkingPruning", "RethinkingPruningConfig"]

@@ -35,7 +35,6 @@ output weights +1), where this one draws ``W2 ~ N(0, 1/width)``.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -48,7 +47,7 @@ from weightlab.errors import ConfigError
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std
@@ -671,8 +670,5 @@ class SparseRecovery(Recipe):
         axes[0].axhline(1.0, color="gray", ls="--", lw=1)
         axes[1].axhline(MAX_REL_ERROR, color="gray", ls="--", lw=1)
         fig.suptitle("IHT on a planted sparse ReLU teacher (seeds as dots)")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("recovery_vs_n.png", "Support F1 and weight error vs n", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("recovery_vs_n.png", "Support F1 and weight error vs n", png)]

@@ -26,7 +26,6 @@ modes, each >= 1 pt ahead of its runner-up (seed means).
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -37,7 +36,7 @@ from weightlab.errors import ConfigError
 from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
     baseline_learned,
@@ -427,8 +426,5 @@ class SparseRL(Recipe):
         ax.grid(alpha=0.3, axis="y")
         ax.legend()
         ax.set_title("Supervised proxy: equal non-zero masks, frozen vs trained hidden layer")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("sparse_rl.png", "Accuracy by mask and mode", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("sparse_rl.png", "Accuracy by mask and mode", png)]

@@ -28,7 +28,6 @@ anything ("not tested").
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -39,7 +38,7 @@ from weightlab.errors import ConfigError
 from weightlab.models.factory import build, model_factory
 from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
 from weightlab.recipes.stats import mean_std, paired_difference_ci
@@ -515,8 +514,5 @@ class TASSearch(Recipe):
         for ax in axes:
             ax.grid(alpha=0.3)
         fig.suptitle("TAS: searched widths vs uniform pruning at equal FLOPs (distilled)")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("tas_accuracy.png", "Accuracy of searched vs uniform nets", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("tas_accuracy.png", "Accuracy of searched vs uniform nets", png)]

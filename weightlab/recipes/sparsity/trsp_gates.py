@@ -29,7 +29,6 @@ training sentences) decide: mean cosine to the original's embedding.
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import math
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError
 from weightlab.models.bert import ATTENTION, SentenceEncoder, key_bias, mean_pool, unpack_inputs
 from weightlab.progress import progress_bar
-from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, opt
+from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
@@ -527,11 +526,8 @@ class TrspGates(Recipe):
         fig.suptitle(
             f"TRSP vs gate magnitude vs importance (layers removed: {len(per[0]['trsp_removed'])})"
         )
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return [Figure("trsp_gates.png", "Held-out cosine per arm and gates", buf.getvalue())]
+        png = figure_png(fig)
+        return [Figure("trsp_gates.png", "Held-out cosine per arm and gates", png)]
 
 
 __all__ = ["TrspGates", "TrspGatesConfig", "cosine_loss"]
