@@ -33,7 +33,6 @@ from weightlab.core.transforms import Transform, attach
 from weightlab.errors import ConfigError
 from weightlab.models import build
 from weightlab.models.convnets import SmallCNN
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
@@ -45,6 +44,7 @@ from weightlab.recipes.claims import (
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
+from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -203,81 +203,73 @@ class BNOnly(Recipe):
 
         data = self.load_data(cfg)
         chans = cfg.channel_values
-        records: list[dict] = []
-        bar = progress_bar(cfg.seeds, self.name, "seed", progress, line_each_update=True)
-        for s in range(cfg.seeds):
 
-            def compute(s=s):
-                seed = derive_seed(self.name, "init", s)
-                probe = build(DigitsCNN, chans, data.num_classes, seed=seed, init="kaiming_uniform")
-                bn = bn_names(probe)
-                gamma0 = torch.cat(
-                    [take_snapshot(probe)[n].reshape(-1) for n in bn if n.endswith("weight")]
+        def compute(s: int):
+            seed = derive_seed(self.name, "init", s)
+            probe = build(DigitsCNN, chans, data.num_classes, seed=seed, init="kaiming_uniform")
+            bn = bn_names(probe)
+            gamma0 = torch.cat(
+                [take_snapshot(probe)[n].reshape(-1) for n in bn if n.endswith("weight")]
+            )
+            k = sum(take_snapshot(probe)[n].numel() for n in bn)
+            masks = random_subset_masks(probe, k, generator(derive_seed(self.name, "pick", s)))
+            out = []
+            for arm in ARMS:
+
+                def factory(seed, arm=arm):
+                    model = build(
+                        DigitsCNN, chans, data.num_classes, seed=seed, init="kaiming_uniform"
+                    )
+                    if arm == "random":
+                        for n, m in masks.items():
+                            attach(model, n, RandomSubset(m))
+                    return model
+
+                if arm == "bn":
+                    groups = (ParamGroup(tuple(bn)), ParamGroup(("*",), lr_mult=0.0))
+                    trainable = k
+                elif arm == "random":
+                    groups = (
+                        ParamGroup(tuple(masks)),
+                        ParamGroup(("*",), lr_mult=0.0),
+                    )
+                    trainable = int(sum(int(m.sum()) for m in masks.values()))
+                else:
+                    groups = ()
+                    trainable = sum(p.numel() for p in probe.parameters())
+                train_cfg = TrainConfig(
+                    cfg.epochs, cfg.batch_size, 0, OptimConfig("adam", lr=cfg.lr, groups=groups)
                 )
-                k = sum(take_snapshot(probe)[n].numel() for n in bn)
-                masks = random_subset_masks(probe, k, generator(derive_seed(self.name, "pick", s)))
-                out = []
-                for arm in ARMS:
-
-                    def factory(seed, arm=arm):
-                        model = build(
-                            DigitsCNN, chans, data.num_classes, seed=seed, init="kaiming_uniform"
-                        )
-                        if arm == "random":
-                            for n, m in masks.items():
-                                attach(model, n, RandomSubset(m))
-                        return model
-
-                    if arm == "bn":
-                        groups = (ParamGroup(tuple(bn)), ParamGroup(("*",), lr_mult=0.0))
-                        trainable = k
-                    elif arm == "random":
-                        groups = (
-                            ParamGroup(tuple(masks)),
-                            ParamGroup(("*",), lr_mult=0.0),
-                        )
-                        trainable = int(sum(int(m.sum()) for m in masks.values()))
-                    else:
-                        groups = ()
-                        trainable = sum(p.numel() for p in probe.parameters())
-                    train_cfg = TrainConfig(
-                        cfg.epochs, cfg.batch_size, 0, OptimConfig("adam", lr=cfg.lr, groups=groups)
+                results, finals = train_members(
+                    factory,
+                    [MemberSpec(seed=seed)],
+                    data,
+                    train_cfg,
+                    engine="loop",
+                    device=cfg.device,
+                    data_seed=derive_seed(self.name, "data", s),
+                )
+                res = results[0]
+                disabled = None
+                if arm == "bn":
+                    gamma = torch.cat(
+                        [finals[0][n].reshape(-1) for n in bn if n.endswith("weight")]
                     )
-                    results, finals = train_members(
-                        factory,
-                        [MemberSpec(seed=seed)],
-                        data,
-                        train_cfg,
-                        engine="loop",
-                        device=cfg.device,
-                        data_seed=derive_seed(self.name, "data", s),
-                    )
-                    res = results[0]
-                    disabled = None
-                    if arm == "bn":
-                        gamma = torch.cat(
-                            [finals[0][n].reshape(-1) for n in bn if n.endswith("weight")]
-                        )
-                        thr = GAMMA_REL * float(gamma0.abs().mean())
-                        disabled = float((gamma.abs() < thr).double().mean())
-                    out.append(
-                        {
-                            "arm": arm,
-                            "seed": s,
-                            "trainable": trainable,
-                            **res.to_dict(),
-                            "test_acc": res.best.test_acc,
-                            "gamma_disabled": disabled,
-                        }
-                    )
-                return {"seed": s, "members": out}, {}
+                    thr = GAMMA_REL * float(gamma0.abs().mean())
+                    disabled = float((gamma.abs() < thr).double().mean())
+                out.append(
+                    {
+                        "arm": arm,
+                        "seed": s,
+                        "trainable": trainable,
+                        **res.to_dict(),
+                        "test_acc": res.best.test_acc,
+                        "gamma_disabled": disabled,
+                    }
+                )
+            return {"seed": s, "members": out}, {}
 
-            metrics, _ = rd.unit(f"seed-{s:02d}", compute, check=_check_unit)
-            records.extend(metrics["members"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        records = seed_units(rd, self.name, cfg.seeds, compute, _check_unit, progress)
         return self.summarize(cfg, records, chance=100 * majority_rate(data.test.y))
 
     def summarize(self, cfg: BNOnlyConfig, records: list[dict], chance: float) -> dict:

@@ -28,12 +28,12 @@ from weightlab.errors import ConfigError
 from weightlab.init.compander import attach_compander
 from weightlab.models import build
 from weightlab.models.mlp import MLP
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
+from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
@@ -132,62 +132,54 @@ class CompanderRecipe(Recipe):
             0,
             OptimConfig("adam", lr=cfg.lr, weight_decay=cfg.weight_decay),
         )
-        records: list[dict] = []
-        bar = progress_bar(cfg.seeds, self.name, "seed", progress, line_each_update=True)
-        for s in range(cfg.seeds):
 
-            def compute(s=s):
-                out = []
-                seed = derive_seed(self.name, "init", s)
-                for arm in ARMS:
-                    factory = self._factory(cfg, data, arm)
-                    init = factory(seed)
-                    stds = {
-                        n: float(m.weight.detach().std())
-                        for n, m in init.named_modules()
-                        if isinstance(m, torch.nn.Linear)
+        def compute(s: int):
+            out = []
+            seed = derive_seed(self.name, "init", s)
+            for arm in ARMS:
+                factory = self._factory(cfg, data, arm)
+                init = factory(seed)
+                stds = {
+                    n: float(m.weight.detach().std())
+                    for n, m in init.named_modules()
+                    if isinstance(m, torch.nn.Linear)
+                }
+                results, finals = train_members(
+                    factory,
+                    [MemberSpec(seed=seed)],
+                    data,
+                    train_cfg,
+                    engine="loop",
+                    device=cfg.device,
+                    data_seed=derive_seed(self.name, "data", s),
+                )
+                res = results[0]
+                model = restore_snapshot(factory(seed), finals[0])
+                zero = sum(
+                    int((m.weight.detach().abs() < NEAR_ZERO_REL * stds[n]).sum())
+                    for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear)
+                )
+                total = sum(
+                    m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+                )
+                with torch.no_grad():
+                    train_acc = float(
+                        (model(data.train.x).argmax(1) == data.train.y).double().mean()
+                    )
+                out.append(
+                    {
+                        "arm": arm,
+                        "seed": s,
+                        "near_zero": zero / total,
+                        **res.to_dict(),
+                        "test_acc": res.best.test_acc,
+                        "train_acc": train_acc,
                     }
-                    results, finals = train_members(
-                        factory,
-                        [MemberSpec(seed=seed)],
-                        data,
-                        train_cfg,
-                        engine="loop",
-                        device=cfg.device,
-                        data_seed=derive_seed(self.name, "data", s),
-                    )
-                    res = results[0]
-                    model = restore_snapshot(factory(seed), finals[0])
-                    zero = sum(
-                        int((m.weight.detach().abs() < NEAR_ZERO_REL * stds[n]).sum())
-                        for n, m in model.named_modules()
-                        if isinstance(m, torch.nn.Linear)
-                    )
-                    total = sum(
-                        m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
-                    )
-                    with torch.no_grad():
-                        train_acc = float(
-                            (model(data.train.x).argmax(1) == data.train.y).double().mean()
-                        )
-                    out.append(
-                        {
-                            "arm": arm,
-                            "seed": s,
-                            "near_zero": zero / total,
-                            **res.to_dict(),
-                            "test_acc": res.best.test_acc,
-                            "train_acc": train_acc,
-                        }
-                    )
-                return {"seed": s, "members": out}, {}
+                )
+            return {"seed": s, "members": out}, {}
 
-            metrics, _ = rd.unit(f"seed-{s:02d}", compute, check=_check_unit)
-            records.extend(metrics["members"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        records = seed_units(rd, self.name, cfg.seeds, compute, _check_unit, progress)
         return self.summarize(cfg, records, chance=100 * majority_rate(data.test.y))
 
     def summarize(self, cfg: CompanderConfig, records: list[dict], chance: float) -> dict:

@@ -44,12 +44,12 @@ from weightlab.init.registry import initialize
 from weightlab.init.signal import effective_rank
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
+from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
@@ -221,65 +221,57 @@ class RichLazy(Recipe):
         goal = cfg.target_fraction * start
         probes = [P.train_loss(cfg.probe_every), P.relative_change(cfg.probe_every, LAYERS)]
         arms = _arms(cfg)
-        records: list[dict] = []
-        bar = progress_bar(cfg.seeds, self.name, "seed", progress, line_each_update=True)
-        for s in range(cfg.seeds):
 
-            def compute(s=s):
-                specs, eranks = [], []
-                for kind, r in arms:
-                    model = factory(derive_seed(self.name, "model", s))
-                    iseed = derive_seed(self.name, "w0", kind, rank_label(r), s)
-                    if kind == "random":
-                        initialize(
-                            model,
-                            "low_rank",
-                            seed=iseed,
-                            selector=sel,
-                            bias=False,
-                            rank="full" if r is None else r,
-                        )
-                    else:
-                        initialize(
-                            model,
-                            "aligned_low_rank",
-                            seed=iseed,
-                            selector=sel,
-                            bias=False,
-                            rank=r,
-                            target=target,
-                        )
-                    eranks.append(effective_rank(model.layers[0].weight))
-                    specs.append(MemberSpec(seed=s, init_state=take_snapshot(model)))
-                pop = Population(factory, specs, device=cfg.device)
-                results = pop.fit(data, train_cfg, probes=probes, progress=progress)
-                out = []
-                for (kind, r), er, res in zip(arms, eranks, results, strict=True):
-                    rows = [p for p in res.probes if "train_loss" in p]
-                    hit = next((p for p in rows if p["train_loss"] <= goal), None)
-                    out.append(
-                        {
-                            "arm": kind,
-                            "rank": r,
-                            "seed": s,
-                            "effective_rank": er,
-                            "start_loss": rows[0]["train_loss"],
-                            "final_loss": rows[-1]["train_loss"] if rows else None,
-                            "reached_step": None if hit is None else hit["step"],
-                            "rel_change": {}
-                            if hit is None
-                            else {k: hit[f"relative_change/{k}"] for k in LAYERS},
-                            "diverged": bool(res.diverged),
-                        }
+        def compute(s: int):
+            specs, eranks = [], []
+            for kind, r in arms:
+                model = factory(derive_seed(self.name, "model", s))
+                iseed = derive_seed(self.name, "w0", kind, rank_label(r), s)
+                if kind == "random":
+                    initialize(
+                        model,
+                        "low_rank",
+                        seed=iseed,
+                        selector=sel,
+                        bias=False,
+                        rank="full" if r is None else r,
                     )
-                return {"seed": s, "members": out}, {}
+                else:
+                    initialize(
+                        model,
+                        "aligned_low_rank",
+                        seed=iseed,
+                        selector=sel,
+                        bias=False,
+                        rank=r,
+                        target=target,
+                    )
+                eranks.append(effective_rank(model.layers[0].weight))
+                specs.append(MemberSpec(seed=s, init_state=take_snapshot(model)))
+            pop = Population(factory, specs, device=cfg.device)
+            results = pop.fit(data, train_cfg, probes=probes, progress=progress)
+            out = []
+            for (kind, r), er, res in zip(arms, eranks, results, strict=True):
+                rows = [p for p in res.probes if "train_loss" in p]
+                hit = next((p for p in rows if p["train_loss"] <= goal), None)
+                out.append(
+                    {
+                        "arm": kind,
+                        "rank": r,
+                        "seed": s,
+                        "effective_rank": er,
+                        "start_loss": rows[0]["train_loss"],
+                        "final_loss": rows[-1]["train_loss"] if rows else None,
+                        "reached_step": None if hit is None else hit["step"],
+                        "rel_change": {}
+                        if hit is None
+                        else {k: hit[f"relative_change/{k}"] for k in LAYERS},
+                        "diverged": bool(res.diverged),
+                    }
+                )
+            return {"seed": s, "members": out}, {}
 
-            metrics, _ = rd.unit(f"seed-{s:02d}", compute, check=_check_unit)
-            records.extend(metrics["members"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        records = seed_units(rd, self.name, cfg.seeds, compute, _check_unit, progress)
         return self.summarize(cfg, records, start, goal)
 
     # -- summary and claims ----------------------------------------------------------

@@ -23,12 +23,12 @@ import torch
 from weightlab.errors import ConfigError
 from weightlab.init import initialize
 from weightlab.models.gcn import GCN, layer_variances, mean_abs_log_ratio
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
+from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
@@ -125,45 +125,37 @@ class VirgoRecipe(Recipe):
             cfg.eval_every,
             OptimConfig("adam", lr=cfg.lr, weight_decay=cfg.weight_decay),
         )
-        records: list[dict] = []
-        bar = progress_bar(cfg.seeds, self.name, "seed", progress, line_each_update=True)
-        for s in range(cfg.seeds):
 
-            def compute(s=s):
-                specs, out = [], []
-                for arm in ARMS:
-                    seed = derive_seed(self.name, "init", s)  # same seed, different scheme
-                    model = make(arm, seed)
-                    fwd, bwd = layer_variances(model, data.train.x, data.train.y)
-                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    state = {k: v for k, v in state.items() if k.startswith("layers.")}
-                    specs.append(MemberSpec(seed=seed, init_state=state))
-                    out.append({"arm": arm, "seed": s, "fwd_var": fwd, "bwd_var": bwd})
-                results, _ = train_members(
-                    lambda seed: make("xavier", seed),
-                    specs,
-                    data,
-                    train_cfg,
-                    engine="population",
-                    device=cfg.device,
-                    data_seed=derive_seed(self.name, "data", s),
-                    progress=progress,
+        def compute(s: int):
+            specs, out = [], []
+            for arm in ARMS:
+                seed = derive_seed(self.name, "init", s)  # same seed, different scheme
+                model = make(arm, seed)
+                fwd, bwd = layer_variances(model, data.train.x, data.train.y)
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state = {k: v for k, v in state.items() if k.startswith("layers.")}
+                specs.append(MemberSpec(seed=seed, init_state=state))
+                out.append({"arm": arm, "seed": s, "fwd_var": fwd, "bwd_var": bwd})
+            results, _ = train_members(
+                lambda seed: make("xavier", seed),
+                specs,
+                data,
+                train_cfg,
+                engine="population",
+                device=cfg.device,
+                data_seed=derive_seed(self.name, "data", s),
+                progress=progress,
+            )
+            for rec, res in zip(out, results, strict=True):
+                rec.update(
+                    fwd_score=mean_abs_log_ratio(rec["fwd_var"]),
+                    bwd_score=mean_abs_log_ratio(rec["bwd_var"]),
+                    **res.to_dict(),
+                    test_acc=res.best.test_acc,
                 )
-                for rec, res in zip(out, results, strict=True):
-                    rec.update(
-                        fwd_score=mean_abs_log_ratio(rec["fwd_var"]),
-                        bwd_score=mean_abs_log_ratio(rec["bwd_var"]),
-                        **res.to_dict(),
-                        test_acc=res.best.test_acc,
-                    )
-                return {"seed": s, "members": out}, {}
+            return {"seed": s, "members": out}, {}
 
-            metrics, _ = rd.unit(f"seed-{s:02d}", compute, check=_check_unit)
-            records.extend(metrics["members"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        records = seed_units(rd, self.name, cfg.seeds, compute, _check_unit, progress)
         return self.summarize(cfg, records, chance=100 * majority_rate(data.test.y))
 
     # -- summary and claims -------------------------------------------------------------

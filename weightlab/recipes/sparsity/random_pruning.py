@@ -34,7 +34,6 @@ from weightlab.errors import ConfigError
 from weightlab.init.schemes import INIT_SCHEMES
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
     LATE_FRACTION,
@@ -47,6 +46,7 @@ from weightlab.recipes.claims import (
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
+from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -183,58 +183,50 @@ class RandomPruning(Recipe):
 
         data, factories, shapes, train_cfg = self._setup(cfg)
         density = 1.0 - cfg.sparsity
-        records: list[dict] = []
-        bar = progress_bar(cfg.seeds, self.name, "seed", progress, line_each_update=True)
-        for s in range(cfg.seeds):
 
-            def compute(s=s):
-                members, meta, saved = [], [], {}
-                data_seed = derive_seed(self.name, "data", s)
-                for w in cfg.width_values:
-                    init = derive_seed(self.name, "init", s, w)
-                    rules = {"uniform": uniform_densities, "erk": erk_densities}
-                    for arm in ARMS:
-                        masks = None
-                        if arm != "dense":
-                            dens = rules[arm](shapes[w], density)
-                            masks = random_masks(
-                                shapes[w],
-                                dens,
-                                generator=generator(derive_seed(self.name, "mask", arm, s, w)),
-                            )
-                            saved.update({f"{arm}.{w}.{n}": m for n, m in masks.items()})
-                        members.append((w, MemberSpec(seed=init, data_seed=data_seed, masks=masks)))
-                        meta.append((arm, w, masks))
-                pop = Population.sweep(factories, members, device=cfg.device)
-                results = pop.fit(data, train_cfg, progress=progress)
-                out = []
-                for (arm, w, masks), res in zip(meta, results, strict=True):
-                    total = sum(sh.numel() for sh in shapes[w].values())
-                    layer = {n: 1.0 for n in shapes[w]}
-                    kept = total
-                    if masks is not None:
-                        layer = {n: float(m.float().mean()) for n, m in masks.items()}
-                        kept = sum(int(m.sum()) for m in masks.values())
-                    out.append(
-                        {
-                            "arm": arm,
-                            "width": w,
-                            "seed": s,
-                            "density": kept / total,
-                            "layer_density": layer,
-                            **res.to_dict(),
-                            "test_acc": res.best.test_acc,
-                            "final_test_acc": res.final.test_acc,
-                        }
-                    )
-                return {"seed": s, "members": out}, saved
+        def compute(s: int):
+            members, meta, saved = [], [], {}
+            data_seed = derive_seed(self.name, "data", s)
+            for w in cfg.width_values:
+                init = derive_seed(self.name, "init", s, w)
+                rules = {"uniform": uniform_densities, "erk": erk_densities}
+                for arm in ARMS:
+                    masks = None
+                    if arm != "dense":
+                        dens = rules[arm](shapes[w], density)
+                        masks = random_masks(
+                            shapes[w],
+                            dens,
+                            generator=generator(derive_seed(self.name, "mask", arm, s, w)),
+                        )
+                        saved.update({f"{arm}.{w}.{n}": m for n, m in masks.items()})
+                    members.append((w, MemberSpec(seed=init, data_seed=data_seed, masks=masks)))
+                    meta.append((arm, w, masks))
+            pop = Population.sweep(factories, members, device=cfg.device)
+            results = pop.fit(data, train_cfg, progress=progress)
+            out = []
+            for (arm, w, masks), res in zip(meta, results, strict=True):
+                total = sum(sh.numel() for sh in shapes[w].values())
+                layer = {n: 1.0 for n in shapes[w]}
+                kept = total
+                if masks is not None:
+                    layer = {n: float(m.float().mean()) for n, m in masks.items()}
+                    kept = sum(int(m.sum()) for m in masks.values())
+                out.append(
+                    {
+                        "arm": arm,
+                        "width": w,
+                        "seed": s,
+                        "density": kept / total,
+                        "layer_density": layer,
+                        **res.to_dict(),
+                        "test_acc": res.best.test_acc,
+                        "final_test_acc": res.final.test_acc,
+                    }
+                )
+            return {"seed": s, "members": out}, saved
 
-            metrics, _ = rd.unit(f"seed-{s:02d}", compute, check=_check_unit)
-            records.extend(metrics["members"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        records = seed_units(rd, self.name, cfg.seeds, compute, _check_unit, progress)
         return self.summarize(cfg, records, chance=100 * majority_rate(data.test.y))
 
     # -- summary and claims -------------------------------------------------------------
