@@ -80,7 +80,7 @@ def jitter_schedule(k: Tensor, jitter: float | None = None) -> list[float]:
         if not math.isfinite(float(jitter)) or float(jitter) < 0:
             raise ConfigError(f"jitter must be a finite number >= 0, got {jitter}; pass e.g. 1e-8")
         return [float(jitter)]
-    scale = float(torch.diagonal(k).abs().mean()) if k.shape[0] else 1.0
+    scale = float(torch.diagonal(k.detach()).abs().mean()) if k.shape[0] else 1.0
     if not math.isfinite(scale) or scale == 0.0:
         scale = 1.0
     out = [0.0]
