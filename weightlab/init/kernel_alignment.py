@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 
 from weightlab.errors import ConfigError
 
@@ -29,31 +28,23 @@ def ntk_gram(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Tenso
     """The empirical NTK Gram matrix ``K = J Jᵀ`` (``(n, n)``, float64) of a model with
     one output per example, over its trainable parameters, at its current weights.
 
-    ``J`` (``n × P``, float64) is built ``chunk`` examples at a time (``vmap`` over
-    ``jacrev``); memory is ``O(n · P)``."""
+    ``J`` is built ``chunk`` examples at a time (``vmap`` over ``jacrev``) by
+    :func:`weightlab.kernels.empirical.empirical_ntk` (``method="jacobian"``), which
+    accumulates ``J Jᵀ`` in float64 per parameter group."""
     if x.ndim < 2 or x.shape[0] == 0:
         raise ConfigError(f"ntk_gram needs a batch of inputs (n, ...), got shape {tuple(x.shape)}")
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("ntk_gram: the model has no trainable parameters")
-    buffers = dict(model.named_buffers())
+    from weightlab.kernels.empirical import empirical_ntk
 
-    def f(p: dict, xi: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        if out.numel() != 1:
-            raise ConfigError(
-                f"ntk_gram needs a scalar-output model (one output per example), got output "
-                f"shape {tuple(out.shape)} for one input; select one output first"
-            )
-        return out.reshape(())
-
-    jac = vmap(jacrev(f), in_dims=(None, 0))
-    rows = []
-    for s in range(0, x.shape[0], chunk):
-        js = jac(params, x[s : s + chunk])
-        rows.append(torch.cat([j.reshape(j.shape[0], -1).double() for j in js.values()], dim=1))
-    big = torch.cat(rows, dim=0)  # J: (n, P)
-    return big @ big.T
+    with torch.no_grad():
+        out = model(x[:1])
+    if out.numel() != 1:
+        raise ConfigError(
+            f"ntk_gram needs a scalar-output model (one output per example), got output "
+            f"shape {tuple(out.shape[1:])} for one input; select one output first"
+        )
+    return empirical_ntk(model, x, method="jacobian", chunk=chunk)
 
 
 def kernel_target_alignment(k: torch.Tensor, y: torch.Tensor) -> float:
