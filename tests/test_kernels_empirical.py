@@ -9,6 +9,7 @@ from weightlab.core.selectors import plain_name
 from weightlab.errors import ConfigError
 from weightlab.kernels.empirical import (
     NTKLinear,
+    ProjectedOutput,
     empirical_ntk,
     ntk_mlp,
     ntk_vector_product,
@@ -202,3 +203,50 @@ def test_bad_input_is_one_line_config_error():
         empirical_ntk(m, x, torch.randn(2, 5))
     with pytest.raises(ConfigError, match="not trainable"):
         empirical_ntk(m, x, params=["nope.weight"])
+
+
+def _tiny_sentences(layers=2):
+    from weightlab.models.bert import SentenceEncoder, pack_inputs
+    from weightlab.models.minilm import tiny_bert
+
+    bert = tiny_bert(0, layers=layers, vocab_size=64).double()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 64, (4, 6), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    mask[2, 2:] = 0
+    x = pack_inputs(ids * mask, mask)
+    v = torch.randn(32, generator=g, dtype=torch.float64)
+    return ProjectedOutput(SentenceEncoder(bert), v), x
+
+
+def test_bert_sentences_with_attention_mask_match_hand_jacobian():
+    m, x = _tiny_sentences()
+    blocks, full = _hand_ntk(m, x)
+    blocks = {k: v[:, :, 0, 0] for k, v in blocks.items()}
+    full = full[:, :, 0, 0]
+    bl = empirical_ntk(m, x, form="blocks", chunk=3, max_bytes=20_000)
+    word = "model.embeddings.word_embeddings.weight"
+    assert _rel(bl[word], blocks[word]) < 1e-10
+    assert _rel(sum(bl.values()), full) < 1e-10
+    # masked tokens do not matter: changing a padded token id leaves the kernel unchanged
+    x2 = x.clone()
+    x2[1, 0, 5] = 7
+    assert _rel(empirical_ntk(m, x2), full) < 1e-10
+
+
+@pytest.mark.slow
+def test_minilm_few_sentences_match_hand_jacobian():
+    from weightlab.data.sentences import sentences
+    from weightlab.models.bert import SentenceEncoder, pack_inputs
+    from weightlab.models.minilm import load_minilm
+
+    bert, tok = load_minilm()
+    ids, mask = tok.encode(sentences(3, seed=0))
+    x = pack_inputs(ids, mask)
+    v = torch.randn(384, generator=torch.Generator().manual_seed(0))
+    m = ProjectedOutput(SentenceEncoder(bert), v / v.norm())
+    k = empirical_ntk(m, x, chunk=2, max_bytes=200 << 20)
+    j = _hand_jacobian(m, x)
+    want = sum(torch.einsum("aop,bop->ab", t.double(), t.double()) for t in j.values())
+    assert _rel(k, want) < 1e-4  # float32 derivatives

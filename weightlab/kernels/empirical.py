@@ -88,6 +88,7 @@ __all__ = [
     "FORMS",
     "METHODS",
     "NTKLinear",
+    "ProjectedOutput",
     "Erf",
     "empirical_ntk",
     "ntk_mlp",
@@ -153,6 +154,19 @@ def ntk_mlp(
         if i < len(widths) - 2:
             layers.append(_ACT[activation]())
     return nn.Sequential(*layers).to(dtype)
+
+
+class ProjectedOutput(nn.Module):
+    """A one-output view ``f(x) · v`` of a model with vector outputs (``v`` a fixed buffer),
+    e.g. MiniLM's mean-pooled sentence embedding times a seeded direction."""
+
+    def __init__(self, model: nn.Module, direction: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("direction", direction.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) @ self.direction
 
 
 # --------------------------------------------------------------------------------------
