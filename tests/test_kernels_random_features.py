@@ -48,7 +48,9 @@ def test_ridge_zero_is_the_minimum_norm_least_squares_readout():
     torch.testing.assert_close(wide.readout.T, ref, atol=1e-8, rtol=1e-6)
     narrow = RandomFeatureNet(4, 8, seed=2)
     narrow.fit_ridge(x, y, ridge=0.0)
-    ref = torch.linalg.lstsq(narrow.features(x), y).solution
+    phi = narrow.features(x)
+    assert int((phi.abs().sum(0) == 0).sum()) == 1  # a dead ReLU feature: rank-deficient
+    ref = torch.linalg.pinv(phi) @ y  # SVD pseudo-inverse: the minimum-norm solution
     torch.testing.assert_close(narrow.readout.T, ref, atol=1e-9, rtol=1e-7)
 
 
@@ -159,3 +161,25 @@ def test_bad_fit_input_is_one_line():
         net.ridge_path(x, y, x, y, [1.0, -2.0])
     with pytest.raises(ConfigError, match="do not match 30 inputs"):
         net.fit_ridge(x, y[:5], 1.0)
+
+
+def test_ridge_path_on_given_features_slices_nested_widths():
+    """Nested features (the first N columns of one wide net) through ridge_path_features
+    give the same path as a net whose features are those columns."""
+    from weightlab.kernels.random_features import ridge_path_features
+
+    x, y = _data(n=25, seed=8)
+    xv, yv = _data(n=10, seed=9)
+    net = RandomFeatureNet(4, 40, seed=1, normalize=False)
+    cols = slice(0, 15)
+    path = ridge_path_features(
+        net.features(x)[:, cols], y, net.features(xv)[:, cols], yv, [0.1, 1.0]
+    )
+    small = RandomFeatureNet(4, 15, seed=1, normalize=False)
+    small.weight.copy_(net.weight[cols])
+    small.bias.copy_(net.bias[cols])
+    ref = small.ridge_path(x, y, xv, yv, [0.1, 1.0])
+    torch.testing.assert_close(path.val_mse, ref.val_mse)
+    torch.testing.assert_close(path.coef, small.readout.T.detach())
+    with pytest.raises(ConfigError, match="do not have 15 columns"):
+        ridge_path_features(net.features(x)[:, cols], y, net.features(xv), yv, [1.0])

@@ -241,7 +241,7 @@ def _pinv_solve(a: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tenso
 class RidgePath:
     """MSEs (mean over samples and outputs) along a ridge grid; ``best`` is the index of the
     smallest validation MSE (the first on ties) and ``ridge`` its λ. ``test_mse`` is
-    ``None`` when no test set was given."""
+    ``None`` when no test set was given. ``coef``: the readout ``(N, O)`` at ``ridge``."""
 
     ridges: torch.Tensor
     train_mse: torch.Tensor
@@ -249,6 +249,80 @@ class RidgePath:
     test_mse: torch.Tensor | None
     best: int
     ridge: float
+    coef: torch.Tensor
+
+
+def _as_targets(y: torch.Tensor, n: int) -> torch.Tensor:
+    y = y.to(torch.float64)
+    y = y[:, None] if y.dim() == 1 else y
+    if y.dim() != 2 or y.shape[0] != n:
+        raise ConfigError(f"targets of shape {tuple(y.shape)} do not match {n} inputs")
+    return y
+
+
+def ridge_path_features(
+    phi_train: torch.Tensor,
+    y_train: torch.Tensor,
+    phi_val: torch.Tensor,
+    y_val: torch.Tensor,
+    ridges: torch.Tensor | list[float],
+    phi_test: torch.Tensor | None = None,
+    y_test: torch.Tensor | None = None,
+) -> RidgePath:
+    """Ridge regression on given features ``Φ`` (``(n, N)``) over a grid of λ from *one*
+    eigendecomposition of the smaller Gram matrix (``ΦᵀΦ``, N × N, when ``N ≤ n``; else
+    ``ΦΦᵀ``, n × n), float64. With eigenpairs ``(s, V)`` the predictions on any set are
+    ``A diag(1/(s + λ)) b``: primal ``b = VᵀΦᵀy``, ``A = Φ_set V``; dual ``b = Vᵀy``,
+    ``A = Φ_set Φᵀ V`` (``A = V diag(s)`` on the training set). Each further λ costs
+    ``O(n_set · m · O)``. ``coef`` is the readout ``(N, O)`` at the λ of least validation
+    MSE (the first on ties). Eigen-directions with ``s + λ`` at the solver's noise level
+    (``≤ m · eps · max s``) are dropped, so λ = 0 gives the minimum-norm solution."""
+    lams = torch.as_tensor(ridges, dtype=torch.float64).flatten()
+    if lams.numel() == 0:
+        raise ConfigError("ridges is empty; pass at least one ridge value")
+    for lam in lams.tolist():
+        check_ridge(lam)
+    if (phi_test is None) != (y_test is None):
+        raise ConfigError("pass both the test features and the test targets, or neither")
+    phi = phi_train.to(torch.float64)
+    if phi.dim() != 2:
+        raise ConfigError(f"features must be (n, N), got shape {tuple(phi.shape)}")
+    n, width = phi.shape
+    y = _as_targets(y_train, n)
+    sets = {"val": (phi_val, y_val)}
+    if phi_test is not None:
+        sets["test"] = (phi_test, y_test)
+    primal = width <= n
+    s, v = torch.linalg.eigh(phi.T @ phi if primal else phi @ phi.T)
+    s = s.clamp_min(0)
+    b = v.T @ (phi.T @ y) if primal else v.T @ y
+    a_sets = {"train": (phi @ v if primal else v * s, y)}
+    for key, (ps, ys) in sets.items():
+        p = ps.to(torch.float64)
+        if p.dim() != 2 or p.shape[1] != width:
+            raise ConfigError(
+                f"{key} features of shape {tuple(p.shape)} do not have {width} columns"
+            )
+        a_sets[key] = (p @ v if primal else (p @ phi.T) @ v, _as_targets(ys, p.shape[0]))
+    mse: dict[str, list[float]] = {k: [] for k in a_sets}
+    for lam in lams.tolist():
+        cb = _inverse_spectrum(s, lam)[:, None] * b
+        for key, (a, ys) in a_sets.items():
+            mse[key].append(float(((a @ cb - ys) ** 2).mean()))
+    val = torch.tensor(mse["val"], dtype=torch.float64)
+    finite = torch.where(torch.isfinite(val), val, torch.full_like(val, float("inf")))
+    best = int(torch.argmin(finite))
+    lam_best = float(lams[best])
+    cb = _inverse_spectrum(s, lam_best)[:, None] * b
+    return RidgePath(
+        ridges=lams,
+        train_mse=torch.tensor(mse["train"], dtype=torch.float64),
+        val_mse=val,
+        test_mse=torch.tensor(mse["test"], dtype=torch.float64) if "test" in mse else None,
+        best=best,
+        ridge=lam_best,
+        coef=v @ cb if primal else phi.T @ (v @ cb),
+    )
 
 
 class RandomFeatureNet(nn.Module):
@@ -341,11 +415,7 @@ class RandomFeatureNet(nn.Module):
 
     @staticmethod
     def _targets(y: torch.Tensor, n: int) -> torch.Tensor:
-        y = y.to(torch.float64)
-        y = y[:, None] if y.dim() == 1 else y
-        if y.dim() != 2 or y.shape[0] != n:
-            raise ConfigError(f"targets of shape {tuple(y.shape)} do not match {n} inputs")
-        return y
+        return _as_targets(y, n)
 
     def fit_ridge(self, x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
         """Fit the readout in closed form, ``β = argmin ‖Φβ − y‖² + λ‖β‖²`` (primal solve
@@ -379,52 +449,23 @@ class RandomFeatureNet(nn.Module):
         y_test: torch.Tensor | None = None,
         fit: bool = True,
     ) -> RidgePath:
-        """Ridge over a grid of λ from one eigendecomposition of the smaller Gram matrix
-        (``ΦᵀΦ``, N × N, when ``N ≤ n``; else ``ΦΦᵀ``, n × n). With eigenpairs ``(s, V)``
-        the predictions on any set are ``A diag(1/(s + λ)) b``: primal ``b = VᵀΦᵀy``,
-        ``A = Φ_set V``; dual ``b = Vᵀy``, ``A = Φ_set Φᵀ V``. Picks the λ of least
-        validation MSE and, with ``fit``, sets the readout to it."""
-        lams = torch.as_tensor(ridges, dtype=torch.float64).flatten()
-        if lams.numel() == 0:
-            raise ConfigError("ridges is empty; pass at least one ridge value")
-        for lam in lams.tolist():
-            check_ridge(lam)
-        phi = self.features(x_train).to(torch.float64)
-        y = self._targets(y_train, phi.shape[0])
-        n, width = phi.shape
-        sets = {"val": (x_val, y_val)}
+        """Ridge over a grid of λ from one eigendecomposition
+        (:func:`ridge_path_features` on this net's features); with ``fit`` the readout is
+        set to the λ of least validation MSE."""
         if (x_test is None) != (y_test is None):
             raise ConfigError("pass both x_test and y_test, or neither")
-        if x_test is not None:
-            sets["test"] = (x_test, y_test)
-        primal = width <= n
-        s, v = torch.linalg.eigh(phi.T @ phi if primal else phi @ phi.T)
-        s = s.clamp_min(0)
-        b = v.T @ (phi.T @ y) if primal else v.T @ y
-        a_sets = {"train": (phi @ v if primal else v * s, y)}
-        for key, (xs, ys) in sets.items():
-            p = self.features(xs).to(torch.float64)
-            a_sets[key] = (p @ v if primal else (p @ phi.T) @ v, self._targets(ys, p.shape[0]))
-        mse: dict[str, list[float]] = {k: [] for k in a_sets}
-        for lam in lams.tolist():
-            cb = _inverse_spectrum(s, lam)[:, None] * b
-            for key, (a, ys) in a_sets.items():
-                mse[key].append(float(((a @ cb - ys) ** 2).mean()))
-        val = torch.tensor(mse["val"], dtype=torch.float64)
-        finite = torch.where(torch.isfinite(val), val, torch.full_like(val, float("inf")))
-        best = int(torch.argmin(finite))
-        lam_best = float(lams[best])
-        if fit:
-            cb = _inverse_spectrum(s, lam_best)[:, None] * b
-            self._set_readout(v @ cb if primal else phi.T @ (v @ cb))
-        return RidgePath(
-            ridges=lams,
-            train_mse=torch.tensor(mse["train"], dtype=torch.float64),
-            val_mse=val,
-            test_mse=torch.tensor(mse["test"], dtype=torch.float64) if "test" in mse else None,
-            best=best,
-            ridge=lam_best,
+        path = ridge_path_features(
+            self.features(x_train),
+            y_train,
+            self.features(x_val),
+            y_val,
+            ridges,
+            None if x_test is None else self.features(x_test),
+            y_test,
         )
+        if fit:
+            self._set_readout(path.coef)
+        return path
 
     def extra_repr(self) -> str:
         return (
@@ -439,4 +480,4 @@ def _check_draw(t: Any, shape: tuple[int, ...], what: str) -> None:
         raise ConfigError(f"weight_sampler returned {got} for the {what} of shape {shape}")
 
 
-__all__ = ["ACTIVATIONS", "RandomFeatureNet", "RidgePath", "check_ridge"]
+__all__ = ["ACTIVATIONS", "RandomFeatureNet", "RidgePath", "check_ridge", "ridge_path_features"]
