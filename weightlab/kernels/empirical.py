@@ -289,6 +289,9 @@ def _finish(
     """``blocks`` hold ``(n1, n2, O, O)`` (full/blocks) or ``(n1, n2)`` (trace) tensors."""
     if form == "blocks":
         return {k: (v[:, :, 0, 0] if n_out == 1 else v) for k, v in blocks.items()}
+    if len(blocks) == 1:
+        (total,) = blocks.values()
+        return total[:, :, 0, 0] if form == "full" and n_out == 1 else total
     total = None
     for v in blocks.values():
         total = v.clone() if total is None else total.add_(v)
@@ -339,8 +342,13 @@ def _signals(
                 h.remove()
         for i in range(len(linears)):
             ins[i].append(got_in[i].detach())
-            deltas[i].append(torch.stack([g[i] for g in per_o]))
-    return [torch.cat(t) for t in ins], [torch.cat(t, dim=1) for t in deltas]
+            gs = [g[i] for g in per_o]
+            deltas[i].append(gs[0].unsqueeze(0) if len(gs) == 1 else torch.stack(gs))
+
+    def join(ts: list[torch.Tensor], dim: int) -> torch.Tensor:
+        return ts[0] if len(ts) == 1 else torch.cat(ts, dim)
+
+    return [join(t, 0) for t in ins], [join(t, 1) for t in deltas]
 
 
 def _structured(
@@ -365,6 +373,7 @@ def _structured(
     names = {id(p): n for n, p in model.named_parameters()}
     chosen = setup.names
     blocks: dict[str, torch.Tensor] = {}
+    total: torch.Tensor | None = None
     for lin, a1, a2, g1, g2 in zip(linears, h1, h2, d1, d2, strict=True):
         wn, bn = (
             names.get(id(lin.weight)),
@@ -374,15 +383,32 @@ def _structured(
         if not (want_w or want_b):
             continue
         g1, g2 = g1.to(dtype), g2.to(dtype)
+        o, n1, n2 = g1.shape[0], g1.shape[1], g2.shape[1]
         if form == "trace":
-            dd = torch.einsum("oaw,obw->ab", g1, g2)
-        else:
-            dd = torch.einsum("oaw,pbw->abop", g1, g2)
+            dd = g1.permute(1, 0, 2).reshape(n1, -1) @ g2.permute(1, 0, 2).reshape(n2, -1).T
+        else:  # (n1, n2, O, O)
+            dd = (g1.reshape(o * n1, -1) @ g2.reshape(o * n2, -1).T).reshape(o, n1, o, n2)
+            dd = dd.permute(1, 3, 0, 2)
+        wm2, bm2 = getattr(lin, "weight_mult", 1.0) ** 2, getattr(lin, "bias_mult", 1.0) ** 2
+        gram = None
         if want_w:
-            gram = a1.to(dtype) @ a2.to(dtype).T * getattr(lin, "weight_mult", 1.0) ** 2
-            blocks[chosen[wn]] = dd * (gram if form == "trace" else gram[:, :, None, None])
+            gram = a1.to(dtype) @ a2.to(dtype).T
+            if wm2 != 1.0:
+                gram.mul_(wm2)
+        if form == "blocks":
+            if gram is not None:
+                blocks[chosen[wn]] = dd * gram[:, :, None, None]
+            if want_b:
+                blocks[chosen[bn]] = dd * bm2
+            continue
+        # full / trace: accumulate dd ⊙ (gram + b_mult²) without per-parameter blocks
+        factor = gram if gram is not None else torch.zeros((), dtype=dtype)
         if want_b:
-            blocks[chosen[bn]] = dd * getattr(lin, "bias_mult", 1.0) ** 2
+            factor = factor + bm2
+        term = dd * (factor if form == "trace" else factor[..., None, None])
+        total = term if total is None else total.add_(term)
+    if form != "blocks" and total is not None:
+        blocks["all"] = total
     return blocks
 
 
