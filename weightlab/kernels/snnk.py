@@ -180,14 +180,15 @@ class SNNKLinear(nn.Module):
         )
 
     def features(self, x: Tensor) -> Tensor:
-        """Φ(c·[x, 1]) ``(n, m)`` in float64 (the frozen input side)."""
+        """Φ(c·[x, 1]) ``(n, m)`` in ω's dtype (float64 unless cast; the frozen input side)."""
         if x.shape[-1] != self.in_features:
             raise ConfigError(
                 f"SNNKLinear expects inputs with {self.in_features} features, got "
                 f"{x.shape[-1]}; reshape the input or rebuild the layer"
             )
-        ones = torch.ones((*x.shape[:-1], 1), dtype=torch.float64, device=x.device)
-        xt = torch.cat([x.to(torch.float64), ones], -1) * self.input_scale
+        dt = self.omega.dtype
+        xd = x.to(dt)
+        xt = torch.cat([xd, xd.new_ones((*x.shape[:-1], 1))], -1) * self.input_scale
         return input_features(xt, self.omega, self.activation)
 
     def forward(self, x: Tensor) -> Tensor:
