@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from weightlab.errors import ConfigError
-from weightlab.kernels.analytic import KernelPair, dual_kernels, fc_kernels
+from weightlab.kernels.analytic import KernelPair, cnn_kernels, dual_kernels, fc_kernels
 
 F64 = torch.float64
 
@@ -236,3 +236,123 @@ def test_bad_input():
             fc_kernels(x, depth=0)
         except err as e:
             assert "\n" not in str(e)
+
+
+# ------------------------------------------------------------------ hierarchical CNN [#64]
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_cnn_one_patch_is_fc(activation):
+    x, y = _inputs(6, 8, seed=6), _inputs(3, 8, seed=7)
+    kw = {"activation": activation, "w_std": 1.3, "b_std": 0.2}
+    for sizes, depth in (([8], 1), ([8, 1, 1], 3)):
+        cnn = cnn_kernels(x, y, patch_sizes=sizes, **kw)
+        fc = fc_kernels(x, y, depth=depth, **kw)
+        torch.testing.assert_close(cnn.nngp, fc.nngp, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(cnn.ntk, fc.ntk, rtol=1e-12, atol=1e-14)
+    # Channels are flattened into the single patch: (n, C, d) with one patch is fc on C·d.
+    xc = _inputs(15, 8, seed=8).reshape(5, 3, 8)
+    cnn = cnn_kernels(xc, patch_sizes=[8], **kw)
+    torch.testing.assert_close(cnn.ntk, fc_kernels(xc.reshape(5, 24), depth=1, **kw).ntk)
+
+
+def test_cnn_linear_equals_fc_and_tree_is_local():
+    x, y = _inputs(5, 8, seed=9), _inputs(4, 8, seed=10)
+    kw = {"w_std": 1.2, "b_std": 0.3}
+    # Linear φ: averaging children is linear, so any hierarchy equals the FC net of its depth.
+    cnn = cnn_kernels(x, y, patch_sizes=[2, 2, 2], activation="linear", **kw)
+    fc = fc_kernels(x, y, depth=3, activation="linear", **kw)
+    torch.testing.assert_close(cnn.ntk, fc.ntk)
+    torch.testing.assert_close(cnn.nngp, fc.nngp)
+    # ReLU, patches (2, 4): hand recursion over the tree.
+    w2, b2 = 1.2**2, 0.3**2
+    s1 = torch.stack([x[:, 2 * p : 2 * p + 2] @ y[:, 2 * p : 2 * p + 2].T for p in range(4)])
+    s1 = w2 / 2 * s1 + b2
+    v1 = torch.stack([(x[:, 2 * p : 2 * p + 2] ** 2).sum(1) for p in range(4)]) * w2 / 2 + b2
+    v2 = torch.stack([(y[:, 2 * p : 2 * p + 2] ** 2).sum(1) for p in range(4)]) * w2 / 2 + b2
+    ks, dots = zip(*(dual_kernels("relu", v1[p], v2[p], s1[p]) for p in range(4)), strict=True)
+    s2 = w2 / 4 * sum(ks) + b2
+    t2 = s2 + w2 / 4 * sum(d * s for d, s in zip(dots, s1, strict=True))
+    u1 = w2 / 4 * sum(v / 2 for v in v1) + b2  # ReLU: E[φ²] = Σ/2
+    u2 = w2 / 4 * sum(v / 2 for v in v2) + b2
+    k3, dot3 = dual_kernels("relu", u1, u2, s2)
+    s3 = w2 * k3 + b2
+    cnn = cnn_kernels(x, y, patch_sizes=[2, 4], **kw)
+    torch.testing.assert_close(cnn.nngp, s3)
+    torch.testing.assert_close(cnn.ntk, s3 + w2 * dot3 * t2)
+
+
+def test_cnn_symmetric_psd_diagonal_chunks():
+    x = _inputs(9, 16, seed=11)
+    kp = cnn_kernels(x, patch_sizes=[2, 2, 2, 2], b_std=0.1)
+    for k in (kp.nngp, kp.ntk):
+        torch.testing.assert_close(k, k.T, rtol=0, atol=1e-13)
+        assert torch.linalg.eigvalsh(k).min() > -1e-10 * k.diagonal().max()
+    dg = cnn_kernels(x, patch_sizes=[2, 2, 2, 2], b_std=0.1, diagonal=True)
+    torch.testing.assert_close(dg.ntk, kp.ntk.diagonal(), rtol=1e-12, atol=0)
+    chunked = cnn_kernels(x, patch_sizes=[2, 2, 2, 2], b_std=0.1, row_chunk=4)
+    torch.testing.assert_close(chunked.ntk, kp.ntk, rtol=1e-13, atol=0)
+
+
+def _conv_draw(g, sizes, width):
+    ws, c_in = [], 1
+    for s in sizes:
+        ws.append(torch.randn(width, c_in, s, generator=g, dtype=F64))
+        c_in = width
+    return ws
+
+
+def _conv_hidden(x, ws, w_std):
+    h = x[:, None, :]
+    for w in ws:
+        scale = w_std / math.sqrt(w.shape[1] * w.shape[2])
+        h = torch.relu(torch.nn.functional.conv1d(h, w, stride=w.shape[-1]) * scale)
+    return h.reshape(x.shape[0], -1)
+
+
+def test_cnn_monte_carlo_nngp_wide_conv_net():
+    # Channels 512, patches (2, 2, 2) on length 8, ReLU, NTK parametrization: the sample
+    # covariance of the outputs of 8 draws x 2000 readouts.
+    x = _inputs(4, 8, seed=12)
+    sizes, width, w_std = (2, 2, 2), 512, 1.4
+    kp = cnn_kernels(x, patch_sizes=sizes, w_std=w_std)
+    g = torch.Generator().manual_seed(2)
+    outs = []
+    for _ in range(8):
+        h = _conv_hidden(x, _conv_draw(g, sizes, width), w_std)
+        outs.append(h @ torch.randn(width, 2000, generator=g, dtype=F64) * (w_std / width**0.5))
+    f = torch.cat(outs, 1)
+    mc = f @ f.T / f.shape[1]
+    assert ((mc - kp.nngp).abs().max() / kp.nngp.diagonal().mean()).item() < 0.1
+
+
+@pytest.mark.slow
+def test_cnn_monte_carlo_ntk_wide_conv_net():
+    # Channels 1024: the autograd NTK averaged over 4 draws (one draw fluctuates by ~10%).
+    x = _inputs(4, 8, seed=12)
+    sizes, width, w_std = (2, 2, 2), 1024, 1.4
+    kp = cnn_kernels(x, patch_sizes=sizes, w_std=w_std)
+    g = torch.Generator().manual_seed(3)
+    emp = torch.zeros(4, 4, dtype=F64)
+    for _ in range(4):
+        ws = [w.requires_grad_(True) for w in _conv_draw(g, sizes, width)]
+        v = torch.randn(width, generator=g, dtype=F64).requires_grad_(True)
+        rows = []
+        for i in range(x.shape[0]):
+            out = (_conv_hidden(x[i : i + 1], ws, w_std).reshape(-1) @ v) * (w_std / width**0.5)
+            grads = torch.autograd.grad(out, [*ws, v])
+            rows.append(torch.cat([gr.reshape(-1) for gr in grads]))
+        jac = torch.stack(rows)
+        emp += jac @ jac.T / 4
+    rel = ((emp - kp.ntk).norm() / kp.ntk.norm()).item()
+    assert rel < 0.12, rel
+
+
+def test_cnn_bad_input():
+    x = _inputs(3, 8)
+    with pytest.raises(ConfigError, match="multiply to 4"):
+        cnn_kernels(x, patch_sizes=[2, 2])
+    with pytest.raises(ConfigError, match="patch_sizes"):
+        cnn_kernels(x, patch_sizes=[])
+    with pytest.raises(ConfigError, match="dimension mismatch"):
+        cnn_kernels(x, _inputs(2, 8).reshape(2, 2, 4), patch_sizes=[8])

@@ -106,12 +106,12 @@ def _check_activation(activation: Activation, dphi, quadrature_nodes: int) -> Ac
     raise ConfigError(f"unknown activation {activation!r}: use one of {known} or a callable")
 
 
-def _relu_dual(s11: Tensor, s22: Tensor, s12: Tensor, need_dot: bool, symmetric: bool):
+def _relu_dual(s11: Tensor, s22: Tensor, s12: Tensor, need_dot: bool, self_offset: int | None):
     norms = s11.sqrt() * s22.sqrt()  # (n1, n2), new buffer
     c = s12 / norms.clamp_min(_TINY)
     c.clamp_(-1.0, 1.0)
-    if symmetric:  # acos is ill-conditioned at 1: the diagonal's cosine is exactly 1
-        c.fill_diagonal_(1.0)
+    if self_offset is not None:  # acos is ill-conditioned at 1: a point with itself has cos 1
+        c.diagonal(self_offset).fill_(1.0)
     sin = c * c
     sin.neg_().add_(1.0).clamp_min_(0.0).sqrt_()
     pm = torch.acos(c)
@@ -230,15 +230,16 @@ def dual_kernels(
     quadrature_nodes: int = 128,
     need_dot: bool = True,
     symmetric: bool = False,
+    row_offset: int = 0,
 ) -> tuple[Tensor, Tensor | None]:
     """``(E[φ(u)φ(v)], E[φ'(u)φ'(v)])`` for (u, v) with variances ``s11`` (n1,), ``s22`` (n2,)
     and covariances ``s12`` (n1, n2); closed forms for relu/erf/linear, else quadrature.
-    ``symmetric=True`` says ``s12`` is the kernel of one set with itself (its diagonal then
-    has correlation exactly 1)."""
+    ``symmetric=True`` says ``s12`` is rows ``row_offset:`` of the kernel of one set with
+    itself (entries (i, row_offset + i) then have correlation exactly 1)."""
     act = _check_activation(activation, dphi, quadrature_nodes)
     a, b = s11.reshape(-1, 1), s22.reshape(1, -1)
     if act == "relu":
-        return _relu_dual(a, b, s12, need_dot, symmetric)
+        return _relu_dual(a, b, s12, need_dot, row_offset if symmetric else None)
     if act == "erf":
         return _erf_dual(a, b, s12, need_dot)
     if act == "linear":
@@ -400,3 +401,148 @@ def _dense_ntk(theta, k, w2, b2, fan_in, has_bias):
     if theta is not None:
         new.add_(theta, alpha=w2)
     return new
+
+
+# --------------------------------------------------------------------------- CNN kernels [#64]
+
+
+def _patch_inputs(x: Tensor, dtype, device=None) -> Tensor:
+    if not isinstance(x, Tensor) or x.dim() not in (2, 3):
+        raise ConfigError("CNN inputs must be (n, d) or (n, channels, d) tensors")
+    x = x.to(dtype=dtype, device=device)
+    return x[:, None, :] if x.dim() == 2 else x
+
+
+def cnn_kernels(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    patch_sizes: Sequence[int],
+    activation: Activation = "relu",
+    w_std: float = 1.0,
+    b_std: float = 0.0,
+    dphi: Callable[[Tensor], Tensor] | None = None,
+    quadrature_nodes: int = 128,
+    diagonal: bool = False,
+    compute_ntk: bool = True,
+    row_chunk: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> KernelPair:
+    """NNGP and NTK of an infinitely wide hierarchical CNN with non-overlapping patches [#64].
+
+    Architecture (Cagnetta, Favero & Wyart, "What can be learnt with wide convolutional
+    neural networks?", ICML 2023, Sec. 2): an input of ``C`` channels and length
+    ``d = s_1 · s_2 ⋯ s_L`` (``patch_sizes = (s_1, …, s_L)``) passes L blocks
+    ``Conv1d(kernel = stride = s_l) -> φ``; each block's filter sees ``s_l`` adjacent
+    locations of the previous layer without overlap, so after block l there are
+    ``d/(s_1⋯s_l)`` locations and after the last one a single location, which the readout
+    ``Dense(1)`` maps to the scalar output. Channels → ∞, stax NTK parametrization (weights
+    ``W_std/√fan_in · N(0, 1)`` with ``fan_in = channels · s_l``, bias ``b_std · N(0, 1)``).
+
+    Because patches do not overlap and the filters at different offsets are independent,
+    only equal locations of x and x' correlate, and the kernels form a tree (the paper's
+    Eq. for K^{(l+1)} as a mean over the s children). For a location j of block l + 1 with
+    children c (its ``s_{l+1}`` input locations), with K_c = E[φ(u)φ(v)] and
+    Σ̇_c = E[φ'(u)φ'(v)] at the child's pre-activation covariance:
+
+        Σ¹_p = W_std²/(C s_1) · ⟨x_p, x'_p⟩ + b_std²            (x_p: the p-th input patch)
+        Σ^{l+1}_j = W_std²/s_{l+1} · Σ_c K_c + b_std²
+        Θ^{l+1}_j = Σ^{l+1}_j + W_std²/s_{l+1} · Σ_c Σ̇_c Θ^l_c,   Θ¹ = Σ¹,
+
+    and the readout applies the fully connected step (``fc_kernels``' recursion) to the last
+    location. ``patch_sizes = (d,)`` is therefore ``fc_kernels(depth=1)``, and ``(d, 1, …, 1)``
+    is ``fc_kernels`` of that depth. ``x1`` (n1, d) or (n1, C, d); rows of x1 are processed
+    ``row_chunk`` at a time (default: about 2²⁴ kernel entries per location chunk).
+    """
+    sizes = [int(s) for s in patch_sizes] if patch_sizes is not None else []
+    if not sizes or any(s < 1 for s in sizes):
+        raise ConfigError(
+            f"patch_sizes must list one positive filter size per layer, got {patch_sizes!r}"
+        )
+    act = _check_activation(activation, dphi, quadrature_nodes)
+    if diagonal and x2 is not None:
+        raise ConfigError("diagonal=True needs x2=None (the diagonal of the kernel of x1)")
+    a = _patch_inputs(x1, dtype)
+    b = None if x2 is None else _patch_inputs(x2, dtype, a.device)
+    channels, d = a.shape[1], a.shape[2]
+    if math.prod(sizes) != d:
+        raise ConfigError(
+            f"patch_sizes {sizes} multiply to {math.prod(sizes)} but the inputs have length {d}:"
+            " choose filter sizes whose product is the input length"
+        )
+    if b is not None and b.shape[1:] != a.shape[1:]:
+        raise ConfigError(
+            f"input dimension mismatch: x1 rows are {tuple(a.shape[1:])}, x2 rows "
+            f"{tuple(b.shape[1:])}; pass inputs of the same shape"
+        )
+    w2, b2 = float(w_std) ** 2, float(b_std) ** 2
+    kw = {"dphi": dphi, "quadrature_nodes": quadrature_nodes, "need_dot": compute_ntk}
+
+    def patches(x: Tensor) -> Tensor:  # (n, P1, C·s1)
+        n = x.shape[0]
+        p1 = d // sizes[0]
+        return x.reshape(n, channels, p1, sizes[0]).permute(0, 2, 1, 3).reshape(n, p1, -1)
+
+    def layer_diag(x: Tensor) -> list[tuple[Tensor, Tensor | None]]:
+        """Per-location pre-activation variances and NTK diagonals of every block, (n, P_l)."""
+        s = patches(x).square().sum(-1).mul_(w2 / (channels * sizes[0])).add_(b2)
+        t = s.clone() if compute_ntk else None
+        out = [(s, t)]
+        for size in sizes[1:] + [None]:
+            k, dot = dual_kernels_diag(act, s, **kw)
+            if size is None:  # readout Dense(1)
+                s_new = k.reshape(k.shape[0]).mul(w2).add_(b2)
+                t_new = s_new + w2 * (dot * t).reshape(-1) if compute_ntk else None
+            else:
+                n, p = k.shape
+                s_new = k.reshape(n, p // size, size).sum(-1).mul_(w2 / size).add_(b2)
+                t_new = None
+                if compute_ntk:
+                    t_new = s_new + (dot * t).reshape(n, p // size, size).sum(-1).mul_(w2 / size)
+            out.append((s_new, t_new))
+            s, t = s_new, t_new
+        return out
+
+    with torch.no_grad():
+        diag1 = layer_diag(a)
+        if diagonal:
+            s, t = diag1[-1]
+            return KernelPair(nngp=s, ntk=t if compute_ntk else torch.full_like(s, float("nan")))
+        diag2 = diag1 if b is None else layer_diag(b)
+        pa, pb = patches(a), patches(a if b is None else b)
+        n1, n2, p1 = pa.shape[0], pb.shape[0], pa.shape[1]
+        chunk = row_chunk or max(1, (1 << 24) // max(1, n2 * p1))
+        nngp = torch.empty(n1, n2, dtype=dtype, device=a.device)
+        ntk = torch.full_like(nngp, float("nan"))
+        for r0 in range(0, n1, chunk):
+            r1 = min(n1, r0 + chunk)
+            # (P1, rows, n2) cross covariances of the first block, location-major.
+            s = torch.einsum("apk,bpk->pab", pa[r0:r1], pb).mul_(w2 / (channels * sizes[0]))
+            s.add_(b2)
+            t = s.clone() if compute_ntk else None
+            for level, size in enumerate(sizes[1:] + [None]):
+                v1, v2 = diag1[level][0][r0:r1], diag2[level][0]
+                k = torch.empty_like(s)
+                dot = torch.empty_like(s) if compute_ntk else None
+                for p in range(s.shape[0]):
+                    kp, dp = dual_kernels(
+                        act, v1[:, p], v2[:, p], s[p], symmetric=b is None, row_offset=r0, **kw
+                    )
+                    k[p] = kp
+                    if compute_ntk:
+                        dot[p] = dp
+                if size is None:
+                    s = k[0].mul_(w2).add_(b2)
+                    if compute_ntk:
+                        t = s + w2 * dot[0] * t[0]
+                else:
+                    p = k.shape[0]
+                    rows = k.shape[1:]
+                    s = k.reshape(p // size, size, *rows).sum(1).mul_(w2 / size).add_(b2)
+                    if compute_ntk:
+                        prod = dot.mul_(t).reshape(p // size, size, *rows).sum(1)
+                        t = s + prod.mul_(w2 / size)
+            nngp[r0:r1] = s
+            if compute_ntk:
+                ntk[r0:r1] = t
+    return KernelPair(nngp=nngp, ntk=ntk)
