@@ -356,3 +356,32 @@ def test_cnn_bad_input():
         cnn_kernels(x, patch_sizes=[])
     with pytest.raises(ConfigError, match="dimension mismatch"):
         cnn_kernels(x, _inputs(2, 8).reshape(2, 2, 4), patch_sizes=[8])
+
+
+def test_fused_relu_path_equals_dual_kernel_recursion():
+    # fc_kernels' fused ReLU/NTK path against the recursion written with dual_kernels.
+    x, y = _inputs(7, 5, seed=13), _inputs(4, 5, seed=14)
+    w, b, depth = 1.4, 0.25, 4
+    for other in (None, y):
+        z = x if other is None else other
+        s = w**2 * x @ z.T / 5 + b**2
+        v1 = w**2 * (x * x).sum(1) / 5 + b**2
+        v2 = w**2 * (z * z).sum(1) / 5 + b**2
+        t = s.clone()
+        for _ in range(depth):
+            k, dot = dual_kernels("relu", v1, v2, s, symmetric=other is None)
+            s = w**2 * k + b**2
+            t = s + w**2 * dot * t
+            v1, v2 = w**2 * v1 / 2 + b**2, w**2 * v2 / 2 + b**2
+        kp = fc_kernels(x, other, depth=depth, w_std=w, b_std=b)
+        torch.testing.assert_close(kp.nngp, s, rtol=1e-13, atol=0)
+        torch.testing.assert_close(kp.ntk, t, rtol=1e-13, atol=0)
+        k32 = fc_kernels(
+            x.float(),
+            None if other is None else y.float(),
+            depth=depth,
+            w_std=w,
+            b_std=b,
+            dtype=torch.float32,
+        )
+        torch.testing.assert_close(k32.ntk.double(), t, rtol=1e-5, atol=1e-6)

@@ -348,6 +348,9 @@ def fc_kernels(
     fan_ins = [d] + (widths or [])
     kw = {"dphi": dphi, "quadrature_nodes": quadrature_nodes, "need_dot": compute_ntk}
 
+    if act == "relu" and widths is None and compute_ntk and not diagonal:
+        with torch.no_grad():
+            return _fc_relu_ntk(x1, x2, depth, w2, b2)
     with torch.no_grad():
         # Input-layer kernels K^0 = x·x'/d: the diagonals d1 (of x1), d2 (of x2; None when
         # x2 is x1) and the cross matrix k (None when only the diagonal is asked for).
@@ -385,6 +388,47 @@ def fc_kernels(
         if not compute_ntk:
             ntk = torch.full_like(nngp, float("nan"))
     return KernelPair(nngp=nngp, ntk=ntk)
+
+
+def _fc_relu_ntk(x1: Tensor, x2: Tensor | None, depth: int, w2: float, b2: float) -> KernelPair:
+    """The ReLU / NTK-parametrization case of :func:`fc_kernels` with the arc-cosine step fused
+    into about a dozen in-place passes per layer over preallocated (n1, n2) buffers.
+
+    Per block, from Σ (pre-activation) and Θ: c = Σ/√(v1 v2') clamped, π − θ = asin c + π/2,
+    J = √(1−c²) + c(π − θ), Σ ← W²/(2π)·√(v1 v2')·J + b², Θ ← Σ + W²/(2π)·(π − θ)·Θ.
+    """
+    d = x1.shape[1]
+    other = x1 if x2 is None else x2
+    b2t = torch.tensor(b2, dtype=x1.dtype, device=x1.device)
+    s = torch.addmm(b2t, x1, other.T, alpha=w2 / d)  # Σ¹
+    v1 = x1.square().sum(1).mul_(w2 / d).add_(b2)
+    v2 = v1 if x2 is None else x2.square().sum(1).mul_(w2 / d).add_(b2)
+    t = s.clone()  # Θ¹ = Σ¹
+    c, sin, pm, s_next, t_next = (torch.empty_like(s) for _ in range(5))
+    one = torch.ones((), dtype=s.dtype, device=s.device)
+    scale = w2 / (2 * math.pi)
+    for _ in range(depth):
+        r1 = v1.clamp_min(_TINY).rsqrt()
+        r2 = r1 if x2 is None else v2.clamp_min(_TINY).rsqrt()
+        torch.mul(s, r1[:, None], out=c)
+        c.mul_(r2[None, :]).clamp_(-1.0, 1.0)
+        if x2 is None:
+            c.fill_diagonal_(1.0)
+        torch.addcmul(one, c, c, value=-1.0, out=sin)
+        sin.sqrt_()
+        torch.asin(c, out=pm)
+        pm.add_(math.pi / 2)  # π − θ
+        sin.addcmul_(c, pm)  # J(θ) = sin θ + (π − θ) cos θ
+        q1 = v1.sqrt().mul_(scale)
+        q2 = v2.sqrt()
+        torch.mul(sin, q1[:, None], out=c)
+        torch.addcmul(b2t, c, q2[None, :], out=s_next)  # Σ^{l+1}
+        torch.addcmul(s_next, pm, t, value=scale, out=t_next)  # Θ^{l+1}
+        s, s_next = s_next, s
+        t, t_next = t_next, t
+        v1 = v1 * (w2 / 2) + b2  # ReLU: E[φ(u)²] = Σ(x, x)/2
+        v2 = v1 if x2 is None else v2 * (w2 / 2) + b2
+    return KernelPair(nngp=s, ntk=t)
 
 
 def _dense_ntk(theta, k, w2, b2, fan_in, has_bias):
