@@ -38,6 +38,7 @@ from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields
 from weightlab.seeding import derive_seed, generator
+from weightlab.threads import intra_op_threads
 
 QUOTE = (
     "we introduce the possibility of using this limit and objective as a flexible, deep "
@@ -159,7 +160,10 @@ class DeepKernelMachineRecipe(Recipe):
         bar = progress_bar(cfg.seeds, self.name, "split", progress, line_each_update=True)
         records = []
         for s in range(cfg.seeds):
-            m, _ = rd.unit(f"split-{s:02d}", lambda s=s: self._split(cfg, data, s), check=_check)
+            with intra_op_threads(1):  # 300x300 matrices: splitting each op only costs
+                m, _ = rd.unit(
+                    f"split-{s:02d}", lambda s=s: self._split(cfg, data, s), check=_check
+                )
             records.extend(m["members"])
             if bar is not None:
                 bar.update(1)

@@ -47,6 +47,7 @@ from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields
 from weightlab.seeding import derive_seed, generator
+from weightlab.threads import intra_op_threads
 
 QUOTE = (
     "in the infinite-width limit it converges to an explicit limiting kernel and it stays "
@@ -217,9 +218,10 @@ class WideEqualsKernel(Recipe):
         bar = progress_bar(len(widths), self.name, "width", progress, line_each_update=True)
         units = []
         for w in widths:
-            m, _ = rd.unit(
-                f"width-{w:05d}", lambda w=w: self._width(cfg, task, w, eta, mu), check=_check
-            )
+            with intra_op_threads(1):  # 20 points: splitting each op over threads only costs
+                m, _ = rd.unit(
+                    f"width-{w:05d}", lambda w=w: self._width(cfg, task, w, eta, mu), check=_check
+                )
             units.append(m)
             if bar is not None:
                 bar.update(1)
