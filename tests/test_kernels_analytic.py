@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from weightlab.errors import ConfigError
-from weightlab.kernels.analytic import KernelPair, cnn_kernels, dual_kernels, fc_kernels
+from weightlab.kernels.analytic import (
+    INFINITE_DEPTH_ACTIVATIONS,
+    RELU_LIMIT_RATIO,
+    KernelPair,
+    cnn_kernels,
+    dual_kernels,
+    fc_kernels,
+    hermite_activation,
+    infinite_depth_ntk,
+    normalized_ntk,
+)
 
 F64 = torch.float64
 
@@ -385,3 +395,97 @@ def test_fused_relu_path_equals_dual_kernel_recursion():
             dtype=torch.float32,
         )
         torch.testing.assert_close(k32.ntk.double(), t, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ infinite depth [#59]
+
+
+def _sphere(n: int, d: int, seed: int) -> torch.Tensor:
+    x = _inputs(n, d, seed=seed)
+    return x / x.norm(dim=1, keepdim=True) * math.sqrt(d)  # ‖x‖² = d: unit pre-activations
+
+
+@pytest.mark.parametrize("name", ["relu", "hermite2", "hermite12"])
+def test_normalized_ntk_equals_fc_kernels(name):
+    act = INFINITE_DEPTH_ACTIVATIONS[name]
+    x = _sphere(5, 4, seed=15) / act.w_std  # input layer: W_std²·‖x‖²/d = 1
+    depths = [1, 3] if name == "relu" else [1, 2]
+    got = normalized_ntk(x, depths=depths, activation=name)
+    for depth in depths:
+        if name == "relu":
+            kp = fc_kernels(x, depth=depth, w_std=act.w_std)
+        else:  # the polynomial φ through the quadrature path
+            kp = fc_kernels(x[:4], depth=depth, activation=act.phi, w_std=1.0)
+        diag = kp.ntk.diagonal()
+        mu = float(act.dxi(torch.ones((), dtype=F64)))
+        torch.testing.assert_close(
+            diag, torch.full_like(diag, sum(mu**k for k in range(depth + 1)))
+        )
+        ref = kp.ntk / diag[:, None]
+        tol = 1e-12 if name == "relu" else 1e-6
+        torch.testing.assert_close(
+            got[depth][: ref.shape[0], : ref.shape[1]], ref, rtol=tol, atol=tol
+        )
+
+
+def test_relu_ratio_tends_to_one_quarter():
+    x = torch.tensor([[1.0, 0.0], [0.5, math.sqrt(0.75)]], dtype=F64)
+    ratios = normalized_ntk(x, depths=[10, 100, 1000, 3000])
+    r = [ratios[d][0, 1].item() for d in (10, 100, 1000, 3000)]
+    assert r[0] > r[1] > r[2] > r[3] > RELU_LIMIT_RATIO
+    assert r[3] - RELU_LIMIT_RATIO < 0.002
+
+
+def test_infinite_depth_classifiers():
+    xtr, xte = _inputs(30, 6, seed=16).abs(), _inputs(10, 6, seed=17).abs()
+    ytr = torch.tensor([0] * 14 + [1] * 9 + [2] * 7)
+    cos = torch.nn.functional.normalize(xte, dim=1) @ torch.nn.functional.normalize(xtr, dim=1).T
+    mv = infinite_depth_ntk(xte, xtr, activation="relu")
+    assert mv.classifier == "majority_vote" and mv.limit_ratio == RELU_LIMIT_RATIO
+    assert (mv.predict(ytr) == 0).all()
+    nn = infinite_depth_ntk(xte, xtr, activation="hermite2")
+    assert nn.classifier == "nearest_neighbor"
+    assert torch.equal(nn.predict(ytr), ytr[cos.argmax(1)])
+    sk = infinite_depth_ntk(xte, xtr, activation="hermite12")
+    assert sk.classifier == "singular_kernel"
+    assert sk.exponent == pytest.approx(math.log(2) / math.log(1.5))
+    # h is the Koenigs function: h(ξ(ρ)) = λ h(ρ), h(ρ) ~ ρ at 0, (1 − ρ)^α h(ρ) → const at 1.
+    act = INFINITE_DEPTH_ACTIVATIONS["hermite12"]
+    rho = torch.tensor([[1e-9, 0.3, 0.8, 1 - 1e-4, 1 - 1e-6]], dtype=F64)
+    xs = torch.cat([torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)], 1)
+    pts = torch.stack([rho[0], (1 - rho[0] ** 2).clamp_min(0).sqrt()], 1)
+    h = infinite_depth_ntk(xs, pts, activation="hermite12").kernel[0]
+    h_xi = infinite_depth_ntk(
+        xs, torch.stack([act.xi(rho[0]), (1 - act.xi(rho[0]) ** 2).sqrt()], 1), activation=act
+    ).kernel[0]
+    torch.testing.assert_close(h_xi[:3], 0.5 * h[:3], rtol=1e-9, atol=0)
+    assert h[0].item() == pytest.approx(1e-9, rel=1e-6)
+    a = sk.exponent
+    c4, c6 = (h[3] * 1e-4**a).item(), (h[4] * 1e-6**a).item()
+    assert abs(c4 / c6 - 1) < 0.05
+    # Ties in the limit: a training copy of the test point has infinite weight.
+    dup = infinite_depth_ntk(xtr[:3], xtr, activation="hermite12")
+    assert torch.isinf(dup.kernel[0, 0]) and torch.equal(dup.predict(ytr), ytr[:3])
+
+
+def test_deep_finite_ntk_classifier_approaches_its_limit():
+    # Kernel regression with the normalized NTK at depth L agrees with the limit classifier.
+    xtr, xte = _inputs(40, 6, seed=18).abs(), _inputs(20, 6, seed=19).abs()
+    ytr = torch.arange(40) % 3
+    onehot = torch.nn.functional.one_hot(ytr, 3).to(F64)
+    for name, depth in (("hermite2", 8), ("hermite12", 200)):
+        x = torch.cat([xtr, xte])
+        k = normalized_ntk(x, depths=[depth], activation=name)[depth]
+        pred = (k[40:, :40] @ torch.linalg.solve(k[:40, :40], onehot)).argmax(1)
+        limit = infinite_depth_ntk(xte, xtr, activation=name).predict(ytr, 3)
+        assert (pred == limit).double().mean().item() >= 0.9, name
+
+
+def test_infinite_depth_bad_input():
+    x = _inputs(3, 4)
+    with pytest.raises(ConfigError, match="normalized dual"):
+        infinite_depth_ntk(x, activation="tanh")
+    with pytest.raises(ConfigError, match="no infinite-depth limit"):
+        infinite_depth_ntk(x, activation=hermite_activation("shifted", (1.0, 1.0)))
+    with pytest.raises(ConfigError, match="depths"):
+        normalized_ntk(x, depths=[0])

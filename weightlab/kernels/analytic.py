@@ -590,3 +590,257 @@ def cnn_kernels(
             if compute_ntk:
                 ntk[r0:r1] = t
     return KernelPair(nngp=nngp, ntk=ntk)
+
+
+# --------------------------------------------------------------------------- infinite depth [#59]
+
+
+@dataclass(frozen=True)
+class NormalizedActivation:
+    """An activation scaled so that E[φ(z)²] = 1 for z ~ N(0, 1), with its normalized dual
+    ξ(ρ) = E[φ(u)φ(v)] and ξ'(ρ) = E[φ'(u)φ'(v)] for unit-variance (u, v) of correlation ρ.
+
+    ``hermite``: the coefficients a_k of φ = Σ_k a_k He_k/√(k!) (orthonormal probabilists'
+    Hermite polynomials), Σ a_k² = 1, so ξ(ρ) = Σ a_k² ρ^k. ``phi``: φ itself, for
+    fc_kernels (with ``w_std = 1`` it is the same network)."""
+
+    name: str
+    xi: Callable[[Tensor], Tensor]
+    dxi: Callable[[Tensor], Tensor]
+    phi: Callable[[Tensor], Tensor]
+    w_std: float  # fc_kernels' w_std for the unnormalized activation it names
+    hermite: tuple[float, ...] | None = None
+
+
+def _relu_xi(r: Tensor) -> Tensor:
+    r = r.clamp(-1.0, 1.0)
+    return ((1 - r * r).clamp_min(0).sqrt() + (math.pi - torch.acos(r)) * r) / math.pi
+
+
+def _relu_dxi(r: Tensor) -> Tensor:
+    return (math.pi - torch.acos(r.clamp(-1.0, 1.0))) / math.pi
+
+
+def hermite_activation(name: str, coefficients: Sequence[float]) -> NormalizedActivation:
+    """φ = Σ_k a_k He_k(x)/√(k!) with ``coefficients`` a_k rescaled to Σ a_k² = 1."""
+    a = [float(c) for c in coefficients]
+    norm = math.sqrt(sum(c * c for c in a))
+    if norm == 0 or len(a) < 2:
+        raise ConfigError("hermite coefficients must have at least 2 entries, not all zero")
+    a = [c / norm for c in a]
+    sq = [c * c for c in a]
+
+    def xi(r: Tensor) -> Tensor:
+        out = torch.zeros_like(r)
+        for c in reversed(sq):  # Horner
+            out = out * r + c
+        return out
+
+    def dxi(r: Tensor) -> Tensor:
+        out = torch.zeros_like(r)
+        for k in range(len(sq) - 1, 0, -1):
+            out = out * r + k * sq[k]
+        return out
+
+    def phi(x: Tensor) -> Tensor:
+        he_prev, he = torch.ones_like(x), x  # He_0, He_1; He_{k+1} = x He_k − k He_{k−1}
+        out = a[0] * he_prev + a[1] * he
+        for k in range(1, len(a) - 1):
+            he_prev, he = he, x * he - k * he_prev
+            out = out + a[k + 1] * he / math.sqrt(math.factorial(k + 1))
+        return out
+
+    return NormalizedActivation(name, xi, dxi, phi, w_std=1.0, hermite=tuple(a))
+
+
+# The activations of the recipe wide-deep-optimal, one per limit classifier (see
+# infinite_depth_ntk): ReLU (majority vote), He_2/√2 (1-nearest neighbour) and
+# (He_1 + He_2/√2)/√2 (a singular kernel classifier).
+INFINITE_DEPTH_ACTIVATIONS: dict[str, NormalizedActivation] = {
+    "relu": NormalizedActivation(
+        "relu", _relu_xi, _relu_dxi, lambda x: math.sqrt(2) * torch.relu(x), w_std=math.sqrt(2)
+    ),
+    "hermite2": hermite_activation("hermite2", (0.0, 0.0, 1.0)),
+    "hermite12": hermite_activation("hermite12", (0.0, 1.0, 1.0)),
+}
+
+
+def _normalized_activation(activation) -> NormalizedActivation:
+    if isinstance(activation, NormalizedActivation):
+        return activation
+    if isinstance(activation, str) and activation in INFINITE_DEPTH_ACTIVATIONS:
+        return INFINITE_DEPTH_ACTIVATIONS[activation]
+    known = ", ".join(INFINITE_DEPTH_ACTIVATIONS)
+    raise ConfigError(
+        f"no normalized dual for activation {activation!r}: use one of {known} or "
+        "hermite_activation(name, coefficients)"
+    )
+
+
+def _cosines(x1: Tensor, x2: Tensor | None, dtype) -> Tensor:
+    x1, x2 = _as_inputs(x1, x2, dtype)
+    u1 = x1 / x1.norm(dim=1, keepdim=True).clamp_min(_TINY)
+    if x2 is None:
+        c = u1 @ u1.T
+        c.fill_diagonal_(1.0)
+        return c.clamp_(-1.0, 1.0)
+    u2 = x2 / x2.norm(dim=1, keepdim=True).clamp_min(_TINY)
+    return (u1 @ u2.T).clamp_(-1.0, 1.0)
+
+
+def normalized_ntk(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    depths: Sequence[int],
+    activation: str | NormalizedActivation = "relu",
+    dtype: torch.dtype = torch.float64,
+) -> dict[int, Tensor]:
+    """Θ_L(x, x')/Θ_L(x, x) for each L in ``depths``, in one pass up to max(depths) [#59].
+
+    The setting of Radhakrishnan, Belkin & Uhler ("Wide and deep neural networks achieve
+    optimality for classification"): inputs on the unit sphere (x is divided by its norm),
+    no bias, activation normalized to E[φ(z)²] = 1, so every pre-activation has variance 1
+    and the stax recursion (module docstring) runs on correlations ρ_l alone:
+
+        ρ_{l+1} = ξ(ρ_l),   Θ^{l+1} = ξ(ρ_l) + ξ'(ρ_l) Θ^l,   Θ¹ = ρ_0 = cos(x, x'),
+
+    with diagonal D^{l+1} = 1 + ξ'(1) D^l. It equals ``fc_kernels(x·√d/(w‖x‖), depth=L,
+    activation=φ, w_std=w).ntk`` (w = ``act.w_std``) divided by its diagonal (tested), at a few
+    elementwise operations per layer, so L in the thousands is cheap. The ratio is kept
+    directly (1/D^l updated as 1/D^{l+1} = (1/D^l)/(1/D^l + ξ'(1))) so that D^l ~ ξ'(1)^l
+    cannot overflow; entries may underflow to 0 at large L for activations with ξ'(1) > 1.
+    """
+    act = _normalized_activation(activation)
+    wanted = sorted({int(d) for d in depths})
+    if not wanted or wanted[0] < 1:
+        raise ConfigError(f"depths must be integers >= 1, got {list(depths)!r}")
+    with torch.no_grad():
+        rho = _cosines(x1, x2, dtype)
+        one = torch.ones((), dtype=dtype)
+        mu = float(act.dxi(one))
+        t = rho.clone()  # Θ¹/D¹ with D¹ = 1 (the input Dense layer)
+        inv_d = 1.0
+        out: dict[int, Tensor] = {}
+        for layer in range(1, wanted[-1] + 1):
+            inv_next = inv_d / (inv_d + mu)  # 1/D^{l+1}
+            xi = act.xi(rho)
+            t = act.dxi(rho).mul_(t).mul_(inv_next / inv_d).add_(xi * inv_next)
+            rho = xi
+            inv_d = inv_next
+            if layer in wanted:
+                out[layer] = t.clone()
+    return out
+
+
+CLASSIFIERS = ("majority_vote", "nearest_neighbor", "singular_kernel")
+# lim_L Θ_L(x, x')/Θ_L(x, x) of the normalized ReLU NTK for x ≠ x' (any ρ_0 < 1). The
+# recursion of normalized_ntk approaches it slowly, like 1/L: 0.2777 at L = 100, 0.2538 at
+# 1000, 0.2505 at 10 000 (ρ_0 = 0.5; tested).
+RELU_LIMIT_RATIO = 0.25
+_SAME = 1.0 - 1e-12  # cosines at least this are the same direction (x = x' up to rounding)
+
+
+@dataclass(frozen=True)
+class InfiniteDepthNTK:
+    """The L → ∞ limit of the NTK classifier of :func:`infinite_depth_ntk`.
+
+    ``classifier``: which of the three classifiers the limit implements. ``kernel`` (n1, n2):
+    a limit kernel whose *kernel vote* ``argmax_c Σ_i kernel[:, i]·[y_i = c]`` (x1 = test,
+    x2 = train) is that classifier —
+
+    * ``"majority_vote"``: lim Θ_L(x, x')/Θ_L(x, x), constant (``limit_ratio``) for x ≠ x'
+      and 1 where x = x' (cosine ≥ 1 − 1e-12), so the vote counts the classes;
+    * ``"nearest_neighbor"``: the cosine ρ(x, x'); the classifier is the label of its
+      largest entry (the limit has no finite kernel: Θ_L(x, x')/Θ_L(x, x) → 0 faster for
+      smaller ρ than any power);
+    * ``"singular_kernel"``: h(ρ) = lim_l ξ^{∘l}(ρ)/ξ'(0)^l (the Koenigs function of ξ at
+      0), which diverges as (1 − ρ)^{−exponent} at ρ → 1; +inf where x = x'.
+    """
+
+    classifier: str
+    kernel: Tensor
+    activation: str
+    exponent: float | None = None
+    limit_ratio: float | None = None
+
+    def predict(self, y_train: Tensor, num_classes: int | None = None) -> Tensor:
+        """Labels of the x1 rows, given the integer labels of the x2 rows (x2 = train)."""
+        y = y_train.reshape(-1).long().to(self.kernel.device)
+        if y.numel() != self.kernel.shape[1]:
+            raise ConfigError(
+                f"y_train has {y.numel()} labels but the kernel has {self.kernel.shape[1]} "
+                "training columns: pass one label per x2 row"
+            )
+        c = int(num_classes or int(y.max()) + 1)
+        if self.classifier == "nearest_neighbor":
+            return y[self.kernel.argmax(1)]
+        k = self.kernel
+        exact = torch.isinf(k)
+        if exact.any():  # a training copy of the test point decides alone
+            k = torch.where(exact.any(1, keepdim=True), exact.to(k.dtype), k)
+        onehot = torch.nn.functional.one_hot(y, c).to(k.dtype)
+        return (k @ onehot).argmax(1)
+
+
+def infinite_depth_ntk(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    activation: str | NormalizedActivation = "relu",
+    koenigs_steps: int = 400,
+    dtype: torch.dtype = torch.float64,
+) -> InfiniteDepthNTK:
+    """The infinite-depth limit of the NTK classifier [#59] (setting of :func:`normalized_ntk`).
+
+    Radhakrishnan, Belkin & Uhler, "Wide and deep neural networks achieve optimality for
+    classification" (abstract): infinitely wide and deep networks "implement one of three
+    well-known classifiers depending on the activation function used: (1) 1-nearest
+    neighbor ...; (2) majority vote ...; or (3) singular kernel classifiers". The paper body
+    (its theorem stating which activation gives which) was not available here: the rule
+    below is derived from the recursion of :func:`normalized_ntk` and is this module's, with
+    ξ the normalized dual, μ = ξ'(1), λ = ξ'(0):
+
+    * ReLU (μ = 1, ξ(0) = 1/π > 0): ρ_l → 1 but Θ_L grows like L on and off the diagonal
+      with lim Θ_L(x, x')/Θ_L(x, x) = 1/4 for every x ≠ x' (:data:`RELU_LIMIT_RATIO`, checked
+      numerically): the train Gram tends to (1/4)·11ᵀ + (3/4)·I and every test row to
+      the constant 1/4, so kernel regression predicts the class counts: **majority vote**.
+    * ξ(0) = 0, μ > 1, λ = 0 (e.g. He_2/√2, ξ = ρ²): ρ_l → 0 like ρ_0^(2^l), so the nearest
+      training point (largest ρ_0) dominates every other by an unbounded factor and the
+      Gram tends to the identity: **1-nearest neighbour**.
+    * ξ(0) = 0, μ > 1, 0 < λ < 1 (e.g. (He_1 + He_2/√2)/√2, ξ = (ρ + ρ²)/2): ρ_l ≈ h(ρ_0)λ^l
+      and Θ_L(x, x') ≈ L·h(ρ_0)·λ^L + O(λ^L) while Θ_L(x, x) ~ μ^L: the Gram tends to the
+      identity and predictions to the kernel vote with h, which diverges as
+      (1 − ρ)^{−α}, α = ln(1/λ)/ln μ (from h∘ξ = λh near the repelling fixed point 1), i.e.
+      ‖x − x'‖^{−2α} on the sphere: a **singular kernel classifier** (α = 1.71 here).
+
+    Other activations raise ConfigError. Returns :class:`InfiniteDepthNTK`.
+    """
+    act = _normalized_activation(activation)
+    one = torch.ones((), dtype=dtype)
+    zero = torch.zeros((), dtype=dtype)
+    mu, lam, xi0 = float(act.dxi(one)), float(act.dxi(zero)), float(act.xi(zero))
+    with torch.no_grad():
+        rho = _cosines(x1, x2, dtype)
+        if act.name == "relu":
+            ratio = RELU_LIMIT_RATIO
+            same = rho >= _SAME
+            k = torch.where(same, torch.ones_like(rho), torch.full_like(rho, ratio))
+            return InfiniteDepthNTK("majority_vote", k, act.name, limit_ratio=ratio)
+        if abs(xi0) > 1e-15 or mu <= 1.0:
+            raise ConfigError(
+                f"no infinite-depth limit classifier derived for activation {act.name!r} "
+                f"(xi(0) = {xi0:.3g}, xi'(1) = {mu:.3g}): use relu or a Hermite activation "
+                "with a_0 = 0 and xi'(1) > 1"
+            )
+        if lam <= 1e-15:
+            return InfiniteDepthNTK("nearest_neighbor", rho, act.name)
+        if lam >= 1.0:
+            raise ConfigError(f"xi'(0) = {lam:.3g} >= 1: no singular limit; use xi'(0) < 1")
+        r = rho.clone()
+        for _ in range(koenigs_steps):
+            r = act.xi(r)
+        h = r * math.exp(-koenigs_steps * math.log(lam))
+        h = torch.where(rho >= _SAME, torch.full_like(h, float("inf")), h)
+        alpha = math.log(1 / lam) / math.log(mu)
+        return InfiniteDepthNTK("singular_kernel", h, act.name, exponent=alpha)
