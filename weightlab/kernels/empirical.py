@@ -45,7 +45,7 @@ example at a time, the others batched forward passes. The result is accumulated 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,17 +55,18 @@ from torch.nn.utils import parametrize
 
 from weightlab.core.selectors import Selector, plain_name
 from weightlab.errors import ConfigError
+from weightlab.kernels._ntk_mlp import (
+    Erf,
+    NTKLinear,
+    mlp_to_ntk,
+    ntk_lr_groups,
+    ntk_mlp,
+    ntk_to_mlp,
+)
 
 FORMS = ("full", "trace", "blocks")
 METHODS = ("auto", "structured", "jacobian", "ntvp")
 DEFAULT_MAX_BYTES = 1 << 30  # Jacobian blocks held at once (per parameter group)
-
-
-class Erf(nn.Module):
-    """The pointwise ``erf`` activation (``stax.Erf``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.erf(x)
 
 
 POINTWISE: tuple[type[nn.Module], ...] = (
@@ -91,69 +92,13 @@ __all__ = [
     "ProjectedOutput",
     "Erf",
     "empirical_ntk",
+    "mlp_to_ntk",
+    "ntk_lr_groups",
     "ntk_mlp",
+    "ntk_to_mlp",
     "ntk_vector_product",
     "qualifies_structured",
 ]
-
-
-class NTKLinear(nn.Linear):
-    """A Linear layer in the NTK parametrization of ``stax`` (Novak et al. 2020, "Neural
-    Tangents", ``stax.Dense``; Jacot et al. 2018, Eq. 1):
-
-        h = (w_std / √fan_in) · W x + b_std · b,   W_ij, b_i ~ N(0, 1),
-
-    so the stored parameters are O(1) and the width scaling lives in the forward pass."""
-
-    def __init__(
-        self, in_features: int, out_features: int, w_std: float = 1.0, b_std: float = 0.0
-    ) -> None:
-        super().__init__(in_features, out_features, bias=b_std != 0.0)
-        self.w_std, self.b_std = float(w_std), float(b_std)
-        self.weight_mult = self.w_std / in_features**0.5
-        self.bias_mult = self.b_std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = None if self.bias is None else self.bias * self.bias_mult
-        return nn.functional.linear(x * self.weight_mult, self.weight, b)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", w_std={self.w_std}, b_std={self.b_std}"
-
-
-_ACT = {"relu": nn.ReLU, "erf": Erf, "linear": nn.Identity, "tanh": nn.Tanh}
-
-
-def ntk_mlp(
-    widths: Iterable[int],
-    *,
-    activation: str = "relu",
-    w_std: float = 1.0,
-    b_std: float = 0.0,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float64,
-) -> nn.Sequential:
-    """An MLP ``widths = [in, h1, …, hL, out]`` in ``stax``'s NTK parametrization:
-    ``L`` (:class:`NTKLinear` + activation) blocks, then a readout :class:`NTKLinear`, every
-    stored entry ~ N(0, 1) drawn from a generator seeded with ``seed``. Its kernels at
-    infinite width are :func:`weightlab.kernels.analytic.fc_kernels` with ``depth = L``."""
-    widths = [int(w) for w in widths]
-    if len(widths) < 2 or any(w <= 0 for w in widths):
-        raise ConfigError(f"ntk_mlp widths must be >= 2 positive integers, got {widths}")
-    if activation not in _ACT:
-        raise ConfigError(f"unknown activation {activation!r}; choose one of: {', '.join(_ACT)}")
-    g = torch.Generator().manual_seed(int(seed))
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        lin = NTKLinear(a, b, w_std, b_std)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64))
-            if lin.bias is not None:
-                lin.bias.copy_(torch.randn(b, generator=g, dtype=torch.float64))
-        layers.append(lin)
-        if i < len(widths) - 2:
-            layers.append(_ACT[activation]())
-    return nn.Sequential(*layers).to(dtype)
 
 
 class ProjectedOutput(nn.Module):
