@@ -173,7 +173,7 @@ def test_embedding_block_from_per_position_gradients():
     m = Bag().double()
     ids1 = torch.tensor([[1, 2, 3, 1, 0], [4, 4, 0, 0, 0], [2, 7, 9, 10, 3]])
     ids2 = torch.tensor([[3, 3, 1, 0, 0], [5, 6, 7, 8, 9]])
-    from weightlab.kernels.empirical import _sparse_embeddings
+    from weightlab.kernels._ntk_jacobian import _sparse_embeddings
 
     names = {n: n for n, _ in m.named_parameters()}
     assert set(_sparse_embeddings(m, ids1, names)) == {"emb.weight"}  # pos: dense
