@@ -30,7 +30,10 @@ def constant_hypotheses(task, count, g):
 def test_bits_of_a_task_with_known_probability():
     eps = 0.05
     exact = -math.log2(math.erf(math.sqrt(eps / 2)))  # 2.33 bits
-    r = inductive_bias_bits(constant_hypotheses, TASK, eps, num_hypotheses=20000, seed=1)
+    r = inductive_bias_bits(
+        constant_hypotheses, TASK, eps, num_hypotheses=20000, seed=1, model="scaled_chi2"
+    )
+    assert r.consistent and r.consistency_p > 1e-3
     assert r.model == "scaled_chi2" and "chi-square" in r.model_description
     assert r.params["k"] == pytest.approx(1.0, rel=0.06)
     assert r.params["scale"] == pytest.approx(1.0, rel=0.06)
@@ -47,7 +50,8 @@ def test_lognormal_model_on_lognormal_losses():
         return torch.exp(1.0 + 0.5 * torch.randn(count, generator=g, dtype=torch.float64))
 
     eps = math.exp(1.0 - 2 * 0.5)  # two sigmas below: P = Phi(-2)
-    r = inductive_bias_bits(sampler, TASK, eps, num_hypotheses=20000, model="lognormal")
+    r = inductive_bias_bits(sampler, TASK, eps, num_hypotheses=20000)
+    assert r.model == "lognormal" and r.consistent
     assert r.bits == pytest.approx(-math.log2(stats.norm.cdf(-2.0)), abs=0.1)
     assert r.params["mu"] == pytest.approx(1.0, abs=0.02)
 
@@ -118,3 +122,14 @@ def test_bad_input_is_one_line(kwargs, match):
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="must be > 0"):
         relu_feature_hypotheses(0)
+
+
+def test_a_model_that_misplaces_the_resolved_mass_is_flagged():
+    # losses with a hard floor at 1 and a long tail: the lognormal fit puts mass below
+    # eps = 0.9 that the sample shows is not there
+    def floored(task, count, g):
+        return 1.0 + torch.rand(count, generator=g, dtype=torch.float64).pow(8) * 100
+
+    r = inductive_bias_bits(floored, TASK, 0.9, num_hypotheses=2000)
+    assert r.empirical_fraction == 0.0 and 2.0**-r.bits * 2000 > 20
+    assert not r.consistent and r.consistency_p < 1e-3
