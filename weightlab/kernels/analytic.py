@@ -610,6 +610,13 @@ class NormalizedActivation:
     phi: Callable[[Tensor], Tensor]
     w_std: float  # fc_kernels' w_std for the unnormalized activation it names
     hermite: tuple[float, ...] | None = None
+    both: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+
+    def duals(self, rho: Tensor) -> tuple[Tensor, Tensor]:
+        """(ξ(ρ), ξ'(ρ)) as new tensors, in one pass where a fused form exists."""
+        if self.both is not None:
+            return self.both(rho)
+        return self.xi(rho), self.dxi(rho)
 
 
 def _relu_xi(r: Tensor) -> Tensor:
@@ -619,6 +626,13 @@ def _relu_xi(r: Tensor) -> Tensor:
 
 def _relu_dxi(r: Tensor) -> Tensor:
     return (math.pi - torch.acos(r.clamp(-1.0, 1.0))) / math.pi
+
+
+def _relu_duals(r: Tensor) -> tuple[Tensor, Tensor]:
+    r = r.clamp(-1.0, 1.0)
+    pm = torch.acos(r).neg_().add_(math.pi).mul_(1 / math.pi)  # ξ' = (π − acos ρ)/π
+    sin = (r * r).neg_().add_(1.0).clamp_min_(0.0).sqrt_().mul_(1 / math.pi)
+    return sin.addcmul_(pm, r), pm
 
 
 def hermite_activation(name: str, coefficients: Sequence[float]) -> NormalizedActivation:
@@ -658,7 +672,12 @@ def hermite_activation(name: str, coefficients: Sequence[float]) -> NormalizedAc
 # (He_1 + He_2/√2)/√2 (a singular kernel classifier).
 INFINITE_DEPTH_ACTIVATIONS: dict[str, NormalizedActivation] = {
     "relu": NormalizedActivation(
-        "relu", _relu_xi, _relu_dxi, lambda x: math.sqrt(2) * torch.relu(x), w_std=math.sqrt(2)
+        "relu",
+        _relu_xi,
+        _relu_dxi,
+        lambda x: math.sqrt(2) * torch.relu(x),
+        w_std=math.sqrt(2),
+        both=_relu_duals,
     ),
     "hermite2": hermite_activation("hermite2", (0.0, 0.0, 1.0)),
     "hermite12": hermite_activation("hermite12", (0.0, 1.0, 1.0)),
@@ -717,6 +736,10 @@ def normalized_ntk(
         raise ConfigError(f"depths must be integers >= 1, got {list(depths)!r}")
     with torch.no_grad():
         rho = _cosines(x1, x2, dtype)
+        # x = x' pairs stay at ρ = 1 and ratio 1 exactly: for ξ'(1) > 1 the fixed point 1 is
+        # repelling and rounding in ξ(1) would otherwise grow like ξ'(1)^l.
+        same = (rho >= _SAME).nonzero(as_tuple=True)
+        rho[same] = 1.0
         one = torch.ones((), dtype=dtype)
         mu = float(act.dxi(one))
         t = rho.clone()  # Θ¹/D¹ with D¹ = 1 (the input Dense layer)
@@ -724,8 +747,10 @@ def normalized_ntk(
         out: dict[int, Tensor] = {}
         for layer in range(1, wanted[-1] + 1):
             inv_next = inv_d / (inv_d + mu)  # 1/D^{l+1}
-            xi = act.xi(rho)
-            t = act.dxi(rho).mul_(t).mul_(inv_next / inv_d).add_(xi * inv_next)
+            xi, dxi = act.duals(rho)
+            t = dxi.mul_(t).mul_(inv_next / inv_d).add_(xi, alpha=inv_next)
+            t[same] = 1.0
+            xi[same] = 1.0
             rho = xi
             inv_d = inv_next
             if layer in wanted:
