@@ -45,7 +45,11 @@ SMALL = {
     "sentences": {"model": "tiny", "n_train": 8, "n_val": 4, "n_test": 4},
     "mnist1d_binary": {"n_train": 64, "n_val": 20},
     "teacher_poly": {"d": 6, "n_train": 50, "n_val": 20, "n_test": 30},
+    "vader_words": {"tokenizer": "tiny"},
+    "vader_sentences": {"tokenizer": "tiny"},
+    "mnist1d_shift": {"part": "B"},
 }
+TOKEN_TASKS = ("sentences", "vader_words", "vader_sentences")  # packed int64 token ids
 SEEDED = [n for n, p in TASKS.items() if "seed" in {q.name for q in p.params}]
 
 
@@ -150,7 +154,7 @@ def test_shapes_kinds_and_determinism(name):
     assert a.name == name and a.kind == TASKS[name].kind
     for s in SPLITS:
         sp = getattr(a, s)
-        want = torch.int64 if name == "sentences" else torch.float32  # token ids stay ints
+        want = torch.int64 if name in TOKEN_TASKS else torch.float32  # token ids stay ints
         assert len(sp) > 0 and sp.x.dtype == want and sp.x.shape[0] == len(sp)
         assert sp.x.shape[1:] == a.train.x.shape[1:]
         assert torch.isfinite(sp.x).all()

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from weightlab.data import graphs, modular, sentences, signals, teacher, xor
+from weightlab.data import graphs, mnist1d_shift, modular, sentences, signals, teacher, vader, xor
 from weightlab.data.digits import load_digits
 from weightlab.data.idx import load_idx_task
 from weightlab.data.mnist1d import BINARY_PARAMS, load_mnist1d, load_mnist1d_binary
@@ -121,6 +121,26 @@ TASKS: dict[str, Task] = _tasks(
         sentences.PARAMS,
         "regression",
         "templated sentences -> a BERT encoder's own mean-pooled embeddings (MiniLM or tiny)",
+    ),
+    Task(
+        "vader_words",
+        vader.load_vader_words,
+        vader.WORDS_PARAMS,
+        "regression",
+        "VADER lexicon: 7,209 alphabetic words -> mean human rating, stem-grouped split",
+    ),
+    Task(
+        "vader_sentences",
+        vader.load_vader_sentences,
+        vader.SENTENCES_PARAMS,
+        "regression",
+        "templated sentences labelled by VADER's rules (not people), stem-grouped split",
+    ),
+    Task(
+        "mnist1d_shift",
+        mnist1d_shift.load_mnist1d_shift,
+        mnist1d_shift.PARAMS,
+        summary="MNIST-1D (part A) or its 40 positions fixed-permuted (part B)",
     ),
 )
 DATASETS = TASKS  # the name used before tasks took parameters
