@@ -183,3 +183,24 @@ def test_ridge_path_on_given_features_slices_nested_widths():
     torch.testing.assert_close(path.coef, small.readout.T.detach())
     with pytest.raises(ConfigError, match="do not have 15 columns"):
         ridge_path_features(net.features(x)[:, cols], y, net.features(xv), yv, [1.0])
+
+
+def test_ridge_path_kernel_equals_kernel_ridge_per_ridge():
+    """The kernel path at each λ equals C's kernel_ridge (a Cholesky solve per λ)."""
+    from weightlab.kernels.random_features import ridge_path_kernel
+    from weightlab.kernels.regression import kernel_ridge
+
+    x, y = _data(n=30, seed=10)
+    xv, yv = _data(n=12, seed=11)
+    k = torch.exp(-(torch.cdist(x, x) ** 2) / 4)
+    kv = torch.exp(-(torch.cdist(xv, x) ** 2) / 4)
+    ridges = [1e-3, 1e-1, 10.0]
+    path = ridge_path_kernel(k, y, kv, yv, ridges, kv, yv)
+    for i, lam in enumerate(ridges):
+        pred = kernel_ridge(k, y, kv, ridge=lam)
+        assert path.val_mse[i].item() == pytest.approx(((pred - yv) ** 2).mean().item(), rel=1e-8)
+    torch.testing.assert_close(path.test_mse, path.val_mse)
+    alpha = torch.linalg.solve(k + path.ridge * torch.eye(30, dtype=torch.float64), y)
+    torch.testing.assert_close(path.coef, alpha, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ConfigError, match="k_train must be square"):
+        ridge_path_kernel(kv, yv, kv, yv, ridges)

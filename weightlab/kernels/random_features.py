@@ -40,6 +40,7 @@ seed, "weight"|"bias"))``; the global RNG is never read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -277,11 +278,7 @@ def ridge_path_features(
     ``O(n_set · m · O)``. ``coef`` is the readout ``(N, O)`` at the λ of least validation
     MSE (the first on ties). Eigen-directions with ``s + λ`` at the solver's noise level
     (``≤ m · eps · max s``) are dropped, so λ = 0 gives the minimum-norm solution."""
-    lams = torch.as_tensor(ridges, dtype=torch.float64).flatten()
-    if lams.numel() == 0:
-        raise ConfigError("ridges is empty; pass at least one ridge value")
-    for lam in lams.tolist():
-        check_ridge(lam)
+    lams = _check_ridges(ridges)
     if (phi_test is None) != (y_test is None):
         raise ConfigError("pass both the test features and the test targets, or neither")
     phi = phi_train.to(torch.float64)
@@ -292,18 +289,84 @@ def ridge_path_features(
     sets = {"val": (phi_val, y_val)}
     if phi_test is not None:
         sets["test"] = (phi_test, y_test)
-    primal = width <= n
-    s, v = torch.linalg.eigh(phi.T @ phi if primal else phi @ phi.T)
-    s = s.clamp_min(0)
-    b = v.T @ (phi.T @ y) if primal else v.T @ y
-    a_sets = {"train": (phi @ v if primal else v * s, y)}
+    for key, (ps, _) in sets.items():
+        if ps.dim() != 2 or ps.shape[1] != width:
+            raise ConfigError(
+                f"{key} features of shape {tuple(ps.shape)} do not have {width} columns"
+            )
+    if width > n:  # dual: the n x n Gram and the sets' cross-Grams
+        kernels = {k: (ps.to(torch.float64) @ phi.T, ys) for k, (ps, ys) in sets.items()}
+        path = ridge_path_kernel(
+            phi @ phi.T,
+            y,
+            *kernels["val"],
+            lams,
+            *(kernels["test"] if "test" in kernels else (None, None)),
+        )
+        return dataclasses.replace(path, coef=phi.T @ path.coef)
+    s, v = torch.linalg.eigh(phi.T @ phi)
+    a_sets = {"train": (phi @ v, y)}
     for key, (ps, ys) in sets.items():
         p = ps.to(torch.float64)
-        if p.dim() != 2 or p.shape[1] != width:
-            raise ConfigError(
-                f"{key} features of shape {tuple(p.shape)} do not have {width} columns"
-            )
-        a_sets[key] = (p @ v if primal else (p @ phi.T) @ v, _as_targets(ys, p.shape[0]))
+        a_sets[key] = (p @ v, _as_targets(ys, p.shape[0]))
+    return _path(s, v, v.T @ (phi.T @ y), a_sets, lams)
+
+
+def ridge_path_kernel(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    k_val: torch.Tensor,
+    y_val: torch.Tensor,
+    ridges: torch.Tensor | list[float],
+    k_test: torch.Tensor | None = None,
+    y_test: torch.Tensor | None = None,
+) -> RidgePath:
+    """Kernel ridge regression ``K_set (K + λI)⁻¹ y`` over a grid of λ from one
+    eigendecomposition ``K = V diag(s) Vᵀ`` (float64): the predictions are
+    ``K_set V diag(1/(s + λ)) Vᵀ y`` (``V diag(s/(s + λ)) Vᵀ y`` on the training set).
+    ``k_val``/``k_test`` are the cross-kernels ``(n_set, n)``. ``coef`` holds the dual
+    coefficients ``(K + λI)⁻¹ y`` ``(n, O)`` at the best λ (``Φᵀ coef`` is the primal
+    readout of features with ``K = ΦΦᵀ``). Used by :func:`ridge_path_features` when
+    ``N > n``, and directly where kernels are accumulated (nested feature counts)."""
+    lams = _check_ridges(ridges)
+    if (k_test is None) != (y_test is None):
+        raise ConfigError("pass both the test kernel and the test targets, or neither")
+    k = k_train.to(torch.float64)
+    if k.dim() != 2 or k.shape[0] != k.shape[1]:
+        raise ConfigError(f"k_train must be square, got shape {tuple(k.shape)}")
+    n = k.shape[0]
+    y = _as_targets(y_train, n)
+    sets = {"val": (k_val, y_val)}
+    if k_test is not None:
+        sets["test"] = (k_test, y_test)
+    s, v = torch.linalg.eigh(k)
+    a_sets = {"train": (v * s.clamp_min(0), y)}
+    for key, (ks, ys) in sets.items():
+        kk = ks.to(torch.float64)
+        if kk.dim() != 2 or kk.shape[1] != n:
+            raise ConfigError(f"{key} kernel of shape {tuple(kk.shape)} does not have {n} columns")
+        a_sets[key] = (kk @ v, _as_targets(ys, kk.shape[0]))
+    return _path(s, v, v.T @ y, a_sets, lams)
+
+
+def _check_ridges(ridges: torch.Tensor | list[float]) -> torch.Tensor:
+    lams = torch.as_tensor(ridges, dtype=torch.float64).flatten()
+    if lams.numel() == 0:
+        raise ConfigError("ridges is empty; pass at least one ridge value")
+    for lam in lams.tolist():
+        check_ridge(lam)
+    return lams
+
+
+def _path(
+    s: torch.Tensor,
+    v: torch.Tensor,
+    b: torch.Tensor,
+    a_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    lams: torch.Tensor,
+) -> RidgePath:
+    """MSEs of ``A diag(1/(s + λ)) b`` per set and λ; ``coef`` ``V diag(1/(s + λ*)) b``."""
+    s = s.clamp_min(0)
     mse: dict[str, list[float]] = {k: [] for k in a_sets}
     for lam in lams.tolist():
         cb = _inverse_spectrum(s, lam)[:, None] * b
@@ -313,7 +376,6 @@ def ridge_path_features(
     finite = torch.where(torch.isfinite(val), val, torch.full_like(val, float("inf")))
     best = int(torch.argmin(finite))
     lam_best = float(lams[best])
-    cb = _inverse_spectrum(s, lam_best)[:, None] * b
     return RidgePath(
         ridges=lams,
         train_mse=torch.tensor(mse["train"], dtype=torch.float64),
@@ -321,7 +383,7 @@ def ridge_path_features(
         test_mse=torch.tensor(mse["test"], dtype=torch.float64) if "test" in mse else None,
         best=best,
         ridge=lam_best,
-        coef=v @ cb if primal else phi.T @ (v @ cb),
+        coef=v @ (_inverse_spectrum(s, lam_best)[:, None] * b),
     )
 
 
@@ -480,4 +542,11 @@ def _check_draw(t: Any, shape: tuple[int, ...], what: str) -> None:
         raise ConfigError(f"weight_sampler returned {got} for the {what} of shape {shape}")
 
 
-__all__ = ["ACTIVATIONS", "RandomFeatureNet", "RidgePath", "check_ridge", "ridge_path_features"]
+__all__ = [
+    "ACTIVATIONS",
+    "RandomFeatureNet",
+    "RidgePath",
+    "check_ridge",
+    "ridge_path_features",
+    "ridge_path_kernel",
+]

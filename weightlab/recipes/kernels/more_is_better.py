@@ -7,7 +7,10 @@ MNIST-1D with one-hot targets: ``N ∈ {32, 64, …, 8192}`` features, ``P ∈ {
 split over a log grid, ``λ = r · tr(G)/P`` with ``r ∈ 10^{−8}, 10^{−7.5}, …, 10^{2}`` (``G``
 the Gram of the P training features, so the grid follows the features' scale), from *one*
 eigendecomposition per ``(N, P)`` (:func:`~weightlab.kernels.random_features.
-ridge_path_features`; the dual form, ``P × P``, whenever ``N > P``).
+ridge_path_features` for ``N ≤ P``; for ``N > P`` the dual form,
+:func:`~weightlab.kernels.random_features.ridge_path_kernel` on the ``P × P`` Gram
+``ΦΦᵀ/N``, accumulated block by block as N grows, so each P costs one pass over the
+features).
 
 Per seed, one net of the largest width draws ``W ~ N(0, I/d)``, ``b ~ N(0, 1)`` (features
 ``relu(Wx + b)/√N``) and a seeded permutation orders the training pool; each ``(N, P)``
@@ -38,7 +41,11 @@ from typing import ClassVar
 import torch
 
 from weightlab.errors import ConfigError
-from weightlab.kernels.random_features import RandomFeatureNet, ridge_path_features
+from weightlab.kernels.random_features import (
+    RandomFeatureNet,
+    ridge_path_features,
+    ridge_path_kernel,
+)
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate
@@ -192,20 +199,31 @@ class MoreIsBetter(Recipe):
             out = []
             bar = progress_bar(len(cfg.n_values) * len(cfg.p_values), f"seed {s}", "fit", progress)
             for p in cfg.p_values:
+                f_p, y_p = phi[:p], y[:p]
+                # dual side (N > P): Grams accumulated block by block as N grows
+                k_tr = torch.zeros(p, p, dtype=torch.float64)
+                k_v = torch.zeros(len(xv), p, dtype=torch.float64)
+                k_t = torch.zeros(len(xt), p, dtype=torch.float64)
+                done = 0
                 for n in cfg.n_values:
                     t0 = time.perf_counter()
-                    f = phi[:p, :n] / math.sqrt(n)
-                    scale = float((f * f).sum()) / p
-                    path = ridge_path_features(
-                        f,
-                        y[:p],
-                        phi_v[:, :n] / math.sqrt(n),
-                        yv,
-                        rel * scale,
-                        phi_t[:, :n] / math.sqrt(n),
-                        yt,
-                    )
-                    pred = (phi_t[:, :n] / math.sqrt(n)) @ path.coef
+                    if n <= p:  # primal: one N x N eigendecomposition
+                        c = 1.0 / math.sqrt(n)
+                        f = f_p[:, :n] * c
+                        lams = rel * float((f * f).sum()) / p
+                        path = ridge_path_features(
+                            f, y_p, phi_v[:, :n] * c, yv, lams, phi_t[:, :n] * c, yt
+                        )
+                        pred = (phi_t[:, :n] * c) @ path.coef
+                    else:  # dual: one P x P eigendecomposition of G = ΦΦᵀ/N
+                        blk = f_p[:, done:n]
+                        k_tr += blk @ blk.T
+                        k_v += phi_v[:, done:n] @ blk.T
+                        k_t += phi_t[:, done:n] @ blk.T
+                        done = n
+                        lams = rel * float(k_tr.diagonal().sum()) / n / p
+                        path = ridge_path_kernel(k_tr / n, y_p, k_v / n, yv, lams, k_t / n, yt)
+                        pred = (k_t / n) @ path.coef
                     b = path.best
                     out.append(
                         {
