@@ -175,7 +175,15 @@ class Teacher:
         return (z @ self.frame.T) * math.sqrt(self.cfg.ambient / self.cfg.intrinsic)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x @ self.v.T + self.c) @ self.a / math.sqrt(len(self.a)) / self.scale
+        """The scaled teacher output ``(n,)``, 8192 rows at a time (bounded memory: the
+        hidden layer of 2^17 inputs would be 1 GiB)."""
+        m = math.sqrt(len(self.a))
+        return torch.cat(
+            [
+                torch.relu(x[i : i + 8192] @ self.v.T + self.c) @ self.a / m / self.scale
+                for i in range(0, len(x), 8192)
+            ]
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw(x)[:, None]
