@@ -85,7 +85,7 @@ def test_dims_above_a_models_size_is_refused(tmp_path):
     cfg = make_config("intrinsic-dim", smoke=True, models="2", dims="10,2000")
     with pytest.raises(ConfigError, match="exceeds the parameter count of model"):
         run_recipe("intrinsic-dim", cfg, out=tmp_path / "run")
-    assert not (tmp_path / "run" / "units").exists()
+    assert not (tmp_path / "run").exists()
 
 
 # -- claim logic on hand-made rows ---------------------------------------------------------

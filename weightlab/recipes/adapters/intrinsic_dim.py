@@ -194,11 +194,13 @@ class IntrinsicDim(Recipe):
     smoke_seconds = 4.0
 
     def validate(self, cfg: IntrinsicDimConfig, data_sizes: dict[str, int]) -> None:
-        """The batch fits the training split; every d is at most the smallest model's size."""
+        """The batch fits the training split; the inputs are flat; every d is at most each
+        model's parameter count."""
         if cfg.batch_size > data_sizes["train"]:
             raise ConfigError(
                 f"--batch-size {cfg.batch_size} exceeds the {data_sizes['train']} training examples"
             )
+        self._sizes(cfg, self.load_data(cfg))
 
     def _sizes(self, cfg: IntrinsicDimConfig, data) -> dict[str, list[int]]:
         if len(data.input_shape) != 1:
