@@ -201,3 +201,14 @@ def test_minilm_selector_on_tiny_bert():
     s = add_adapters(m, encoder_linears(), rank=4, overrides={"*.query": {"rank": 2}})
     assert s.adapters["encoder.layer.0.attention.self.query"].rank == 2
     assert s.adapters["encoder.layer.0.attention.self.key"].rank == 4
+
+
+def test_model_folder_missing_weights_is_one_line(tmp_path):
+    from weightlab.errors import DataError
+    from weightlab.models.minilm import load_bert, minilm_path
+
+    (tmp_path / "config.json").write_text((minilm_path() / "config.json").read_text())
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    with pytest.raises(DataError, match="has no model.safetensors") as e:
+        load_bert(tmp_path)
+    assert "\n" not in str(e.value)
