@@ -203,6 +203,10 @@ def test_bad_input_is_one_line_config_error():
         empirical_ntk(m, x, torch.randn(2, 5))
     with pytest.raises(ConfigError, match="not trainable"):
         empirical_ntk(m, x, params=["nope.weight"])
+    drop = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 1))
+    with pytest.raises(ConfigError, match=r"training mode; call model.eval\(\)"):
+        empirical_ntk(drop, x)
+    assert empirical_ntk(drop.eval(), x).shape == (3, 3)
 
 
 def _tiny_sentences(layers=2):

@@ -146,6 +146,21 @@ def _stack_linears(model: nn.Module) -> list[nn.Linear] | None:
     return out if walk(model) and out else None
 
 
+def _check_mode(model: nn.Module) -> None:
+    """Dropout or batch statistics in training mode make the kernel random or couple the
+    examples: refuse them (one line) rather than return a kernel of another function."""
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        if (isinstance(m, nn.Dropout) and m.p > 0) or (
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats is not None
+        ):
+            raise ConfigError(
+                f"module {name or type(m).__name__!r} ({type(m).__name__}) is in training mode; "
+                "call model.eval() before computing the empirical NTK"
+            )
+
+
 def qualifies_structured(model: nn.Module) -> bool:
     """Whether ``method="structured"`` applies: a plain stack of Linear layers and pointwise
     activations with no transforms attached."""
@@ -311,6 +326,7 @@ def empirical_ntk(
     if chunk is not None and int(chunk) < 1:
         raise ConfigError(f"chunk must be a positive number of examples, got {chunk}")
     _check_inputs(x1, x2)
+    _check_mode(model)
     chosen = _select(model, params)
     n_out = _probe(model, x1)
     if x2 is not None:
