@@ -27,6 +27,13 @@ _EXPORTS = {
     "get_adapter_init": "inits",
     "export_peft": "peft_format",
     "import_peft": "peft_format",
+    "subspace": "subspace",
+    "SubspaceModel": "subspace",
+    "make_projection": "subspace",
+    "DenseProjection": "subspace",
+    "SparseProjection": "subspace",
+    "FastfoodProjection": "subspace",
+    "fwht": "subspace",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -124,6 +124,7 @@ FAMILY_MODULES = (
     "weightlab.init.lsuv",
     "weightlab.init.winner",
     "weightlab.init.virgo",
+    "weightlab.init.random_feature_samplers",
 )
 
 
