@@ -27,7 +27,6 @@ _EXPORTS = {
     "get_adapter_init": "inits",
     "export_peft": "peft_format",
     "import_peft": "peft_format",
-    "subspace": "subspace",
     "SubspaceModel": "subspace",
     "make_projection": "subspace",
     "DenseProjection": "subspace",
