@@ -77,7 +77,7 @@ def export_peft(
     alphas: dict[str, float] = {}
     dropout = 0.0
     for name, a in adapters.items():
-        if not isinstance(a, LoRALayer | LoRADelta):
+        if not isinstance(a, LoRALayer | LoRADelta) or not getattr(a, "peft_exportable", True):
             raise ConfigError(
                 f"adapter on {name!r} is a {type(a).__name__}, which PEFT's LoRA format cannot "
                 "hold; save it with its own format"
