@@ -57,9 +57,9 @@ def test_smoke_run_and_resume(smoke, tmp_path):
     assert (smoke / "snnk.png").read_bytes().startswith(b"\x89PNG")
     copy = tmp_path / "copy"
     shutil.copytree(smoke, copy)
-    (copy / "units" / "seed-00.json").unlink()
+    (copy / "units" / "arm-original.json").unlink()
     run_recipe("snnk", make_config("snnk", smoke=True), out=copy)
-    assert read_json(copy / "timing.json")["computed_units"] == ["seed-00"]
+    assert read_json(copy / "timing.json")["computed_units"] == ["arm-original"]
     assert (copy / "summary.json").read_bytes() == (smoke / "summary.json").read_bytes()
 
 

@@ -23,8 +23,9 @@ Claim (the issue's, a proposal): the SNNK net at the largest m is within
 positive control, a linear classifier (MLP 40-10) trained alike, is worse than the original
 by more than the margin (its CI lies entirely beyond −3 pt).
 
-One unit ``pointwise`` and one unit per seed (:func:`weightlab.recipes.units.seed_units`):
-each arm's seeds train as one population (:func:`weightlab.recipes.members.train_members`).
+One unit ``pointwise`` and one unit per arm: each arm's seeds train as one population
+(:func:`weightlab.recipes.members.train_members`; seed s draws its init and data order from
+``derive_seed("snnk", "init" | "data", s)``, shared by every arm).
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ from weightlab.errors import ConfigError
 from weightlab.kernels.snnk import SNNKLinear
 from weightlab.models.factory import build
 from weightlab.models.mlp import MLP
+from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.stats import mean_std, paired_difference_ci, within_margin
 from weightlab.recipes.stats import pm as _pm
-from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -216,28 +217,44 @@ class SNNK(Recipe):
         for m in _ints(cfg.features, "features"):
             arms.append(("snnk", m, lambda seed, m=m: SNNKMLP(base(seed), m, seed)))
 
-        def compute(s: int):
-            init = derive_seed(self.name, "init", s)
-            spec = [MemberSpec(seed=init, data_seed=derive_seed(self.name, "data", s))]
-            out = []
-            for arm, m, factory in arms:
-                (res,), _ = train_members(factory, spec, data, tcfg, device=cfg.device)
-                out.append(
-                    {
-                        "arm": arm,
-                        "m": m,
-                        "seed": s,
-                        "trainable": trainable(factory(init)),
-                        "diverged": bool(res.diverged),
-                        "test_acc": res.best.test_acc,
-                        "final_test_acc": res.final.test_acc,
-                        "early_stop_step": res.best.step,
-                        "last_step": res.final.step,
-                    }
+        def compute(arm: str, m: int, factory):
+            specs = [
+                MemberSpec(
+                    seed=derive_seed(self.name, "init", s),
+                    data_seed=derive_seed(self.name, "data", s),
                 )
-            return {"seed": s, "members": out}, {}
+                for s in range(cfg.seeds)
+            ]
+            results, _ = train_members(factory, specs, data, tcfg, device=cfg.device)
+            count = trainable(factory(specs[0].seed))
+            out = [
+                {
+                    "arm": arm,
+                    "m": m,
+                    "seed": s,
+                    "trainable": count,
+                    "diverged": bool(res.diverged),
+                    "test_acc": res.best.test_acc,
+                    "final_test_acc": res.final.test_acc,
+                    "early_stop_step": res.best.step,
+                    "last_step": res.final.step,
+                }
+                for s, res in enumerate(results)
+            ]
+            return {"seed": 0, "members": out}, {}
 
-        records = seed_units(rd, self.name, cfg.seeds, compute, _check_unit, progress)
+        records = []
+        bar = progress_bar(len(arms), self.name, "arm", progress, line_each_update=True)
+        for arm, m, factory in arms:
+            key = f"arm-{arm}" + (f"-m{m}" if arm == "snnk" else "")
+            metrics, _ = rd.unit(
+                key, lambda a=arm, m=m, f=factory: compute(a, m, f), check=_check_unit
+            )
+            records.extend(metrics["members"])
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         return self.summarize(cfg, records, point, 100 * majority_rate(data.test.y))
 
     # -- summary and claims ---------------------------------------------------------------
