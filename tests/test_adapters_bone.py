@@ -10,7 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from weightlab.adapters.bone import Bone, BoneDelta, BoneExcludedWarning, bone_delta
+from weightlab.adapters.bone import (
+    Bone,
+    BoneDelta,
+    BoneExcludedWarning,
+    bone_delta,
+    export_bone_peft,
+)
 from weightlab.adapters.lora import (
     adapter_modules,
     add_adapters,
@@ -105,3 +111,19 @@ def test_forward_equals_peft_miss_bat():
             layer = pm.base_model.model.get_submodule(name)
             layer.miss_block["default"].copy_(a.miss_block)
     assert torch.allclose(ours(x), pm(x), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow  # importing peft takes ~5 s
+def test_export_loads_in_peft_as_miss_bat(tmp_path):
+    peft = pytest.importorskip("peft")
+    base, x = MLP(), torch.randn(6, 8)
+    ours = copy.deepcopy(base)
+    aset = add_adapters(ours, ["fc1", "fc2"], rank=4, init=Bone())
+    _fill(aset)
+    folder = export_bone_peft(ours, tmp_path / "miss")
+    pm = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(folder))
+    assert torch.allclose(pm(x), ours(x), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ConfigError, match="one rank"):
+        other = copy.deepcopy(base)
+        add_adapters(other, ["fc1", "fc2"], rank=4, overrides={"fc2": {"rank": 6}}, init=Bone())
+        export_bone_peft(other, tmp_path / "x")

@@ -14,22 +14,27 @@ a one-line warning, and a rank that divides no selected layer is a ConfigError.
 
 Use: ``add_adapters(model, select, rank=16, init=Bone())`` (the path is always
 ``"transform"``); ``merge_adapters``/``unmerge_adapters``/``remove_adapters`` work.
+:func:`export_bone_peft` writes a PEFT MiSS ``bat`` adapter (``PeftModel.from_pretrained``
+loads it on the original base with the same outputs).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from weightlab.adapters.inits import AdapterInit, AdapterInitContext
-from weightlab.adapters.lora import AdapterPlan, LoRADelta
+from weightlab.adapters.lora import _MERGED, AdapterPlan, LoRADelta, adapter_modules
 from weightlab.core.transforms import Transform, attach
 from weightlab.errors import ConfigError
 
-__all__ = ["Bone", "BoneDelta", "BoneExcludedWarning", "bone_delta"]
+__all__ = ["Bone", "BoneDelta", "BoneExcludedWarning", "bone_delta", "export_bone_peft"]
 
 
 class BoneExcludedWarning(UserWarning):
@@ -120,3 +125,45 @@ class Bone(AdapterInit):
 
     def __repr__(self) -> str:
         return "Bone()"
+
+
+def export_bone_peft(
+    model: nn.Module, folder: str | Path, *, base_model_name_or_path: str | None = None
+) -> Path:
+    """Write the model's Bone adapters as a PEFT MiSS ``bat`` adapter into ``folder``
+    (``adapter_config.json`` with ``peft_type = "MISS"``, ``init_weights = "bat"``, and
+    ``adapter_model.safetensors`` with ``base_model.model.<layer>.miss_block``). MiSS has
+    no per-layer rank, so every Bone layer must share one r (else a one-line ConfigError)."""
+    if any(_MERGED in m.__dict__ for m in model.modules()):
+        raise ConfigError("the model's adapters are merged; call unmerge_adapters(model) first")
+    layers = {n: a for n, a in adapter_modules(model).items() if isinstance(a, BoneDelta)}
+    if not layers:
+        raise ConfigError("the model has no Bone adapters to export; add_adapters(init=Bone())")
+    ranks = sorted({a.rank for a in layers.values()})
+    if len(ranks) > 1:
+        raise ConfigError(f"PEFT's MiSS holds one rank, the Bone layers have {ranks}; use one")
+    config = {
+        "peft_type": "MISS",
+        "task_type": None,
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": ranks[0],
+        "mini_r": 1,
+        "miss_dropout": 0.0,
+        "init_weights": "bat",
+        "target_modules": "(?:" + "|".join(re.escape(n) for n in layers) + ")",
+        "exclude_modules": None,
+        "bias": "none",
+        "modules_to_save": None,
+        "inference_mode": True,
+    }
+    tensors = {
+        f"base_model.model.{n}.miss_block": a.miss_block.detach().contiguous().clone()
+        for n, a in layers.items()
+    }
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return folder
