@@ -229,3 +229,25 @@ def test_parity_with_peft_eva_ranks_and_a_up_to_sign(monkeypatch):
         a = adapters[name].lora_A.detach()
         cos = (a * a_peft).sum(1).abs()
         assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5), name
+
+
+@pytest.mark.slow  # importing peft takes ~5 s
+def test_export_writes_eva_ranks_and_loads_in_peft(tmp_path):
+    peft = pytest.importorskip("peft")
+    from weightlab.adapters.peft_format import export_peft
+
+    base, data = QKV(), _data()
+    ours = copy.deepcopy(base)
+    eva = EVA(data, 2, rho=3.0)
+    aset = add_adapters(ours, ["q", "k", "v", "o", "pool"], rank=2, init=eva)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for a in aset.adapters.values():
+            a.lora_B.copy_(torch.randn(a.lora_B.shape, generator=g) * 0.1)
+    folder = export_peft(ours, tmp_path / "eva")
+    pm = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(folder))
+    for name, layer in pm.base_model.model.named_modules():
+        if hasattr(layer, "lora_A") and "default" in layer.lora_A:
+            assert layer.lora_A["default"].weight.shape[0] == eva.ranks[name]
+    x = data[0]
+    assert torch.allclose(pm(x), ours(x), atol=1e-6)
