@@ -55,6 +55,19 @@ def test_incremental_svd_equals_pca_of_all_rows():
     assert (svd.components[rows, svd.components.abs().argmax(1)] > 0).all()
 
 
+def test_lowrank_svd_matches_exact_on_a_decaying_spectrum():
+    g = torch.Generator().manual_seed(0)
+    scales = torch.logspace(0, -3, 40, dtype=torch.float64)
+    x = torch.randn(200, 40, generator=g, dtype=torch.float64) * scales
+    exact, low = IncrementalSVD(4), IncrementalSVD(4, "lowrank", torch.Generator().manual_seed(1))
+    for chunk in x.split(50):
+        exact.update(chunk)
+        low.update(chunk)
+    cos = (exact.components * low.components).sum(1).abs()
+    assert torch.allclose(cos, torch.ones(4, dtype=cos.dtype), atol=1e-6)
+    assert torch.allclose(low.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-6)
+
+
 def test_redistribute_ranks_hand_case():
     ratios = {
         "a": torch.tensor([0.5, 0.3, 0.1, 0.05]),
@@ -71,7 +84,7 @@ def test_eva_a_is_top_right_singular_vectors_b_zero_and_output_unchanged():
     model, data = QKV(), _data()
     x = data[0]
     before = model(x)
-    eva = EVA(data, 1, rho=1.0)  # one batch: one exact SVD (more batches: incremental)
+    eva = EVA(data, 1, rho=1.0, svd="exact")  # one batch: one exact SVD (more batches: incremental)
     aset = add_adapters(model, ["q", "k", "v", "o", "pool"], rank=3, init=eva)
     assert eva.ranks == dict.fromkeys(["q", "k", "v", "o", "pool"], 3)  # rho = 1: uniform
     assert torch.allclose(model(x), before, atol=1e-6)  # B = 0
@@ -123,6 +136,8 @@ def test_bad_input_is_one_line():
         EVA(_data(), 0)
     with pytest.raises(ConfigError, match="rho"):
         EVA(_data(), 2, rho=0.5)
+    with pytest.raises(ConfigError, match="svd"):
+        EVA(_data(), 2, svd="fast")
     with pytest.raises(ConfigError, match="only 6"):
         add_adapters(QKV(), ["q"], rank=2, init=EVA(_data(), 10))
 
@@ -191,7 +206,7 @@ def test_parity_with_peft_eva_ranks_and_a_up_to_sign(monkeypatch):
     batches = [{"input_ids": torch.randint(0, 100, (4, 12), generator=g)} for _ in range(3)]
 
     ours = copy.deepcopy(base)
-    eva = EVA(batches, 2, rho=2.0)
+    eva = EVA(batches, 2, rho=2.0, svd="exact")
     add_adapters(ours, ["*.query", "*.key", "*.value", "encoder.*.dense"], rank=4, init=eva)
 
     class ExactPCA(peft_eva.IncrementalPCA):  # PEFT's hook with an exact SVD per update

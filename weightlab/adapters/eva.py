@@ -19,12 +19,13 @@ Differences from PEFT's EVA (``peft.tuners.lora.eva``), stated:
 - a fixed number of batches is read (PEFT stops on convergence, τ);
 - layers fed the same input (q, k, v) share one SVD, found by the *identity* of the input
   tensor in the first forward (PEFT hashes whole tensors in an extra forward);
-- the SVD of each update is exact, float64 (PEFT's hook uses ``torch.svd_lowrank``);
+- the SVD of each update is float64, randomized as PEFT's (``svd="lowrank"``, q = 2k,
+  4 iterations, but drawn from a seeded generator) or exact (``svd="exact"``);
 - inputs of any rank ≥ 1 are flattened to ``(-1, in)`` (BERT's 2-D pooler input works);
 - every token counts (no padding mask).
 
 With those, on the same batches and ρ, EVA gives PEFT's ranks and PEFT's A up to sign
-(tests/test_adapters_eva.py, against PEFT with an exact SVD).
+(tests/test_adapters_eva.py: ``svd="exact"`` against PEFT with an exact SVD).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from weightlab.adapters.inits import AdapterInit, AdapterInitContext
+from weightlab.adapters.inits import AdapterInit, AdapterInitContext, randomized_svd
 from weightlab.adapters.lora import AdapterPlan, rebind
 from weightlab.errors import ConfigError
+from weightlab.seeding import derive_seed, generator
 
 __all__ = ["EVA", "IncrementalSVD", "redistribute_ranks"]
 
@@ -48,14 +50,20 @@ class IncrementalSVD:
     for Robust Visual Tracking", Sec. 3.1, with the mean update; the algorithm of
     scikit-learn's ``IncrementalPCA.partial_fit``), float64, exact SVD per update.
 
+    ``svd="exact"``: ``torch.linalg.svd`` of each stacked update; ``"lowrank"``: the
+    randomized rank-q SVD with q = 2k and 4 subspace iterations (PEFT's hook settings,
+    Halko et al. 2011) drawn from ``generator``, several times faster on wide layers.
+
     After each :meth:`update`: ``components`` ``(k, d)`` the top-k right-singular vectors
     of the centred data seen so far (sign: the largest-magnitude entry of each row is
     positive), ``singular_values`` ``(k,)`` and ``explained_variance_ratio`` ``(k,)`` =
     S² / total sum of squares about the mean.
     """
 
-    def __init__(self, k: int) -> None:
-        self.k = k
+    def __init__(
+        self, k: int, svd: str = "exact", generator: torch.Generator | None = None
+    ) -> None:
+        self.k, self.svd, self.generator = k, svd, generator
         self.count = 0
         self.mean: torch.Tensor | None = None
         self.sumsq = 0.0
@@ -86,7 +94,12 @@ class IncrementalSVD:
             )
             mean = (self.count * self.mean + n * bmean) / total
         self.sumsq += float((x * x).sum())
-        _, s, vh = torch.linalg.svd(stacked, full_matrices=False)
+        q = 2 * self.k
+        if self.svd == "exact" or q >= min(stacked.shape):
+            _, s, vh = torch.linalg.svd(stacked, full_matrices=False)
+        else:
+            _, s, v = randomized_svd(stacked, q, 4, self.generator)
+            vh = v.mT
         rows = torch.arange(vh.shape[0])
         sign = torch.sign(vh[rows, vh.abs().argmax(1)])
         vh = vh * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
@@ -168,6 +181,9 @@ class EVA(AdapterInit):
         whiten: divide each A row by √(singular value) (PEFT's ``whiten``).
         adjust_scaling: α follows the new rank so s = α/r is unchanged.
         forward: ``forward(model, batch)`` to run one batch (default: see ``data``).
+        svd: ``"lowrank"`` (default; randomized SVD per update, PEFT's q = 2k, 4
+            iterations, drawn from ``generator(derive_seed(seed, layer))``) or ``"exact"``.
+        seed: seed of the randomized SVD's test matrices.
 
     After ``add_adapters``: ``ranks`` ``{layer: rank}`` (0 = dropped),
     ``explained_variance_ratio`` ``{layer: (ρr,)}``, ``shared`` ``{layer: leader}``.
@@ -186,6 +202,8 @@ class EVA(AdapterInit):
         whiten: bool = False,
         adjust_scaling: bool = True,
         forward: Callable[[nn.Module, Any], Any] | None = None,
+        svd: str = "lowrank",
+        seed: int = 0,
     ) -> None:
         if data is None:
             raise ConfigError("EVA needs data: pass EVA(data, n_batches) with model inputs")
@@ -193,6 +211,9 @@ class EVA(AdapterInit):
             raise ConfigError(f"EVA n_batches must be an integer >= 1, got {n_batches!r}")
         if not rho >= 1.0:
             raise ConfigError(f"EVA rho must be >= 1 (1 keeps ranks uniform), got {rho!r}")
+        if svd not in ("lowrank", "exact"):
+            raise ConfigError(f"EVA svd must be 'lowrank' or 'exact', got {svd!r}")
+        self.svd, self.seed = svd, seed
         self.data, self.n_batches, self.rho = data, n_batches, float(rho)
         self.batch_size, self.whiten, self.adjust_scaling = batch_size, whiten, adjust_scaling
         self.forward = forward or _default_forward
@@ -259,7 +280,8 @@ class EVA(AdapterInit):
                     max_rank[n] = max_rank[lead]
                 for n, x in seen.items():
                     if n not in shared:
-                        svd[n] = IncrementalSVD(max_rank[n])
+                        g = generator(derive_seed(self.seed, n))
+                        svd[n] = IncrementalSVD(max_rank[n], self.svd, g)
                         svd[n].update(x.reshape(-1, x.shape[-1]))
                 seen.clear()
                 first[0] = False
