@@ -118,6 +118,22 @@ def test_shared_inputs_are_keyed_by_identity_and_2d_pooler_works():
     assert eva2.shared == {}
 
 
+def test_token_mask_leaves_padding_out_of_the_svd():
+    data = _data(n=2)
+    mask = torch.zeros(4, 8, dtype=torch.bool)
+    mask[:, :5] = True
+    padded = [t.clone() for t in data]
+    for t in padded:
+        t[:, 5:] = 100.0  # padding positions with a huge value
+    masked = EVA(padded, 2, rho=1.0, svd="exact", token_mask=lambda b: mask)
+    add_adapters(QKV(), ["q", "pool"], rank=2, init=masked)
+    clean = EVA([t[:, :5] for t in data], 2, rho=1.0, svd="exact")
+    add_adapters(QKV(), ["q", "pool"], rank=2, init=clean)
+    a, b = masked._svd["q"], clean._svd["q"]
+    assert torch.allclose(a.components.abs(), b.components.abs(), atol=1e-8)
+    assert masked._svd["pool"].count == 8  # the 2-D pooler input keeps its rows
+
+
 def test_budget_and_scaling_follow_the_redistribution():
     model, data = QKV(), _data()
     eva = EVA(data, 2, rho=3.0)

@@ -22,7 +22,8 @@ Differences from PEFT's EVA (``peft.tuners.lora.eva``), stated:
 - the SVD of each update is float64, randomized as PEFT's (``svd="lowrank"``, q = 2k,
   4 iterations, but drawn from a seeded generator) or exact (``svd="exact"``);
 - inputs of any rank ≥ 1 are flattened to ``(-1, in)`` (BERT's 2-D pooler input works);
-- every token counts (no padding mask).
+- padding is left out only with ``token_mask`` (a function of the batch), else every
+  position counts.
 
 With those, on the same batches and ρ, EVA gives PEFT's ranks and PEFT's A up to sign
 (tests/test_adapters_eva.py: ``svd="exact"`` against PEFT with an exact SVD).
@@ -156,6 +157,14 @@ def _batches(data: Any, n_batches: int, batch_size: int | None) -> list:
     return out
 
 
+def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A layer input as ``(rows, in)``: the positions where ``mask`` is true when the
+    input is ``(*mask.shape, in)`` (tokens of a padded batch), else every position."""
+    if mask is not None and x.ndim == mask.ndim + 1 and x.shape[:-1] == mask.shape:
+        return x[mask.bool()]
+    return x.reshape(-1, x.shape[-1])
+
+
 def _default_forward(model: nn.Module, batch: Any) -> None:
     """``model(**batch)`` for a dict, ``model(batch[0])`` for an ``(x, y)`` pair, else
     ``model(batch)``."""
@@ -184,6 +193,10 @@ class EVA(AdapterInit):
         svd: ``"lowrank"`` (default; randomized SVD per update, PEFT's q = 2k, 4
             iterations, drawn from ``generator(derive_seed(seed, layer))``) or ``"exact"``.
         seed: seed of the randomized SVD's test matrices.
+        token_mask: ``token_mask(batch) -> (B, L)`` bool; rows of a ``(B, L, in)`` layer
+            input where it is false (padding) are left out of the SVD (PEFT drops padding
+            with the attention mask the same way); other inputs (the pooler's ``(B, in)``)
+            keep every row. For packed token inputs: ``lambda x: x[:, 1]``.
 
     After ``add_adapters``: ``ranks`` ``{layer: rank}`` (0 = dropped),
     ``explained_variance_ratio`` ``{layer: (ρr,)}``, ``shared`` ``{layer: leader}``.
@@ -204,6 +217,7 @@ class EVA(AdapterInit):
         forward: Callable[[nn.Module, Any], Any] | None = None,
         svd: str = "lowrank",
         seed: int = 0,
+        token_mask: Callable[[Any], torch.Tensor] | None = None,
     ) -> None:
         if data is None:
             raise ConfigError("EVA needs data: pass EVA(data, n_batches) with model inputs")
@@ -213,7 +227,7 @@ class EVA(AdapterInit):
             raise ConfigError(f"EVA rho must be >= 1 (1 keeps ranks uniform), got {rho!r}")
         if svd not in ("lowrank", "exact"):
             raise ConfigError(f"EVA svd must be 'lowrank' or 'exact', got {svd!r}")
-        self.svd, self.seed = svd, seed
+        self.svd, self.seed, self.token_mask = svd, seed, token_mask
         self.data, self.n_batches, self.rho = data, n_batches, float(rho)
         self.batch_size, self.whiten, self.adjust_scaling = batch_size, whiten, adjust_scaling
         self.forward = forward or _default_forward
@@ -252,11 +266,11 @@ class EVA(AdapterInit):
                             shared[name] = lead
                         seen[name] = x
                 elif name not in shared:
-                    svd[name].update(x.reshape(-1, x.shape[-1]))
+                    svd[name].update(_rows(x, mask[0]))
 
             return hook
 
-        first = [True]
+        first, mask = [True], [None]
         handles = [
             m.register_forward_pre_hook(hook_for(n), with_kwargs=True) for n, m in modules.items()
         ]
@@ -264,6 +278,7 @@ class EVA(AdapterInit):
         model.eval()
         try:
             for i, batch in enumerate(batches):
+                mask[0] = self.token_mask(batch) if self.token_mask is not None else None
                 self.forward(model, batch)
                 if i > 0:
                     continue
@@ -282,7 +297,7 @@ class EVA(AdapterInit):
                     if n not in shared:
                         g = generator(derive_seed(self.seed, n))
                         svd[n] = IncrementalSVD(max_rank[n], self.svd, g)
-                        svd[n].update(x.reshape(-1, x.shape[-1]))
+                        svd[n].update(_rows(x, mask[0]))
                 seen.clear()
                 first[0] = False
         finally:
