@@ -64,8 +64,8 @@ def test_lowrank_svd_matches_exact_on_a_decaying_spectrum():
         exact.update(chunk)
         low.update(chunk)
     cos = (exact.components * low.components).sum(1).abs()
-    assert torch.allclose(cos, torch.ones(4, dtype=cos.dtype), atol=1e-6)
-    assert torch.allclose(low.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-6)
+    assert torch.allclose(cos, torch.ones(4, dtype=cos.dtype), atol=1e-5)  # float32 path
+    assert torch.allclose(low.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-4)
 
 
 def test_redistribute_ranks_hand_case():
