@@ -282,3 +282,26 @@ def test_export_writes_eva_ranks_and_loads_in_peft(tmp_path):
             assert layer.lora_A["default"].weight.shape[0] == eva.ranks[name]
     x = data[0]
     assert torch.allclose(pm(x), ours(x), atol=1e-6)
+
+
+def test_eva_on_weightlabs_bert_with_packed_tokens_and_padding_mask():
+    from weightlab.models.bert import SentenceEncoder, pack_inputs
+    from weightlab.models.minilm import encoder_linears, tiny_bert
+
+    enc = SentenceEncoder(tiny_bert(0))
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(3):
+        ids = torch.randint(5, 512, (8, 10), generator=g)
+        lengths = torch.randint(3, 11, (8,), generator=g)
+        mask = (torch.arange(10)[None] < lengths[:, None]).long()
+        batches.append(pack_inputs(ids * mask, mask))
+    before = enc(batches[0])
+    eva = EVA(batches, 3, rho=2.0, token_mask=lambda x: x[:, 1])
+    aset = add_adapters(enc, encoder_linears(), rank=4, init=eva)
+    assert len(eva.ranks) == 36 and sum(eva.ranks.values()) == 36 * 4
+    assert len(eva.shared) == 12  # key and value share the query's SVD in each layer
+    assert len(aset) == sum(r > 0 for r in eva.ranks.values())
+    assert torch.allclose(enc(batches[0]), before, atol=1e-5)
+    tokens = sum(int(b[:, 1].sum()) for b in batches)
+    assert eva._svd["encoder.layer.0.attention.self.query"].count == tokens
