@@ -12,6 +12,12 @@ all in the same run, medians of ``ROUNDS`` interleaved rounds (order alternating
 (b) **PiSSA and OLoRA init** on the 36 linears: ``add_adapters(init=...)`` vs
     ``get_peft_model(init_lora_weights=...)`` for ``pissa`` (full SVD), ``pissa_niter_4``
     and ``olora``, each on a fresh copy of the base (the copy is not timed).
+(d) **EVA init** (H3) on the 36 linears, r = 8, ρ = 2: ``EVA(batches, 16)`` (svd
+    ``lowrank``, padding left out with the attention mask) vs PEFT's
+    ``initialize_lora_eva_weights`` (τ = 0.99, its default; it cycles the same batches until
+    converged), the same 16 batches of 32 x ``tokens`` token ids for both (512 sequences),
+    each on a fresh copy of the base, one round. Must: <= 0.5x PEFT; goal <= 0.3x. Run
+    alone with ``--eva-only`` (results to ``bench/results/adapters_eva.json``).
 (c) **Peak memory of a LoRA step**: one subprocess per side (floor, PEFT, weightlab)
     loads the model, takes one warm step, resets ``VmHWM`` (``/proc/self/clear_refs``) and
     reports the peak resident memory above the start during one more step. Must:
@@ -179,6 +185,65 @@ def bench_inits(base: nn.Module, rounds: int) -> dict:
     return out
 
 
+def bench_eva(base: nn.Module, tokens: int, rounds: int, n_batches: int = 16) -> dict:
+    import peft
+    from peft.tuners.lora.eva import initialize_lora_eva_weights
+
+    from weightlab.adapters import add_adapters
+    from weightlab.adapters.eva import EVA
+    from weightlab.models.minilm import encoder_linears
+
+    g = torch.Generator().manual_seed(2)
+    batches = []
+    for _ in range(n_batches):
+        ids = torch.randint(1000, 30000, (32, tokens), generator=g)
+        lengths = torch.randint(tokens // 4, tokens + 1, (32,), generator=g)
+        mask = (torch.arange(tokens)[None] < lengths[:, None]).long()
+        batches.append({"input_ids": ids * mask, "attention_mask": mask})
+    times: dict[str, list[float]] = {"weightlab": [], "peft": []}
+    ranks: dict[str, dict] = {}
+    for r in range(rounds):
+        for side in ("weightlab", "peft") if r % 2 == 0 else ("peft", "weightlab"):
+            m = copy.deepcopy(base)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                if side == "weightlab":
+                    eva = EVA(batches, n_batches, rho=2.0, token_mask=lambda b: b["attention_mask"])
+                    add_adapters(m, encoder_linears(), rank=RANK, alpha=ALPHA, init=eva)
+                    ranks["weightlab"] = eva.ranks
+                else:
+                    cfg = peft.LoraConfig(
+                        r=RANK,
+                        lora_alpha=ALPHA,
+                        target_modules=TARGETS,
+                        init_lora_weights="eva",
+                        eva_config=peft.EvaConfig(rho=2.0),
+                    )
+                    pm = peft.get_peft_model(m, cfg)
+                    initialize_lora_eva_weights(pm, dataloader=batches, show_progress_bar=False)
+                    ranks["peft"] = {
+                        n.removeprefix("base_model.model."): int(mod.r["default"])
+                        for n, mod in pm.named_modules()
+                        if hasattr(mod, "r") and "default" in getattr(mod, "r", {})
+                    }
+                times[side].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["weightlab"] / med["peft"]
+    return {
+        "median_s": med,
+        "times_s": times,
+        "ratio": ratio,
+        "must_half_of_peft": ratio <= 0.5,
+        "goal_0.3": ratio <= 0.3,
+        "sum_ranks": {k: sum(v.values()) for k, v in ranks.items()},
+        "ranks": ranks,
+        "n_batches": n_batches,
+        "sequences": 32 * n_batches,
+        "tokens": tokens,
+    }
+
+
 def _kb(field: str) -> int:
     for line in open("/proc/self/status"):
         if line.startswith(field):
@@ -223,8 +288,26 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--eva-only", action="store_true", help="run only (d), the EVA init")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.eva_only:
+        rounds = 1  # PEFT's convergence loop alone takes ~1 min here
+        eva = bench_eva(_load(), 16 if a.quick else a.tokens, rounds)
+        m = eva["median_s"]
+        print(
+            f"EVA init, 36 linears, r={RANK}, rho=2, {eva['sequences']} sequences x "
+            f"{eva['tokens']} tokens, {torch.get_num_threads()} thread(s): weightlab "
+            f"{m['weightlab']:.2f} s, PEFT {m['peft']:.2f} s, ratio {eva['ratio']:.2f}x (must "
+            f"<= 0.5: {'met' if eva['must_half_of_peft'] else 'NOT met'}; goal <= 0.3: "
+            f"{'met' if eva['goal_0.3'] else 'not met'}); rank sums {eva['sum_ranks']}"
+        )
+        out = RESULTS.with_name("adapters_eva.json") if a.out == str(RESULTS) else Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        eva["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        eva["rounds"] = rounds
+        out.write_text(json.dumps(eva, indent=2) + "\n")
+        return
     if a.memory_worker:
         print(json.dumps(memory_worker(a.memory_worker, a.batch, a.tokens)))
         return
