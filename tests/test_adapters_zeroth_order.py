@@ -11,6 +11,7 @@ from weightlab.adapters.zeroth_order import (
     OneByteQuantizer,
     SPSAConfig,
     apply_update,
+    direction,
     perturb,
     projected_gradient,
     run_spsa,
@@ -64,6 +65,22 @@ def test_projected_gradient_matches_directional_derivative():
     before = w.detach().clone()
     apply_update(model, 3, lr=0.1, grad=g)
     torch.testing.assert_close(w.detach(), before - 0.1 * g * z)
+
+
+def test_stored_direction_equals_regeneration():
+    m1, m2 = _model(), _model()
+    x = torch.randn(4, 5, generator=generator(2))
+
+    def loss(m):
+        return (m(x) ** 2).mean()
+
+    g1 = projected_gradient(m1, loss, seed=5, eps=1e-2)
+    g2 = projected_gradient(m2, loss, 5, 1e-2, direction(list(m2.parameters()), 5))
+    assert g1 == g2
+    apply_update(m1, 5, 0.1, g1[0])
+    apply_update(m2, 5, 0.1, g1[0], direction(list(m2.parameters()), 5))
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_one_byte_quantizer_stated_rule():

@@ -63,27 +63,54 @@ def perturb(params: Sequence[torch.Tensor], seed: int, scale: float) -> None:
         p.add_(z.to(device=p.device, dtype=p.dtype), alpha=scale)
 
 
+def direction(params: Sequence[torch.Tensor], seed: int) -> list[torch.Tensor]:
+    """The perturbation ``z`` of :func:`perturb` as tensors (same draws, same order)."""
+    g = generator(seed)
+    return [
+        torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.device, p.dtype) for p in params
+    ]
+
+
+@torch.no_grad()
+def _add(params: Sequence[torch.Tensor], z: Sequence[torch.Tensor], scale: float) -> None:
+    for p, zi in zip(params, z, strict=True):
+        p.add_(zi, alpha=scale)
+
+
 @torch.no_grad()
 def projected_gradient(
-    model: nn.Module, loss: Callable[[nn.Module], torch.Tensor], seed: int, eps: float
+    model: nn.Module,
+    loss: Callable[[nn.Module], torch.Tensor],
+    seed: int,
+    eps: float,
+    z: Sequence[torch.Tensor] | None = None,
 ) -> tuple[float, float]:
     """SPSA's projected gradient ``(L(θ+εz) − L(θ−εz)) / 2ε`` along ``z`` from ``seed``
     (MeZO Algorithm 1: perturb in place, +εz, −2εz, +εz). Returns ``(g, (L₊ + L₋) / 2)``.
-    The weights come back as ``θ + εz − 2εz + εz``, equal to θ up to float rounding and the
-    same on every replica that holds the same θ."""
+    ``z=None`` regenerates z from the seed at each of the three perturbations (MeZO's
+    memory-free form); ``z = direction(params, seed)`` reuses one regeneration (3× fewer
+    draws, one parameter-sized buffer). The weights come back as ``θ + εz − 2εz + εz``,
+    equal to θ up to float rounding and the same on every replica that holds the same θ."""
     params = _params(model)
-    perturb(params, seed, eps)
+    step = (lambda c: perturb(params, seed, c)) if z is None else (lambda c: _add(params, z, c))
+    step(eps)
     lp = float(loss(model))
-    perturb(params, seed, -2.0 * eps)
+    step(-2.0 * eps)
     lm = float(loss(model))
-    perturb(params, seed, eps)
+    step(eps)
     return (lp - lm) / (2.0 * eps), 0.5 * (lp + lm)
 
 
 @torch.no_grad()
-def apply_update(model: nn.Module, seed: int, lr: float, grad: float) -> None:
-    """``θ ← θ − lr · grad · z``, ``z`` regenerated from ``seed``."""
-    perturb(_params(model), seed, -lr * grad)
+def apply_update(
+    model: nn.Module, seed: int, lr: float, grad: float, z: Sequence[torch.Tensor] | None = None
+) -> None:
+    """``θ ← θ − lr · grad · z``, ``z`` regenerated from ``seed`` (or the given
+    ``direction(params, seed)``)."""
+    if z is None:
+        perturb(_params(model), seed, -lr * grad)
+    else:
+        _add(_params(model), z, -lr * grad)
 
 
 @dataclass(frozen=True)
@@ -216,21 +243,24 @@ def run_spsa(
     res = SPSAResult(replicas_identical=True if cfg.check_replicas else None)
     for t in range(cfg.steps):
         seed_t = derive_seed("spsa", cfg.seed, t)
-        msgs, losses = [], []
+        msgs, losses, zs = [], [], []
         for w, rep in enumerate(replicas):
             b = orders[w][t]
             x, y = data.train.x[b], data.train.y[b]
+            # each worker regenerates z from the shared step seed itself (once per step)
+            z = direction(_params(rep), seed_t)
+            zs.append(z)
             g, lv = projected_gradient(
-                rep, lambda m, x=x, y=y: loss_fn(m(x), y).mean(), seed_t, cfg.eps
+                rep, lambda m, x=x, y=y: loss_fn(m(x), y).mean(), seed_t, cfg.eps, z
             )
             msgs.append(codec.encode(g))
             losses.append(lv)
         res.bytes_per_worker.append([len(m) for m in msgs])
         res.step_loss.append(sum(losses) / len(losses))
         # every worker decodes every message itself and averages in the same order
-        for rep in replicas:
+        for rep, z in zip(replicas, zs, strict=True):
             ghat = sum(codec.decode(m) for m in msgs) / len(msgs)
-            apply_update(rep, seed_t, cfg.lr, ghat)
+            apply_update(rep, seed_t, cfg.lr, ghat, z)
         if cfg.check_replicas and res.replicas_identical:
             res.replicas_identical = all(_same(replicas[0], r) for r in replicas[1:])
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
