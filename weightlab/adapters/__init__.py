@@ -33,6 +33,19 @@ _EXPORTS = {
     "SparseProjection": "subspace",
     "FastfoodProjection": "subspace",
     "fwht": "subspace",
+    "EVA": "eva",
+    "IncrementalSVD": "eva",
+    "redistribute_ranks": "eva",
+    "LoLDU": "loldu",
+    "LoLDULayer": "loldu",
+    "ldu": "loldu",
+    "save_loldu": "loldu",
+    "load_loldu": "loldu",
+    "Bone": "bone",
+    "BoneDelta": "bone",
+    "BoneExcludedWarning": "bone",
+    "bone_delta": "bone",
+    "export_bone_peft": "bone",
 }
 
 __all__ = sorted(_EXPORTS)
