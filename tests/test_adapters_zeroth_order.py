@@ -19,7 +19,7 @@ from weightlab.adapters.zeroth_order import (
 )
 from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError
-from weightlab.seeding import generator, seeded_global_cpu_rng
+from weightlab.seeding import derive_seed, generator, seeded_global_cpu_rng
 
 
 def _task(n: int = 96, d: int = 5, c: int = 3) -> TaskData:
@@ -114,6 +114,39 @@ def test_multiworker_bytes_and_bit_identical_replicas(quantizer, nbytes):
     again = run_spsa(_model(), _task(), cfg)
     for a, b in zip(res.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_shared_and_per_worker_directions():
+    data = _task()
+    base = dict(lr=1e-2, eps=1e-3, steps=5, batch_size=8, workers=3, quantizer="1byte")
+    shared = run_spsa(_model(), data, SPSAConfig(**base, directions="shared"))
+    per = run_spsa(_model(), data, SPSAConfig(**base))
+    assert shared.replicas_identical and per.replicas_identical
+    assert shared.total_bytes == per.total_bytes == 15
+    # different directions give different weights
+    w_s, w_p = next(shared.model.parameters()), next(per.model.parameters())
+    assert not torch.equal(w_s, w_p)
+    with pytest.raises(ConfigError, match="directions"):
+        SPSAConfig(directions="mine")
+
+
+def test_one_worker_step_by_hand():
+    """One worker, one step: θ₁ = θ₀ − lr · g · z with g from projected_gradient on the
+    worker's batch (the whole 8-example shard)."""
+    data = _task(n=8)
+    cfg = SPSAConfig(lr=0.1, eps=1e-3, steps=1, batch_size=8, workers=1, seed=4)
+    m0 = _model()
+    res = run_spsa(m0, data, cfg)
+    ref = _model()
+    seed = derive_seed("spsa", 4, 0, 0)
+    x, y = data.train.x, data.train.y
+    loss = lambda m: nn.functional.cross_entropy(m(x), y)  # noqa: E731
+    # the batch is a permutation of the shard: the same mean loss up to float32 summation
+    # order, which the 1 / 2ε of the difference quotient amplifies
+    g, _ = projected_gradient(ref, loss, seed, 1e-3)
+    apply_update(ref, seed, 0.1, g)
+    for a, b in zip(res.model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_spsa_lowers_training_loss():

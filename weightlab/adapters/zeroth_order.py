@@ -1,18 +1,27 @@
 """Seeded zeroth-order tuning: SPSA / MeZO steps with shared randomness [#52].
 
 "Just One Byte (per gradient)" (Zelikman et al. 2023) [#52]: with a shared random seed per
-step, every worker regenerates the same perturbation ``z ~ N(0, I)`` and needs to send only
+step, every worker regenerates the perturbations ``z ~ N(0, I)`` and needs to send only
 the scalar projected gradient; "As machines only exchange single-byte projected gradients,
 this is highly communication efficient". One step (MeZO, Malladi et al. 2023, Algorithm 1;
 SPSA, Spall 1992):
 
-    g_w = (L_w(θ + εz) − L_w(θ − εz)) / (2ε)       on worker w's own minibatch
-    ĝ   = mean_w dequant(quant(g_w))               every worker receives every message
-    θ  ← θ − lr · ĝ · z
+    g_w = (L_w(θ + εz_w) − L_w(θ − εz_w)) / (2ε)   on worker w's own minibatch
+    θ  ← θ − (lr / W) · Σ_w dequant(quant(g_w)) · z_w   every worker receives every message
+
+Worker w's z_w comes from a seed of (run seed, step, w), as [#52] says: "By using a
+(machine, sample) identifier as the random seed, each model can regenerate one another's
+perturbations"; every replica regenerates the other workers' z_w to apply their scalars.
+``directions="shared"`` instead gives all workers one z per step (then
+``θ ← θ − lr · mean_w ĝ_w · z``: W minibatch estimates of one directional derivative).
 
 ``z`` is drawn parameter by parameter (in ``named_parameters`` order) from
-``weightlab.seeding.generator(step_seed)``, never from a global RNG, and regenerated on
-every use instead of stored (MeZO's in-place trick: perturb +εz, −2εz, +εz). The 1-byte
+``weightlab.seeding.generator(step_seed)``, never from a global RNG, and never sent or
+stored across steps: a worker regenerates its own z once per step (kept for that step's
++εz, −2εz perturbations and its update; :func:`projected_gradient` without ``z`` is
+MeZO's memory-free form that regenerates it at each use) and the other workers' z from
+their seeds. After the two probes θ is restored exactly from a copy (MeZO's in-place
+``+εz`` back step leaves z-dependent rounding, which would make the replicas drift). The 1-byte
 form is the stated quantizer :class:`OneByteQuantizer`: ``q = clip(round(g / scale),
 −127, 127)`` as int8, decoded as ``q·scale`` (fixed scale, default 0.05). The fp32 form
 sends the scalar as 4 little-endian bytes.
@@ -47,6 +56,7 @@ from weightlab.train.order import batch_indices
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 QUANTIZERS = ("fp32", "1byte")
+DIRECTIONS = ("per_worker", "shared")
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
@@ -84,20 +94,28 @@ def projected_gradient(
     seed: int,
     eps: float,
     z: Sequence[torch.Tensor] | None = None,
+    exact: bool = True,
 ) -> tuple[float, float]:
     """SPSA's projected gradient ``(L(θ+εz) − L(θ−εz)) / 2ε`` along ``z`` from ``seed``
-    (MeZO Algorithm 1: perturb in place, +εz, −2εz, +εz). Returns ``(g, (L₊ + L₋) / 2)``.
-    ``z=None`` regenerates z from the seed at each of the three perturbations (MeZO's
-    memory-free form); ``z = direction(params, seed)`` reuses one regeneration (3× fewer
-    draws, one parameter-sized buffer). The weights come back as ``θ + εz − 2εz + εz``,
-    equal to θ up to float rounding and the same on every replica that holds the same θ."""
+    (MeZO Algorithm 1: perturb in place, +εz, −2εz, then back). Returns
+    ``(g, (L₊ + L₋) / 2)``. ``z=None`` regenerates z from the seed at each perturbation
+    (MeZO's memory-free form); ``z = direction(params, seed)`` reuses one regeneration.
+
+    ``exact=True`` restores θ bit for bit from a copy (one parameter-sized buffer):
+    MeZO's ``+εz`` back step leaves float rounding that depends on z, so replicas probing
+    different directions would drift apart. ``exact=False`` is MeZO's in-place restore."""
     params = _params(model)
+    saved = [p.detach().clone() for p in params] if exact else None
     step = (lambda c: perturb(params, seed, c)) if z is None else (lambda c: _add(params, z, c))
     step(eps)
     lp = float(loss(model))
     step(-2.0 * eps)
     lm = float(loss(model))
-    step(eps)
+    if saved is None:
+        step(eps)
+    else:
+        for p, v in zip(params, saved, strict=True):
+            p.copy_(v)
     return (lp - lm) / (2.0 * eps), 0.5 * (lp + lm)
 
 
@@ -154,7 +172,8 @@ def make_codec(quantizer: str, scale: float = 0.05) -> OneByteQuantizer | Float3
 
 @dataclass(frozen=True)
 class SPSAConfig:
-    """A seeded multi-worker SPSA run. ``seed`` fixes the perturbation seeds (step t uses
+    """A seeded multi-worker SPSA run. ``seed`` fixes the perturbation seeds (worker w at
+    step t: ``derive_seed("spsa", seed, t, w)``; ``directions="shared"``:
     ``derive_seed("spsa", seed, t)``), ``data_seed`` the workers' batch orders."""
 
     lr: float = 3e-4
@@ -168,6 +187,7 @@ class SPSAConfig:
     data_seed: int = 0
     eval_every: int = 100
     check_replicas: bool = True
+    directions: str = "per_worker"
 
     def __post_init__(self) -> None:
         for name in ("lr", "eps", "scale"):
@@ -177,6 +197,8 @@ class SPSAConfig:
         for name in ("steps", "batch_size", "workers", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"SPSA {name} must be >= 1, got {getattr(self, name)}")
+        if self.directions not in DIRECTIONS:
+            raise ConfigError(f"unknown directions {self.directions!r}; choose one of {DIRECTIONS}")
         if self.quantizer not in QUANTIZERS:
             raise ConfigError(f"unknown quantizer {self.quantizer!r}; choose one of {QUANTIZERS}")
 
@@ -242,25 +264,35 @@ def run_spsa(
         orders.append(idx[order[: cfg.steps]])
     res = SPSAResult(replicas_identical=True if cfg.check_replicas else None)
     for t in range(cfg.steps):
-        seed_t = derive_seed("spsa", cfg.seed, t)
+        if cfg.directions == "shared":
+            seeds_t = [derive_seed("spsa", cfg.seed, t)] * cfg.workers
+        else:
+            seeds_t = [derive_seed("spsa", cfg.seed, t, w) for w in range(cfg.workers)]
         msgs, losses, zs = [], [], []
         for w, rep in enumerate(replicas):
             b = orders[w][t]
             x, y = data.train.x[b], data.train.y[b]
-            # each worker regenerates z from the shared step seed itself (once per step)
-            z = direction(_params(rep), seed_t)
+            # each worker regenerates its z from its step seed itself (once per step)
+            z = direction(_params(rep), seeds_t[w])
             zs.append(z)
             g, lv = projected_gradient(
-                rep, lambda m, x=x, y=y: loss_fn(m(x), y).mean(), seed_t, cfg.eps, z
+                rep, lambda m, x=x, y=y: loss_fn(m(x), y).mean(), seeds_t[w], cfg.eps, z
             )
             msgs.append(codec.encode(g))
             losses.append(lv)
         res.bytes_per_worker.append([len(m) for m in msgs])
         res.step_loss.append(sum(losses) / len(losses))
-        # every worker decodes every message itself and averages in the same order
-        for rep, z in zip(replicas, zs, strict=True):
-            ghat = sum(codec.decode(m) for m in msgs) / len(msgs)
-            apply_update(rep, seed_t, cfg.lr, ghat, z)
+        # every worker decodes every message itself and applies the mean update in the same
+        # order: θ ← θ − (lr / W) Σ_w ĝ_w z_w, the other workers' z_w regenerated from their
+        # seeds (shared directions: one z, θ ← θ − lr · mean(ĝ) · z)
+        ghats = [codec.decode(m) for m in msgs]
+        for r, rep in enumerate(replicas):
+            if cfg.directions == "shared":
+                apply_update(rep, seeds_t[0], cfg.lr, sum(ghats) / len(ghats), zs[r])
+                continue
+            for w, gw in enumerate(ghats):
+                zw = zs[r] if w == r else direction(_params(rep), seeds_t[w])
+                apply_update(rep, seeds_t[w], cfg.lr / cfg.workers, gw, zw)
         if cfg.check_replicas and res.replicas_identical:
             res.replicas_identical = all(_same(replicas[0], r) for r in replicas[1:])
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:

@@ -5,8 +5,9 @@ Randomness" (row [#52]).
 An MLP 40-256-256-10 is pretrained with Adam on MNIST-1D (``mnist1d_shift`` part A) through
 weightlab's one training loop, then tuned on task B (a fixed permutation of the 40 input
 positions) by seeded zeroth-order SPSA (:mod:`weightlab.adapters.zeroth_order`): per step
-every worker regenerates the perturbation z from the shared step seed, measures the
-projected gradient on a minibatch of its own data shard and sends one scalar. Arms: 4 workers
+every worker draws its perturbation z_w from a seed of (run, step, worker), measures the
+projected gradient along it on a minibatch of its own data shard and sends one scalar;
+every replica regenerates all z_w from their seeds and applies θ ← θ − (lr/W) Σ_w ĝ_w z_w. Arms: 4 workers
 with fp32 messages (4 bytes), 4 workers with the 1-byte quantizer (scale, round, clip to
 ±127), and single-worker fp32 SPSA. All arms of a seed start from the same pretrained model
 and use the same step seeds. Each seed is one resumable unit.
