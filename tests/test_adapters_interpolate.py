@@ -52,7 +52,7 @@ def test_mismatched_architectures_one_line_error():
         interpolate_state({}, {}, float("nan"))
 
 
-def test_interpolated_mlp_outputs_differ_from_output_mix():
+def test_interpolated_mlp_parameters_are_the_mean():
     with seeded_global_cpu_rng(0):
         a = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
         b = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))

@@ -10,7 +10,7 @@ beside the number a uniform random guess over the classes would get right on the
 
 State-dict level: every entry of ``model_a.state_dict()`` is interpolated, parameters and
 buffers alike. Floating-point buffers (e.g. BatchNorm running mean and variance) are
-interpolated like weights, as WiSE-FT's reference code does on the whole state dict;
+interpolated like weights (Eq. 1 applied to every state-dict entry);
 non-floating entries (integer counters such as ``num_batches_tracked``, boolean masks) cannot
 be averaged and are copied from the nearer endpoint (``model_a`` for α ≤ 0.5, else
 ``model_b``). The two models need the same keys, shapes and dtypes: anything else raises a
