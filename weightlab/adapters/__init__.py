@@ -46,6 +46,14 @@ _EXPORTS = {
     "BoneExcludedWarning": "bone",
     "bone_delta": "bone",
     "export_bone_peft": "bone",
+    "interpolate_state": "interpolate",
+    "correction_count": "interpolate",
+    "CorrectionCount": "interpolate",
+    "SPSAConfig": "zeroth_order",
+    "SPSAResult": "zeroth_order",
+    "run_spsa": "zeroth_order",
+    "OneByteQuantizer": "zeroth_order",
+    "Float32Codec": "zeroth_order",
 }
 
 __all__ = sorted(_EXPORTS)
