@@ -97,7 +97,7 @@ def test_claim_logic_on_hand_made_rows():
 @pytest.mark.parametrize(
     "override, match",
     [
-        ({"depths": "0,3"}, "--depths must be distinct integers >= 1"),
+        ({"depths": "0,3"}, "--depths must be distinct positive integers; got '0,3'"),
         ({"depths": "a"}, "--depths must be comma-separated"),
         ({"data": "mnist1d"}, "--data"),
         ({"n_train": 5}, "--n-train"),

@@ -49,6 +49,7 @@ from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
+from weightlab.recipes.options import float_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -73,14 +74,6 @@ SHALLOW, DEEP = 2, 32
 CHUNK = 250  # (b) updates per chunk between threshold checks
 
 
-def _floats(text: str, name: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated numbers; got {text!r}") from None
-    return vals
-
-
 @dataclass(frozen=True)
 class DeepLinearConfig(RecipeConfig):
     seeds: int = opt(5, "number of seeds (error bars are over seeds)", min=1, max=1000)
@@ -101,7 +94,9 @@ class DeepLinearConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        s = _floats(self.singular_values, "singular-values")
+        s = float_list(
+            self.singular_values, "singular-values", finite=False, distinct=False, sort=False
+        )
         if not s or any(v <= 0 for v in s) or any(b >= a for a, b in zip(s, s[1:], strict=False)):
             raise ConfigError(
                 f"--singular-values must be positive and strictly decreasing; got "
@@ -114,17 +109,22 @@ class DeepLinearConfig(RecipeConfig):
                 f"--n-train {self.n_train} is below --width {self.width}: the inputs cannot be "
                 "whitened; raise --n-train"
             )
-        ds = _floats(self.depths, "depths")
+        ds = float_list(self.depths, "depths", finite=False, distinct=False, sort=False)
         if not ds or any(d < 1 or d != int(d) for d in ds) or len(set(ds)) != len(ds):
             raise ConfigError(f"--depths must be distinct positive integers; got {self.depths!r}")
 
     @property
     def s(self) -> list[float]:
-        return _floats(self.singular_values, "singular-values")
+        return float_list(
+            self.singular_values, "singular-values", finite=False, distinct=False, sort=False
+        )
 
     @property
     def depth_values(self) -> list[int]:
-        return sorted(int(d) for d in _floats(self.depths, "depths"))
+        return sorted(
+            int(d)
+            for d in float_list(self.depths, "depths", finite=False, distinct=False, sort=False)
+        )
 
 
 def whiten(task: TaskData) -> TaskData:

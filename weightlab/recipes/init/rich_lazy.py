@@ -46,6 +46,7 @@ from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, no_divergence
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -71,20 +72,6 @@ MIN_CONSECUTIVE = 4  # (a) monotone fall over >= 4 consecutive ranks
 ALIGNED_RANKS = (1, 2)  # (b) aligned < random at these ranks
 
 
-def _ints(text: str, flag: str, distinct: bool = True) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--{flag} must be comma-separated integers like 1,2,4; got {text!r}"
-        ) from None
-    if not vals or any(v < 1 for v in vals) or (distinct and len(set(vals)) != len(vals)):
-        raise ConfigError(
-            f"--{flag} must list {'distinct ' if distinct else ''}integers >= 1; got {text!r}"
-        )
-    return sorted(vals) if distinct else vals
-
-
 @dataclass(frozen=True)
 class RichLazyConfig(RecipeConfig):
     seeds: int = opt(5, "independent seeds (error bars are over seeds)", min=1, max=1000)
@@ -105,17 +92,17 @@ class RichLazyConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.ranks, "ranks")
-        _ints(self.aligned_ranks, "aligned-ranks")
-        _ints(self.teacher_widths, "teacher-widths", distinct=False)
+        int_list(self.ranks, "ranks", skip_blank=True)
+        int_list(self.aligned_ranks, "aligned-ranks", skip_blank=True)
+        int_list(self.teacher_widths, "teacher-widths", distinct=False, sort=False, skip_blank=True)
 
     @property
     def rank_values(self) -> list[int]:
-        return _ints(self.ranks, "ranks")
+        return int_list(self.ranks, "ranks", skip_blank=True)
 
     @property
     def aligned_values(self) -> list[int]:
-        return _ints(self.aligned_ranks, "aligned-ranks")
+        return int_list(self.aligned_ranks, "aligned-ranks", skip_blank=True)
 
 
 def _arms(cfg: RichLazyConfig) -> list[tuple[str, int | None]]:

@@ -37,10 +37,10 @@ from typing import ClassVar
 import torch
 
 from weightlab.data.task import Split, TaskData
-from weightlab.errors import ConfigError
 from weightlab.kernels.random_features import RandomFeatureNet
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.options import float_list, int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.units import seed_units
@@ -66,30 +66,6 @@ CLAIM_WIDTHS = (1000, 8000)  # both claims compare these two widths
 REPORTED_RATIO = 0.2  # B = omega / 5: reported only
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct positive integers; got {text!r}")
-    return sorted(vals)
-
-
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated numbers; got {text!r}") from None
-    if (
-        not vals
-        or any(not (math.isfinite(v) and v > 0) for v in vals)
-        or len(set(vals)) != len(vals)
-    ):
-        raise ConfigError(f"--{flag} must be distinct positive numbers; got {text!r}")
-    return sorted(vals)
-
-
 @dataclass(frozen=True)
 class BandlimitedConfig(RecipeConfig):
     data: str = opt(
@@ -110,16 +86,16 @@ class BandlimitedConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.widths, "widths")
-        _floats(self.bounds, "bounds")
+        int_list(self.widths, "widths")
+        float_list(self.bounds, "bounds", gt=0)
 
     @property
     def width_values(self) -> list[int]:
-        return _ints(self.widths, "widths")
+        return int_list(self.widths, "widths")
 
     @property
     def bound_ratios(self) -> list[float]:
-        return _floats(self.bounds, "bounds")
+        return float_list(self.bounds, "bounds", gt=0)
 
 
 def _check_unit(metrics: dict) -> None:

@@ -34,12 +34,12 @@ from typing import ClassVar
 
 import torch
 
-from weightlab.errors import ConfigError
 from weightlab.kernels.analytic import cnn_kernels
 from weightlab.kernels.power_law import fit_power_law
 from weightlab.kernels.regression import kernel_ridge
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.units import seed_units
@@ -58,16 +58,6 @@ TARGETS = ("local", "global")
 MIN_EXPONENT_GAP = 0.2
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if len(vals) < 2 or any(v < 2 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be at least 2 distinct integers >= 2; got {text!r}")
-    return sorted(vals)
-
-
 @dataclass(frozen=True)
 class CNNKernelsConfig(RecipeConfig):
     data: str = opt(
@@ -81,11 +71,11 @@ class CNNKernelsConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.n_values, "n-values")
+        int_list(self.n_values, "n-values", lo=2, min_count=2)
 
     @property
     def ns(self) -> list[int]:
-        return _ints(self.n_values, "n-values")
+        return int_list(self.n_values, "n-values", lo=2, min_count=2)
 
 
 def circle_pairs(n: int, g: torch.Generator) -> torch.Tensor:

@@ -51,6 +51,7 @@ from weightlab.kernels.inductive_bias import (
 )
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
@@ -64,16 +65,6 @@ QUOTE_NN = (
 )
 EPS_FRACTION = 0.5  # eps = 0.5 Var(y) per task (the issue's)
 MIN_STEP_BITS = 0.01  # (a) each step in d must raise the mean bits by more than this
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct positive integers; got {text!r}")
-    return sorted(vals)
 
 
 @dataclass(frozen=True)
@@ -93,11 +84,11 @@ class InductiveBiasConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.dims, "dims")
+        int_list(self.dims, "dims")
 
     @property
     def dim_values(self) -> list[int]:
-        return _ints(self.dims, "dims")
+        return int_list(self.dims, "dims")
 
 
 def digits_subset(digits: TaskData, n: int, seed: int) -> TaskData:

@@ -49,6 +49,7 @@ from weightlab.kernels.random_features import (
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.units import seed_units
@@ -69,16 +70,6 @@ RISE_SE = 1.0  # (a), (b): a step may rise by at most one standard error
 TRAIN_TEST_RATIO = 0.5  # (c): train MSE <= 0.5 x test MSE at the largest (N, P)
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct positive integers; got {text!r}")
-    return sorted(vals)
-
-
 @dataclass(frozen=True)
 class MoreIsBetterConfig(RecipeConfig):
     features: str = opt("32,64,128,256,512,1024,2048,4096,8192", "feature counts N")
@@ -90,8 +81,8 @@ class MoreIsBetterConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.features, "features")
-        _ints(self.samples, "samples")
+        int_list(self.features, "features")
+        int_list(self.samples, "samples")
         if self.ridge_max < self.ridge_min:
             raise ConfigError(
                 f"--ridge-max {self.ridge_max:g} is below --ridge-min {self.ridge_min:g}"
@@ -99,11 +90,11 @@ class MoreIsBetterConfig(RecipeConfig):
 
     @property
     def n_values(self) -> list[int]:
-        return _ints(self.features, "features")
+        return int_list(self.features, "features")
 
     @property
     def p_values(self) -> list[int]:
-        return _ints(self.samples, "samples")
+        return int_list(self.samples, "samples")
 
     @property
     def ridge_grid(self) -> list[float]:

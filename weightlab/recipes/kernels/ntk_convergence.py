@@ -51,6 +51,7 @@ from weightlab.kernels.empirical import (
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, no_divergence
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -68,20 +69,6 @@ QUOTE_TRAIN = "in the infinite-width limit it converges to an explicit limiting 
 INIT_SLOPE_RANGE = (-0.65, -0.35)  # (a) fitted slope of the relative error vs width
 TRAIN_SLOPE_MAX = -0.3  # (b) fitted slope of the relative kernel change vs width
 INIT_DEPTH = 2
-
-
-def _widths(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(
-            f"--{flag} must be comma-separated integers like 64,256; got {text!r}"
-        ) from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(f"--{flag} must be positive integers; got {text!r}")
-    if any(b <= a for a, b in zip(vals[:-1], vals[1:], strict=False)):
-        raise ConfigError(f"--{flag} must increase strictly (a width sweep); got {text!r}")
-    return vals
 
 
 @dataclass(frozen=True)
@@ -112,15 +99,15 @@ class NTKConvergenceConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _widths(self.init_widths, "init-widths")
-        _widths(self.train_widths, "train-widths")
+        int_list(self.init_widths, "init-widths", increasing=True, sort=False)
+        int_list(self.train_widths, "train-widths", increasing=True, sort=False)
 
     @property
     def init_width_values(self) -> list[int]:
-        return _widths(self.init_widths, "init-widths")
+        return int_list(self.init_widths, "init-widths", increasing=True, sort=False)
 
     def depth_widths(self) -> dict[int, list[int]]:
-        ws = _widths(self.train_widths, "train-widths")
+        ws = int_list(self.train_widths, "train-widths", increasing=True, sort=False)
         out = {1: ws}
         two = [w for w in ws if w <= self.depth2_max_width]
         if two:

@@ -49,6 +49,7 @@ from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
@@ -73,16 +74,6 @@ ALL_EXACT_SHARE = 0.8  # (b) exact on all inputs in >= 4 of 5 repeats
 CONVERGED_MSE = 1e-6  # precondition: every member's final train MSE (targets' mean square 1/k)
 
 
-def _ints(text: str, flag: str, lo: int = 1) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v < lo for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct integers >= {lo}; got {text!r}")
-    return sorted(vals)
-
-
 @dataclass(frozen=True)
 class PermutationConfig(RecipeConfig):
     seeds: int = opt(5, "repeats: independent sets of ensemble members (and permutations)", min=1)
@@ -99,12 +90,12 @@ class PermutationConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if any(k > 16 for k in _ints(self.ks, "ks", lo=2)):
+        if any(k > 16 for k in int_list(self.ks, "ks", lo=2)):
             raise ConfigError(f"--ks must be <= 16 (2^k - 1 test inputs); got {self.ks!r}")
 
     @property
     def k_values(self) -> list[int]:
-        return _ints(self.ks, "ks", lo=2)
+        return int_list(self.ks, "ks", lo=2)
 
     @property
     def ensemble_sizes(self) -> list[int]:

@@ -44,9 +44,9 @@ from typing import ClassVar
 import torch
 
 from weightlab.data.task import Split, TaskData
-from weightlab.errors import ConfigError
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
@@ -62,16 +62,6 @@ MODELS = ("rfa-zero", "rfa-mean", "rf-mlp")
 TARGETS = ("relu", "cube")
 MIN_WINS = 3  # (a) RF-attention below RF-MLP at >= 3 of the 4 n
 RIDGE_GRID = tuple(10.0**e for e in range(-8, 2))
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct positive integers; got {text!r}")
-    return sorted(vals)
 
 
 @dataclass(frozen=True)
@@ -91,11 +81,11 @@ class RFAttentionConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.sizes, "sizes")
+        int_list(self.sizes, "sizes")
 
     @property
     def n_values(self) -> list[int]:
-        return _ints(self.sizes, "sizes")
+        return int_list(self.sizes, "sizes")
 
 
 def sphere_tokens(n: int, keys: int, d: int, g: torch.Generator) -> torch.Tensor:

@@ -50,6 +50,7 @@ from weightlab.kernels.random_features import RandomFeatureNet, ridge_path_featu
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.units import seed_units
 from weightlab.runs.rundir import RunDir
@@ -76,16 +77,6 @@ LABELS = {
     "var_N": "variance-limited in N (fixed P, N >> P)",
     "var_P": "variance-limited in P (fixed N, P >> N)",
 }
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if len(vals) < 3 or any(v <= 0 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be at least 3 distinct positive integers; got {text!r}")
-    return sorted(vals)
 
 
 @dataclass(frozen=True)
@@ -120,8 +111,8 @@ class ScalingLawsConfig(RecipeConfig):
                 "must fit"
             )
         for f in ("res_samples", "res_features", "var_features", "var_pool"):
-            _ints(getattr(self, f), f.replace("_", "-"))
-        if max(_ints(self.var_pool, "var-pool")) > self.var_inf:
+            int_list(getattr(self, f), f.replace("_", "-"), min_count=3)
+        if max(int_list(self.var_pool, "var-pool", min_count=3)) > self.var_inf:
             raise ConfigError("--var-pool's largest P exceeds --var-inf; raise --var-inf")
 
     def sweep(self, regime: str) -> list[int]:
@@ -131,7 +122,7 @@ class ScalingLawsConfig(RecipeConfig):
             "var_N": "var_features",
             "var_P": "var_pool",
         }[regime]
-        return _ints(getattr(self, field), field.replace("_", "-"))
+        return int_list(getattr(self, field), field.replace("_", "-"), min_count=3)
 
 
 def arccos_kernel(x1: torch.Tensor, x2: torch.Tensor, ambient: int) -> torch.Tensor:

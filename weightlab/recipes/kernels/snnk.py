@@ -44,6 +44,7 @@ from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std, paired_difference_ci, within_margin
 from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
@@ -61,16 +62,6 @@ POINT_PAIRS = 256
 POINT_DRAWS = 10
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct positive integers; got {text!r}")
-    return sorted(vals)
-
-
 @dataclass(frozen=True)
 class SNNKConfig(RecipeConfig):
     point_features: str = opt(
@@ -84,8 +75,8 @@ class SNNKConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.point_features, "point-features")
-        _ints(self.features, "features")
+        int_list(self.point_features, "point-features")
+        int_list(self.features, "features")
 
 
 class SNNKMLP(nn.Module):
@@ -202,7 +193,7 @@ class SNNK(Recipe):
         d_in, k, h = data.input_shape[0], data.num_classes, cfg.hidden
         point, _ = rd.unit(
             "pointwise",
-            lambda: (pointwise_errors(_ints(cfg.point_features, "point-features")), {}),
+            lambda: (pointwise_errors(int_list(cfg.point_features, "point-features")), {}),
             check=_check_point,
         )
         tcfg = TrainConfig(cfg.epochs, cfg.batch_size, 0, OptimConfig("adam", lr=cfg.lr))
@@ -214,7 +205,7 @@ class SNNK(Recipe):
             return build(MLP, [d_in, k], seed=seed)
 
         arms: list[tuple[str, int, object]] = [("original", 0, base), ("linear", 0, linear)]
-        for m in _ints(cfg.features, "features"):
+        for m in int_list(cfg.features, "features"):
             arms.append(("snnk", m, lambda seed, m=m: SNNKMLP(base(seed), m, seed)))
 
         def compute(arm: str, m: int, factory):

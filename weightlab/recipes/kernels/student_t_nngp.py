@@ -34,7 +34,6 @@ from typing import ClassVar
 
 import torch
 
-from weightlab.errors import ConfigError
 from weightlab.kernels.student_t import (
     fit_best,
     fit_gp,
@@ -47,6 +46,7 @@ from weightlab.kernels.student_t import (
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import MIN_R2, judge
+from weightlab.recipes.options import float_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
@@ -63,16 +63,6 @@ TRAIN_RANGE = (-1.0, 1.0)
 TEST_RANGE = (1.0, 3.0)
 FREQ = 3.0  # y = sin(3x)
 SAMPLER_INPUT = 0.5  # the input at which the sampler's outputs are compared
-
-
-def _floats(text: str, name: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated numbers; got {text!r}") from None
-    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise ConfigError(f"--{name} must be positive numbers; got {text!r}")
-    return vals
 
 
 @dataclass(frozen=True)
@@ -92,11 +82,11 @@ class StudentTConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _floats(self.b_stds, "b-stds")
+        float_list(self.b_stds, "b-stds", gt=0, distinct=False, sort=False)
 
     @property
     def b_grid(self) -> list[float]:
-        return _floats(self.b_stds, "b-stds")
+        return float_list(self.b_stds, "b-stds", gt=0, distinct=False, sort=False)
 
 
 def make_data(seed: int, n_train: int, n_test: int, noise_std: float):

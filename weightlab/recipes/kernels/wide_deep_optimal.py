@@ -40,6 +40,7 @@ from weightlab.errors import ConfigError
 from weightlab.kernels.analytic import infinite_depth_ntk, normalized_ntk
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.units import seed_units
@@ -73,16 +74,6 @@ MAX_CONDITION = 1e12
 MIN_AGREEMENT = 0.9
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v < 1 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{flag} must be distinct integers >= 1; got {text!r}")
-    return sorted(vals)
-
-
 @dataclass(frozen=True)
 class WideDeepConfig(RecipeConfig):
     data: str = opt("digits", "task: the 8x8 digits (64 pixels, 10 classes)", choices=("digits",))
@@ -92,11 +83,11 @@ class WideDeepConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.depths, "depths")
+        int_list(self.depths, "depths")
 
     @property
     def depth_values(self) -> list[int]:
-        return _ints(self.depths, "depths")
+        return int_list(self.depths, "depths")
 
 
 def _check_unit(metrics: dict) -> None:

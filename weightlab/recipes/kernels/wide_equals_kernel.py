@@ -37,11 +37,11 @@ from typing import ClassVar
 import torch
 
 from weightlab.data.task import Split, TaskData
-from weightlab.errors import ConfigError
 from weightlab.kernels.regression import ntk_gp_mean
 from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import MIN_R2, judge, no_divergence
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
@@ -62,14 +62,6 @@ W_STD, B_STD = 1.0, 0.1
 ENSEMBLE_SIZES = (1, 2, 4, 8)
 
 
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated integers; got {text!r}") from None
-    return vals
-
-
 @dataclass(frozen=True)
 class WideEqualsKernelConfig(RecipeConfig):
     seeds: int = opt(8, "nets per width (error bars are over seeds)", min=1, max=1000)
@@ -82,20 +74,11 @@ class WideEqualsKernelConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        ws = _ints(self.widths, "widths")
-        if (
-            len(ws) < 2
-            or any(w < 1 for w in ws)
-            or any(b <= a for a, b in zip(ws, ws[1:], strict=False))
-        ):
-            raise ConfigError(
-                f"--widths must be at least two positive, strictly increasing integers; got "
-                f"{self.widths!r}"
-            )
+        int_list(self.widths, "widths", increasing=True, sort=False, min_count=2)
 
     @property
     def width_list(self) -> list[int]:
-        return _ints(self.widths, "widths")
+        return int_list(self.widths, "widths", increasing=True, sort=False, min_count=2)
 
 
 def make_task(d: int, n_train: int, n_test: int) -> TaskData:

@@ -60,6 +60,7 @@ from weightlab.recipes.claims import (
     stopped_before_end,
 )
 from weightlab.recipes.members import ENGINES, train_members
+from weightlab.recipes.options import float_list, int_list
 from weightlab.recipes.stats import mean_std, within_margin
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
@@ -89,26 +90,6 @@ LTH_CONTROL_PTS = 1.0  # at the small lr the ticket wins by > 1 pt ...
 LTH_CONTROL_DENSITY = 0.21  # ... at some density <= 21%
 ARMS_A = ("dense", "finetuned", "scratch-E", "scratch-B")
 ARMS_B = ("ticket", "reinit")
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{what} must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(f"--{what} values must be positive; got {text!r}")
-    return vals
-
-
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{what} must be comma-separated numbers; got {text!r}") from None
-    if not vals or any(not 0 < v < 1 for v in vals) or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{what} must be distinct numbers in (0, 1); got {text!r}")
-    return vals
 
 
 @dataclass(frozen=True)
@@ -144,10 +125,10 @@ class RethinkingPruningConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.hidden, "hidden")
-        _ints(self.lth_hidden, "lth-hidden")
-        _floats(self.ratios, "ratios")
-        rounds = _ints(self.lth_report, "lth-report")
+        int_list(self.hidden, "hidden", distinct=False, sort=False)
+        int_list(self.lth_hidden, "lth-hidden", distinct=False, sort=False)
+        float_list(self.ratios, "ratios", gt=0, lt=1, sort=False)
+        rounds = int_list(self.lth_report, "lth-report", distinct=False, sort=False)
         if max(rounds) > self.lth_rounds or len(set(rounds)) != len(rounds):
             raise ConfigError(
                 f"--lth-report rounds must be distinct and at most --lth-rounds "
@@ -161,15 +142,15 @@ class RethinkingPruningConfig(RecipeConfig):
 
     @property
     def hidden_widths(self) -> list[int]:
-        return _ints(self.hidden, "hidden")
+        return int_list(self.hidden, "hidden", distinct=False, sort=False)
 
     @property
     def ratio_list(self) -> list[float]:
-        return _floats(self.ratios, "ratios")
+        return float_list(self.ratios, "ratios", gt=0, lt=1, sort=False)
 
     @property
     def report_rounds(self) -> list[int]:
-        return sorted(_ints(self.lth_report, "lth-report"))
+        return sorted(int_list(self.lth_report, "lth-report", distinct=False, sort=False))
 
 
 def _acc_at_epoch(history, epoch: int) -> float | None:
@@ -426,7 +407,7 @@ class RethinkingPruning(Recipe):
     def _part_b(self, cfg, rd, data, d, k, bar, progress) -> list[dict]:
         from weightlab.population import MemberSpec
 
-        widths = [d, *_ints(cfg.lth_hidden, "lth-hidden"), k]
+        widths = [d, *int_list(cfg.lth_hidden, "lth-hidden", distinct=False, sort=False), k]
         factory = model_factory(MLP, widths, init=cfg.init)
         names = [f"layers.{i}.weight" for i in range(len(widths) - 1)]
         shapes = {n: torch.Size((widths[i + 1], widths[i])) for i, n in enumerate(names)}

@@ -50,6 +50,7 @@ from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
 from weightlab.recipes.members import train_members
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.runs.rundir import RunDir
 from weightlab.seeding import derive_seed
@@ -87,16 +88,6 @@ class PlantedStudent(nn.Module):
         return self.l2(torch.relu(self.l1(x)))
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated integers, got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(f"--{flag} values must be positive, got {text!r}")
-    return vals
-
-
 @dataclass(frozen=True)
 class SparseRecoveryConfig(RecipeConfig):
     seeds: int = opt(5, "seeds of the planted-recovery runs (teacher, data and init)", min=1)
@@ -122,9 +113,9 @@ class SparseRecoveryConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ints(self.n_values, "n-values")
-        _ints(self.mlp_hidden, "mlp-hidden")
-        _ints(self.memory_d, "memory-d")
+        int_list(self.n_values, "n-values", distinct=False, sort=False)
+        int_list(self.mlp_hidden, "mlp-hidden", distinct=False, sort=False)
+        int_list(self.memory_d, "memory-d", distinct=False, sort=False)
         if round_half_up(self.density, self.d) < 1:
             raise ConfigError(
                 f"--density {self.density} leaves no non-zero input per unit at d={self.d}; "
@@ -210,7 +201,11 @@ class SparseRecovery(Recipe):
 
     def _mlp(self, cfg: SparseRecoveryConfig):
         data = load_dataset("mnist1d", cfg.device)
-        widths = [data.input_shape[0], *_ints(cfg.mlp_hidden, "mlp-hidden"), data.num_classes]
+        widths = [
+            data.input_shape[0],
+            *int_list(cfg.mlp_hidden, "mlp-hidden", distinct=False, sort=False),
+            data.num_classes,
+        ]
         factory = model_factory(MLP, widths, init="glorot_normal")
         names = [f"layers.{i}.weight" for i in range(len(widths) - 1)]
         shapes = {n: torch.Size((widths[i + 1], widths[i])) for i, n in enumerate(names)}
@@ -219,11 +214,11 @@ class SparseRecovery(Recipe):
 
     def validate(self, cfg: SparseRecoveryConfig, data_sizes: dict[str, int]) -> None:
         """Every ``n`` must hold at least one mini-batch (``n >= 1``; the batch is capped)."""
-        _ints(cfg.n_values, "n-values")
+        int_list(cfg.n_values, "n-values", distinct=False, sort=False)
 
     # -- run ----------------------------------------------------------------------------
     def run(self, cfg: SparseRecoveryConfig, rd: RunDir, progress: bool = False) -> dict:
-        n_values = _ints(cfg.n_values, "n-values")
+        n_values = int_list(cfg.n_values, "n-values", distinct=False, sort=False)
         _, k = teacher_k(cfg)
         teacher_rows: list[dict] = []
         bar = progress_bar(len(n_values), "sparse-recovery", "n", progress, line_each_update=True)
@@ -400,7 +395,7 @@ class SparseRecovery(Recipe):
 
         _, k = teacher_k(cfg)
         rows = []
-        for d in _ints(cfg.memory_d, "memory-d"):
+        for d in int_list(cfg.memory_d, "memory-d", distinct=False, sort=False):
             x = torch.randn(64, d, generator=torch.Generator().manual_seed(d))
             model = PlantedStudent(d, cfg.width)
             optim = torch.optim.Adam(model.parameters(), lr=1e-3)
