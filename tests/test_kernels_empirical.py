@@ -254,3 +254,81 @@ def test_minilm_few_sentences_match_hand_jacobian():
     j = _hand_jacobian(m, x)
     want = sum(torch.einsum("aop,bop->ab", t.double(), t.double()) for t in j.values())
     assert _rel(k, want) < 1e-4  # float32 derivatives
+
+
+class _DataDependent(nn.Module):
+    """Branches on a tensor's value (``.item()``), which ``vmap`` cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.a = nn.Linear(3, 4).double()
+        self.b = nn.Linear(4, 2).double()
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        h = torch.tanh(h) if h.sum().item() > 0 else torch.relu(h)
+        return self.b(h)
+
+
+def test_module_that_cannot_run_under_vmap_falls_back_to_a_loop():
+    model, x = _DataDependent(), _x(5, 3, seed=2)
+    with pytest.warns(RuntimeWarning, match="cannot run under vmap"):
+        k = empirical_ntk(model, x, method="jacobian")
+    _, hand = _hand_ntk(model, x)
+    assert _rel(k, hand) < 1e-12
+
+
+@pytest.mark.slow
+def test_transformers_bert_with_attention_mask_matches_hand_jacobian():
+    """transformers' BertModel fails under vmap whenever an attention_mask is passed; the
+    per-example loop gives the exact kernel."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    bert = transformers.BertModel(cfg).eval()
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+            self.register_buffer("v", torch.randn(16, generator=torch.Generator().manual_seed(3)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ids, mask = x[:, 0], x[:, 1]
+            h = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            return ((h * m).sum(1) / m.sum(1)) @ self.v[:, None]
+
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(1, 50, (4, 6), generator=g)
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[0, 4:], ids[0, 4:] = 0, 0
+    x = torch.stack([ids, mask], 1)
+    model = Head()
+    with pytest.warns(RuntimeWarning, match="cannot run under vmap"):
+        k = empirical_ntk(model, x).double()
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for i in range(4):
+        grads = torch.autograd.grad(model(x[i : i + 1]).sum(), params, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, params, strict=True)
+                ]
+            )
+        )
+    j = torch.stack(rows).double()
+    assert _rel(k, j @ j.T) < 1e-6

@@ -4,6 +4,7 @@ contraction, Sec. 3.2 NTK-vector products), with the row-sparse embedding blocks
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -142,6 +143,36 @@ def _contract(j1: torch.Tensor, j2: torch.Tensor, form: str) -> torch.Tensor:
     return k.reshape(n1, o, n2, o).permute(0, 2, 1, 3)
 
 
+def _vmapped_or_looped(model: nn.Module, f: Callable, out_chunk: int | None) -> Callable:
+    """Per-example Jacobians of ``f(pg, xi)`` over a batch: ``vmap(jacrev)`` where the model
+    runs under ``vmap``; else (data-dependent control flow, ``.item()``: e.g. transformers'
+    BertModel given an ``attention_mask``) one ``jacrev`` per example in a loop, with a
+    warning. Same values either way; the loop is slower."""
+    batched = vmap(jacrev(f, chunk_size=out_chunk), in_dims=(None, 0))
+    single = jacrev(f, chunk_size=1)  # chunk_size=1: a loop over outputs, no vmap
+    state = {"loop": False}
+
+    def jac(pg: dict, xs: torch.Tensor) -> dict:
+        if not state["loop"]:
+            try:
+                return batched(pg, xs)
+            except RuntimeError as e:
+                if "vmap" not in str(e):
+                    raise
+                state["loop"] = True
+                warnings.warn(
+                    f"empirical_ntk: {type(model).__name__} cannot run under vmap "
+                    f"({str(e).splitlines()[0][:120]}); computing per-example Jacobians in "
+                    "a loop instead (same values, slower)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        outs = [single(pg, xi) for xi in xs]
+        return {n: torch.stack([o[n] for o in outs]) for n in outs[0]}
+
+    return jac
+
+
 def _jacobian(
     model: nn.Module,
     x1: torch.Tensor,
@@ -174,7 +205,7 @@ def _jacobian(
             out = functional_call(model, ({**frozen, **pg}, buffers), (xi.unsqueeze(0),))
             return out.reshape(-1)
 
-        jac = vmap(jacrev(f, chunk_size=out_chunk), in_dims=(None, 0))
+        jac = _vmapped_or_looped(model, f, out_chunk)
         pg = {n: all_params[n] for n in group}
         gsize = sum(dense[n] for n in group)
         fits = gsize * per_param <= max_bytes
