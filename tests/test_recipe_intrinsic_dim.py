@@ -93,8 +93,18 @@ def test_dims_above_a_models_size_is_refused(tmp_path):
 DIMS = [10, 25, 50, 100, 200, 400, 800]
 
 
-def _row(model, params, d90_mean, status=("ok", "ok", "ok"), acc=95.0, early=300.0, diverged=()):
+def _row(
+    model,
+    params,
+    d90_mean,
+    status=("ok", "ok", "ok"),
+    acc=95.0,
+    early=300.0,
+    diverged=(),
+    sub_acc=94.0,
+):
     return {
+        "subspace_acc_at_dmax": sub_acc,
         "model": model,
         "params": params,
         "dense_acc_mean": acc,
@@ -132,3 +142,15 @@ def test_claims_not_tested():
     assert v["b"].held is False
     v = _verdicts([_row("50", 9000, 800.0, ("above",) * 3), _row("400", 30010, 300.0)])
     assert v["b"].held is None
+
+
+def test_broken_subspace_training_is_not_tested():
+    """A subspace arm at chance at the largest d (e.g. a learning rate that breaks it) leaves
+    d90 above the grid; neither claim may then read "did not hold"."""
+    rows = [
+        _row("50", 3760, 800, status=("above",) * 3, sub_acc=14.7),
+        _row("100", 7510, 179),
+    ]
+    v = _verdicts(rows)
+    assert v["a"].verdict == "not tested" and v["b"].verdict == "not tested"
+    assert "subspace 50 d=800 baseline did not learn" in v["b"].detail
