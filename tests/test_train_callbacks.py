@@ -59,3 +59,26 @@ def test_train_members_callbacks_need_the_loop_engine():
     assert calls == [0, 1]
     with pytest.raises(ConfigError, match="loop engine"):
         train_members(lambda s: MLP([4, 8, 3]), specs, data, cfg, callbacks=make)
+
+
+def test_loss_recorder_keeps_each_steps_pre_update_batch_loss():
+    from weightlab.train import LossRecorder
+
+    data, cfg = _setup()
+    rec = LossRecorder()
+    want: list[float] = []
+    model = MLP([4, 8, 3])
+
+    def before(model, ctx):  # recompute the step's loss from a copy of the pre-update weights
+        want.append(float(ctx.loss_fn(ref(ctx.x), ctx.y).mean()))
+        ref.load_state_dict(model.state_dict())
+
+    ref = MLP([4, 8, 3])
+    ref.load_state_dict(model.state_dict())
+    res = train(model, data, cfg, data_seed=0, callbacks=[before, rec])
+    assert len(rec.losses) == 2 * (len(data.train) // 30)
+    assert rec.losses == pytest.approx(want, rel=1e-6)
+    per_epoch = len(rec.losses) // 2
+    assert sum(rec.losses[:per_epoch]) / per_epoch == pytest.approx(
+        res.history[0].train_loss, rel=1e-6
+    )

@@ -1,6 +1,6 @@
 """The single-model training loop (the reference semantics the population engine matches)."""
 
-from weightlab.train.callbacks import StepCallback, StepContext
+from weightlab.train.callbacks import LossRecorder, StepCallback, StepContext
 from weightlab.train.config import OptimConfig, ParamGroup, Schedule, TrainConfig
 from weightlab.train.loop import EvalPoint, TrainResult, evaluate, train
 from weightlab.train.losses import resolve_loss
@@ -18,6 +18,7 @@ from weightlab.train.probes import (
 
 __all__ = [
     "EvalPoint",
+    "LossRecorder",
     "OptimConfig",
     "ParamGroup",
     "Probe",

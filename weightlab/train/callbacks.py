@@ -26,7 +26,8 @@ class StepContext:
 
     ``x``, ``y``: the step's batch; ``loss_fn``: the run's per-example loss;
     ``optimizer``: the torch optimizer (its state may be reset where weights change);
-    ``seed``: the member's seed (derive any randomness from it); ``data``: the task.
+    ``seed``: the member's seed (derive any randomness from it); ``data``: the task;
+    ``loss``: the step's mean batch loss before the update (a detached 0-d tensor).
     """
 
     step: int
@@ -37,8 +38,25 @@ class StepContext:
     optimizer: torch.optim.Optimizer
     seed: int
     data: TaskData
+    loss: torch.Tensor | None = None
 
 
 StepCallback = Callable[[nn.Module, StepContext], None]
 
-__all__ = ["StepCallback", "StepContext"]
+
+class LossRecorder:
+    """A step callback that keeps every step's training loss (the mean batch loss the
+    update was computed from), e.g. for "mean training loss over the first k steps" or
+    "mean of the last 10 steps" without extra forward passes. ``losses[t - 1]`` is step t's.
+    """
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def __call__(self, model: nn.Module, ctx: StepContext) -> None:
+        if ctx.loss is None:
+            raise ValueError("LossRecorder needs StepContext.loss; run it inside train()")
+        self.losses.append(float(ctx.loss))
+
+
+__all__ = ["LossRecorder", "StepCallback", "StepContext"]

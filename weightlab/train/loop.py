@@ -397,7 +397,7 @@ def train(
             clip_gradients(params, cfg.optim)
             opt.step()
             if callbacks:
-                sctx = StepContext(step, total, x, y, loss_fn, opt, seed, data)
+                sctx = StepContext(step, total, x, y, loss_fn, opt, seed, data, loss.detach())
                 for cb in callbacks:
                     cb(model, sctx)
             running += loss.detach()
