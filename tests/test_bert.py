@@ -311,3 +311,19 @@ def test_pai_scores_on_minilm():
     model, tok = load_minilm()
     ids, mask = tok.encode(sentences(8, 0), 16)
     _pai_check(model, ids, mask)
+
+
+def test_sentence_encoder_trim_padding_gives_the_same_embedding_and_gradients():
+    m = tiny_bert(0)
+    ids, mask = _tiny_batch()
+    wide_ids = torch.cat([ids, torch.zeros(ids.shape[0], 5, dtype=ids.dtype)], 1)
+    wide_mask = torch.cat([mask, torch.zeros(mask.shape[0], 5, dtype=mask.dtype)], 1)
+    x = pack_inputs(wide_ids, wide_mask)
+    full, trim = SentenceEncoder(m), SentenceEncoder(m, trim_padding=True)
+    w = m.encoder.layer[0].attention.self.query.weight
+    a = full(x)
+    (ga,) = torch.autograd.grad(a.square().sum(), w)
+    b = trim(x)
+    (gb,) = torch.autograd.grad(b.square().sum(), w)
+    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gb, ga, atol=1e-6, rtol=1e-5)

@@ -325,14 +325,24 @@ class SentenceEncoder(nn.Module):
     It shares ``embeddings`` and ``encoder`` with ``bert`` (same parameter names as
     :class:`BertModel`, e.g. ``encoder.layer.0.attention.self.query.weight``); the pooler,
     unused by mean pooling (it would get no gradient), is left out.
+
+    ``trim_padding=True`` cuts each batch to its longest unpadded row before the encoder
+    (right padding, as :func:`pack_inputs` builds it): the same embedding up to float
+    rounding, since padded keys are masked and padded rows left out of the mean, at a
+    fraction of the cost for short texts (VADER words: 3-8 of 16 positions). It reads the
+    mask's values, so it cannot run under ``torch.func.vmap``; the default is off.
     """
 
-    def __init__(self, bert: BertModel) -> None:
+    def __init__(self, bert: BertModel, trim_padding: bool = False) -> None:
         super().__init__()
         self.embeddings = bert.embeddings
         self.encoder = bert.encoder
+        self.trim_padding = bool(trim_padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = unpack_inputs(x)
+        if self.trim_padding and ids.shape[1] > 1:
+            used = int(mask.sum(1).max().clamp_min(1))
+            ids, mask = ids[:, :used], mask[:, :used]
         h = self.embeddings(ids, None)
         return mean_pool(self.encoder(h, key_bias(mask, h.dtype)), mask)
