@@ -1,0 +1,25 @@
+"""Probes (issue 20): read weights and representations without changing the model —
+weight spectra, representation similarity and unit matching, relative representations,
+weight-space geometry (barriers, sharpness, opposing signals), neural collapse, guidance,
+generalization probes, data scores and samplers, dataset distillation and model zoos.
+Names are imported lazily (``from weightlab.probes import cka``)."""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS: dict[str, str] = {}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"weightlab.probes.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'weightlab.probes' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
