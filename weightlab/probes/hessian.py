@@ -169,9 +169,10 @@ def top_eigenvalue(
     v = [torch.randn(p.shape, generator=g, dtype=torch.float64).to(p) for p in params]
     norm = math.sqrt(float(_dot(v, v)))
     v = [t / norm for t in v]
-    value, done, it = float("nan"), False, 0
+    value, done, used = float("nan"), False, 0
     with _EvalMode(model):
         for it in range(1, iters + 1):
+            used = it
             hv = hvp(model, x, y, v, loss_fn, chunk)
             new = float(_dot(v, hv))
             norm = math.sqrt(float(_dot(hv, hv)))
@@ -183,7 +184,7 @@ def top_eigenvalue(
             v = [t / norm for t in hv]
             if done:
                 break
-    return HessianEigen(value, it, done, len(x))
+    return HessianEigen(value, used, done, len(x))
 
 
 def hessian_trace(
