@@ -148,12 +148,15 @@ class BucketedPopulation:
         snapshot_steps: Sequence[int] = (),
         progress: bool = False,
         probes: Sequence[Probe] = (),
+        orders: Mapping[int, torch.Tensor] | None = None,
     ) -> list[TrainResult]:
         """Train every bucket (:meth:`Population.fit`, same arguments); ``results[i]``
         belongs to member ``i``. Every bucket is checked before any trains, so a
         :class:`ConfigError` in one bucket (e.g. a parameter group matching none of its
         parameters) leaves all members untouched."""
-        plans = [b.population._plan(data, cfg, snapshot_steps, probes) for b in self.buckets]
+        plans = [
+            b.population._plan(data, cfg, snapshot_steps, probes, orders) for b in self.buckets
+        ]
         results: list[TrainResult | None] = [None] * len(self)
         for b, plan in zip(self.buckets, plans, strict=True):
             got = b.population._train(plan, progress)

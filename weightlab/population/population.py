@@ -53,6 +53,7 @@ from weightlab.train.loop import (
 from weightlab.train.losses import resolve_loss
 from weightlab.train.metrics import r2_and_rel_err, target_stats
 from weightlab.train.order import batch_indices, steps_per_epoch
+from weightlab.train.samplers import check_order
 
 if TYPE_CHECKING:
     from weightlab.population.buckets import BucketedPopulation
@@ -303,10 +304,17 @@ class Population:
         snapshot_steps: Sequence[int] = (),
         progress: bool = False,
         probes: Sequence[Probe] = (),
+        orders: Mapping[int, torch.Tensor] | None = None,
     ) -> list[TrainResult]:
         """Train every member; ``results[i]`` has the semantics of
         ``weightlab.train.train(member_i, data, cfg, data_seed=..., seed=spec.seed,
-        snapshot_steps=..., probes=...)``.
+        snapshot_steps=..., probes=..., order=...)``.
+
+        Explicit data orders (samplers, :mod:`weightlab.train.samplers`): ``orders`` maps
+        each member's data seed (``spec.data_seed``, or the population's ``data_seed``) to
+        a ``(T, cfg.batch_size)`` index tensor, the same ``T`` for all; member ``i`` then
+        trains ``T`` steps on ``orders[seed_i]`` as ``train(..., order=orders[seed_i])``
+        does. ``None``: :func:`weightlab.train.batch_indices` per data seed.
 
         Divergence: a member whose mean training loss since the last evaluation is
         non-finite at an evaluation gets ``diverged=True`` and ``diverged_step``; that
@@ -320,9 +328,10 @@ class Population:
         Raises:
             ConfigError: before training, for a snapshot step outside ``[0, T]``, a
                 warm-up longer than the run, a parameter group matching nothing, a loss
-                that does not fit the task, or a batch larger than the train split.
+                that does not fit the task, a batch larger than the train split, or
+                ``orders`` missing a member's data seed or malformed.
         """
-        return self._train(self._plan(data, cfg, snapshot_steps, probes), progress)
+        return self._train(self._plan(data, cfg, snapshot_steps, probes, orders), progress)
 
     def _plan(
         self,
@@ -330,6 +339,7 @@ class Population:
         cfg: TrainConfig,
         snapshot_steps: Sequence[int],
         probes: Sequence[Probe],
+        orders: Mapping[int, torch.Tensor] | None = None,
     ) -> _Run:
         """Everything :meth:`fit` checks and derives before the first update: any bad
         input raises here, before a weight changes (a sweep plans every bucket first)."""
@@ -344,6 +354,10 @@ class Population:
         n_train = len(data.train)
         spe = steps_per_epoch(n_train, cfg.batch_size)
         total = spe * cfg.epochs
+        seeds = [s.data_seed if s.data_seed is not None else self.data_seed for s in self.specs]
+        if orders is not None:
+            orders = _check_orders(orders, seeds, n_train, cfg.batch_size)
+            total = next(iter(orders.values())).shape[0]
         snaps = check_snapshot_steps(snapshot_steps, total)
         optims = [s.optim if s.optim is not None else cfg.optim for s in self.specs]
         multipliers = {}
@@ -352,7 +366,11 @@ class Population:
             if o.groups:
                 multipliers[o] = resolve_groups(self._param_names, o.groups, self.template)
         loss = EngineLoss.resolve(cfg.loss, data.kind, data.output_shape)
-        seeds = [s.data_seed if s.data_seed is not None else self.data_seed for s in self.specs]
+        if orders is None:
+            orders = {
+                ds: batch_indices(n_train, cfg.batch_size, cfg.epochs, ds)
+                for ds in sorted(set(seeds))
+            }
         return _Run(
             data=data,
             spe=spe,
@@ -370,10 +388,7 @@ class Population:
             optims=optims,
             multipliers=multipliers,
             seeds=seeds,
-            orders={
-                ds: batch_indices(n_train, cfg.batch_size, cfg.epochs, ds).to(self.device)
-                for ds in sorted(set(seeds))
-            },
+            orders={ds: orders[ds].to(self.device) for ds in sorted(set(seeds))},
         )
 
     def _train(self, run: _Run, progress: bool) -> list[TrainResult]:
@@ -753,6 +768,31 @@ class _Run:
     multipliers: dict[OptimConfig, dict[str, tuple[float, float]]]  # configs with groups
     seeds: list[int]  # data-order seed per member
     orders: dict[int, torch.Tensor]  # data-order seed -> (steps, B) batch indices
+
+
+def _check_orders(
+    orders: Mapping[int, torch.Tensor], seeds: list[int], n: int, batch_size: int
+) -> dict[int, torch.Tensor]:
+    """``Population.fit``'s explicit orders, checked: one per member data seed, each a
+    valid :func:`~weightlab.train.samplers.check_order` tensor, all with one step count."""
+    if not isinstance(orders, Mapping):
+        raise ConfigError(
+            "orders must map each member's data seed to a (steps, batch) index tensor"
+        )
+    missing = sorted(set(seeds) - set(orders))
+    if missing:
+        raise ConfigError(
+            f"orders has no data order for data seed(s) {missing[:5]}; pass one per "
+            "member data seed"
+        )
+    checked = {ds: check_order(orders[ds], n, batch_size) for ds in sorted(set(seeds))}
+    steps = sorted({o.shape[0] for o in checked.values()})
+    if len(steps) > 1:
+        raise ConfigError(
+            f"orders have different step counts {steps}; a population trains every member "
+            "for the same number of steps"
+        )
+    return checked
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

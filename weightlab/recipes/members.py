@@ -8,7 +8,7 @@ the same numbers to float tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import torch
@@ -37,11 +37,15 @@ def train_members(
     snapshot_steps: Sequence[int] = (),
     callbacks: Callable[[int], Sequence[StepCallback]] | None = None,
     progress: bool = False,
+    orders: Mapping[int, torch.Tensor] | None = None,
 ) -> tuple[list[TrainResult], list[dict[str, torch.Tensor]]]:
     """Train every spec; return each member's :class:`TrainResult` and final weights (plain names, CPU).
 
     ``callbacks(i)`` gives member ``i``'s step callbacks (fresh objects per member: they
-    may keep state); step callbacks run only in the loop engine."""
+    may keep state); step callbacks run only in the loop engine. ``orders``: explicit
+    data orders keyed by data seed (a sampler's, :mod:`weightlab.train.samplers`), as
+    :meth:`Population.fit` takes them; both engines train member ``i`` on the order of its
+    data seed."""
     if callbacks is not None and engine != "loop":
         raise ConfigError(
             "step callbacks (pruning schedules, dynamic sparsity) run in the loop engine only; "
@@ -51,7 +55,9 @@ def train_members(
         from weightlab.population import Population
 
         pop = Population(factory, list(specs), device=device, data_seed=data_seed)
-        results = pop.fit(data, cfg, snapshot_steps=snapshot_steps, progress=progress)
+        results = pop.fit(
+            data, cfg, snapshot_steps=snapshot_steps, progress=progress, orders=orders
+        )
         finals = [pop.state(i) for i in range(len(specs))]
         return results, finals
     results, finals = [], []
@@ -59,6 +65,14 @@ def train_members(
         model = build_member(factory, spec, device)
         member_cfg = cfg if spec.optim is None else replace(cfg, optim=spec.optim)
         order_seed = spec.data_seed if spec.data_seed is not None else data_seed
+        order = None
+        if orders is not None:
+            if order_seed not in orders:
+                raise ConfigError(
+                    f"orders has no data order for data seed {order_seed}; pass one per "
+                    "member data seed"
+                )
+            order = orders[order_seed]
         results.append(
             train(
                 model,
@@ -69,6 +83,7 @@ def train_members(
                 snapshot_steps=snapshot_steps,
                 callbacks=callbacks(i) if callbacks is not None else (),
                 progress=progress,
+                order=order,
             )
         )
         finals.append(take_snapshot(model))

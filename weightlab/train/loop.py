@@ -35,6 +35,7 @@ from weightlab.train.metrics import correct_count, r2_and_rel_err, sse_per_outpu
 from weightlab.train.optim import clip_gradients, make_optimizer, set_lr
 from weightlab.train.order import batch_indices, steps_per_epoch
 from weightlab.train.probes import Probe, ProbeContext, check_probes, run_probes
+from weightlab.train.samplers import check_order
 
 __all__ = [
     "EvalPoint",
@@ -291,6 +292,7 @@ def train(
     callbacks: Sequence[StepCallback] = (),
     progress: bool = False,
     dtype: torch.dtype | None = None,
+    order: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` and evaluate on val/test.
 
@@ -322,11 +324,17 @@ def train(
         progress: show a progress bar.
         dtype: cast the model and the data to this dtype first (e.g. ``torch.float64``
             for equivalence tests).
+        order: an explicit data order, a ``(T, cfg.batch_size)`` integer tensor of
+            training-example indices (a sampler's, :mod:`weightlab.train.samplers`): step
+            ``t`` trains on ``order[t - 1]`` and the run has ``T`` steps (``cfg.epochs`` and
+            ``data_seed`` are then unused). Epochs in evaluations, and the default
+            evaluation interval, still count passes of the whole train split
+            (``n // batch_size`` steps). ``None``: :func:`batch_indices`.
 
     Raises:
         ConfigError: a snapshot step outside the run, a warm-up longer than the run, a
-            parameter group matching nothing, a batch larger than the train split, or
-            dropout inside a functional call.
+            parameter group matching nothing, a batch larger than the train split,
+            dropout inside a functional call, or a malformed ``order``.
     """
     if dtype is not None:
         model.to(dtype)
@@ -334,6 +342,9 @@ def train(
     n = len(data.train)
     spe = steps_per_epoch(n, cfg.batch_size)
     total = spe * cfg.epochs
+    if order is not None:
+        order = check_order(order, n, cfg.batch_size)
+        total = order.shape[0]
     snaps = check_snapshot_steps(snapshot_steps, total)
     cfg.optim.schedule.check(total)
     probes = check_probes(probes)
@@ -350,7 +361,9 @@ def train(
     opt = make_optimizer(model, cfg.optim)
     params = [p for g in opt.param_groups for p in g["params"]]
     named = [(plain_name(k), p) for k, p in model.named_parameters() if p.requires_grad]
-    order = batch_indices(n, cfg.batch_size, cfg.epochs, data_seed).to(data.device)
+    if order is None:
+        order = batch_indices(n, cfg.batch_size, cfg.epochs, data_seed)
+    order = order.to(data.device)
     evals = set(eval_steps(total, spe, cfg.eval_every))
     stats = {}  # regression: each split's target statistics, computed once (not per eval)
     if data.kind == "regression":
