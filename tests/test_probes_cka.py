@@ -283,8 +283,13 @@ def test_bad_input():
         cka(torch.randn(5, 2), torch.randn(5, 2), features="mean")
     with pytest.raises(ConfigError, match="bandwidth is 0"):
         rbf_cka(torch.zeros(6, 2), torch.randn(6, 2))
-    with pytest.raises(DataError, match="non-finite"):
-        cka_matrix({"a": torch.full((5, 2), float("nan"))})
+    for bad in (float("nan"), float("inf")):
+        x = torch.randn(6, 3)
+        x[2, 1] = bad
+        with pytest.raises(DataError, match="features of a hold non-finite"):
+            cka_matrix({"a": x, "b": torch.randn(6, 2)})
+        with pytest.raises(DataError, match="features of a hold non-finite"):
+            cka_matrix({"a": x}, kernel="rbf")
     with pytest.raises(ConfigError, match="no layer 'z'"):
         cka_matrix({"a": torch.randn(5, 2)}).value("z", "a")
     acc = MinibatchCKA()

@@ -535,13 +535,28 @@ def _named(
 
 
 def _stack_grams(
-    tensors: list[torch.Tensor], kernel: str, sigma_frac: float, dtype: torch.dtype | None
+    names: tuple[str, ...],
+    tensors: list[torch.Tensor],
+    kernel: str,
+    sigma_frac: float,
+    dtype: torch.dtype | None,
 ) -> torch.Tensor:
+    """The layers' Grams stacked ``(L, n, n)``. Non-finite features are caught on the
+    linear Gram (a NaN or inf entry reaches its row), which is ``n/d`` times cheaper than
+    scanning the features; before the RBF Gram, whose median would hide them."""
     n = {t.shape[0] for t in tensors}
     if len(n) != 1:
         raise ConfigError(f"every layer must hold the same examples; got row counts {sorted(n)}")
     _check_n(n.pop())
-    return torch.stack([gram(t, kernel, sigma_frac=sigma_frac, dtype=dtype) for t in tensors])
+    grams = []
+    for name, t in zip(names, tensors, strict=True):
+        if kernel == "rbf":
+            _check_finite(t, name)
+        k = gram(t, kernel, sigma_frac=sigma_frac, dtype=dtype)
+        if kernel == "linear":
+            _check_finite(k, name)
+        grams.append(k)
+    return torch.stack(grams)
 
 
 class MinibatchCKA:
@@ -588,11 +603,13 @@ class MinibatchCKA:
             self.rows, self.cols, self._same = rnames, cnames, same
         elif (rnames, cnames) != (self.rows, self.cols) or same != self._same:
             raise ConfigError("every minibatch must give the same layers in the same order")
-        for name, t in zip((*rnames, *cnames), (*rts, *cts), strict=True):
-            _check_finite(t, name)
         with torch.no_grad():
-            ks = _stack_grams(rts, self.kernel, self.sigma_frac, self.gram_dtype)
-            ls = None if same else _stack_grams(cts, self.kernel, self.sigma_frac, self.gram_dtype)
+            ks = _stack_grams(rnames, rts, self.kernel, self.sigma_frac, self.gram_dtype)
+            ls = (
+                None
+                if same
+                else _stack_grams(cnames, cts, self.kernel, self.sigma_frac, self.gram_dtype)
+            )
             if ls is not None and ls.shape[-1] != ks.shape[-1]:
                 raise ConfigError(
                     f"rows and cols must hold the same examples; got {ks.shape[-1]} and "
