@@ -106,6 +106,25 @@ class DataDietConfig(RecipeConfig):
         return int_list(self.hidden, "hidden", distinct=False, sort=False)
 
 
+def subsample_train(data: TaskData, n: int, seed: int) -> TaskData:
+    """``data`` with its train split cut to a seeded random ``n`` examples (kept in their
+    original order); ``n = 0`` or ``n >= len(train)`` leaves it whole."""
+    if not n or n >= len(data.train):
+        return data
+    idx = torch.randperm(len(data.train), generator=generator(seed))[:n].sort().values
+    idx = idx.to(data.train.x.device)
+    return TaskData(
+        data.name,
+        Split(data.train.x[idx], data.train.y[idx]),
+        data.val,
+        data.test,
+        data.num_classes,
+        data.kind,
+        data.output_shape,
+        data.info,
+    )
+
+
 def _check_unit(metrics: dict) -> None:
     expect_fields(metrics, {"seed": int, "model": str, "members": list}, "the metrics")
     opt_num = (int, float, type(None))
@@ -174,21 +193,7 @@ class DataDiet(Recipe):
                 f"--data {cfg.data} has inputs of shape {data.input_shape}; this recipe's MLP "
                 "and 1-D CNN need flat feature vectors"
             )
-        if cfg.n_train and cfg.n_train < len(data.train):
-            g = generator(derive_seed(self.name, "n_train", cfg.n_train))
-            idx = torch.randperm(len(data.train), generator=g)[: cfg.n_train].sort().values
-            idx = idx.to(data.train.x.device)
-            data = TaskData(
-                data.name,
-                Split(data.train.x[idx], data.train.y[idx]),
-                data.val,
-                data.test,
-                data.num_classes,
-                data.kind,
-                data.output_shape,
-                data.info,
-            )
-        return data
+        return subsample_train(data, cfg.n_train, derive_seed(self.name, "n_train"))
 
     def validate(self, cfg: DataDietConfig, data_sizes: dict[str, int]) -> None:
         """The batch fits the smallest subset (the 50% arms)."""
