@@ -229,6 +229,17 @@ def test_minibatch_cka_averages_hsic_before_the_ratio():
     full = acc.result()
     assert full.value("x", "y") == pytest.approx(m.values[0][0], rel=1e-10)
     assert full.value("x", "x") == pytest.approx(1.0)
+    # a last batch of fewer than 4 examples is dropped (n says so); of 4 or more, kept
+    x44, y44 = _pair(44, 5, 4, 16)
+    assert cka_matrix({"x": x44[:43]}, batch_size=10).n == 40
+    kept = cka_matrix({"x": x44}, {"y": y44}, batch_size=10)
+    assert kept.n == 44 and kept.batches == 5
+    rbf = cka_matrix({"x": x}, {"y": y}, batch_size=20, kernel="rbf")
+    halves = [rbf_gram(t[s : s + 20])[0] for t in (x, y) for s in (0, 20)]
+    num = sum(float(hsic(halves[i], halves[i + 2], debiased=True)) for i in (0, 1))
+    dx = sum(float(hsic(halves[i], halves[i], debiased=True)) for i in (0, 1))
+    dy = sum(float(hsic(halves[i], halves[i], debiased=True)) for i in (2, 3))
+    assert rbf.values[0][0] == pytest.approx(num / (dx * dy) ** 0.5, rel=1e-10)
 
 
 def test_undefined_when_self_hsic_u_not_positive():

@@ -566,7 +566,7 @@ class MinibatchCKA:
     torch-cka). ``estimator="debiased"`` (HSIC_u, the paper's) or ``"biased"`` (HSIC_b
     averaged the same way). Each update forms every layer's Gram once and all pairs in one
     matrix product. With ``cols`` absent, the pairs are the rows' own layers (an ``L × L``
-    matrix, self-HSICs shared)."""
+    matrix, self-HSICs shared). The RBF kernel uses each batch's own median bandwidth."""
 
     def __init__(
         self,
