@@ -301,6 +301,12 @@ def test_bad_input():
             cka_matrix({"a": x, "b": torch.randn(6, 2)})
         with pytest.raises(DataError, match="features of a hold non-finite"):
             cka_matrix({"a": x}, kernel="rbf")
+        with pytest.raises(DataError, match="non-finite"):
+            cka(x, torch.randn(6, 2))
+        with pytest.raises(DataError, match="non-finite"):
+            linear_cka(x, torch.randn(6, 2))
+        with pytest.raises(DataError, match="non-finite"):
+            rbf_cka(x, torch.randn(6, 2))
     with pytest.raises(ConfigError, match="no layer 'z'"):
         cka_matrix({"a": torch.randn(5, 2)}).value("z", "a")
     acc = MinibatchCKA()

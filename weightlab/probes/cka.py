@@ -164,6 +164,8 @@ def rbf_gram(
             raise ConfigError(f"sigma must be > 0, got {sigma}")
         return torch.exp(-sq / (2 * sigma**2)), torch.tensor(float(sigma))
     sigma = _median_bandwidth(sq, sigma_frac)
+    if not torch.isfinite(sq).all():
+        raise DataError("features hold non-finite values; check the model's outputs")
     if not float(sigma) > 0:
         raise ConfigError(
             "the RBF bandwidth is 0: at least half of the pairwise distances are 0 (repeated "
@@ -298,6 +300,7 @@ def _ratio(
     debiased: bool,
 ) -> torch.Tensor:
     est = "debiased" if debiased else "biased"
+    _check_finite(torch.stack([hxy.detach(), hxx.detach(), hyy.detach()]), "x or y")
     reason = _undefined_reason(float(hxx.detach()), float(hyy.detach()), float(fx), float(fy), est)
     if reason:
         raise ConfigError(f"{what} is undefined: {reason}")
@@ -505,6 +508,7 @@ def cka(
             sigma = (float(sx), float(sy))
         hxy, hxx, hyy = (float(hsic(a, b, debiased=debiased)) for a, b in ((k, l), (k, k), (l, l)))
         fx, fy = (float(_self_floor(g, debiased, torch.float64)) for g in (k, l))
+        _check_finite(torch.tensor([hxy, hxx, hyy]), "x or y")
     reason = _undefined_reason(hxx, hyy, fx, fy, estimator)
     return CKAResult(
         value=None if reason else hxy / (hxx * hyy) ** 0.5,
