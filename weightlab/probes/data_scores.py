@@ -11,7 +11,8 @@ one-hot label ``y``:
 - **EL2N** (Sec. 2, Def. "EL2N score"): ``E_w ‖p(w_t, x) − y‖₂``, forward passes only.
 
 Both are computed "early in training" by a few seeds' networks and averaged; high scores
-mark hard examples. Per-example gradient norms (:func:`grand`) come three ways:
+mark hard examples. Per-example gradient norms (:func:`grand`) come three ways
+(``"auto"``, the default, takes the closed form where it applies, else vmap):
 
 - ``"vmap"``: ``torch.func.vmap(torch.func.grad(ℓ))`` over examples, any module;
 - ``"closed_form"``: for networks whose parameters all sit in ``nn.Linear`` layers applied
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 SCORES = ("el2n", "grand")
-GRAND_METHODS = ("vmap", "closed_form", "loop")
+GRAND_METHODS = ("auto", "vmap", "closed_form", "loop")
 PRUNE_MODES = ("hardest", "easiest", "random")
 _VMAP_FLOATS = 1 << 25  # per-example gradients held at once by the vmap path (128 MiB fp32)
 
@@ -218,13 +219,17 @@ def _grand_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return out
 
 
+class _NotClosedForm(ConfigError):
+    """The model is outside the closed form's reach (``method="auto"`` falls back to vmap)."""
+
+
 def _linear_owner(model: nn.Module) -> dict[str, nn.Linear]:
     """Every parameter's Linear layer; refuses models with parameters elsewhere."""
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     owned = {id(p) for m in linears.values() for p in m.parameters(recurse=False)}
     other = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in owned]
     if other:
-        raise ConfigError(
+        raise _NotClosedForm(
             f"GraNd's closed form needs every weight in an nn.Linear layer; {other[0]} is not "
             "(use method='vmap')"
         )
@@ -255,7 +260,7 @@ def _grand_closed_form(
         for name, calls in seen.items():
             trainable = any(p.requires_grad for p in linears[name].parameters())
             if trainable and (len(calls) != 1 or calls[0][0].ndim != 2):
-                raise ConfigError(
+                raise _NotClosedForm(
                     f"GraNd's closed form needs each Linear applied once to (batch, features) "
                     f"inputs; {name} was not (use method='vmap')"
                 )
@@ -271,13 +276,14 @@ def _grand_closed_form(
     return torch.cat(out)
 
 
-def grand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "vmap") -> torch.Tensor:
+def grand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """GraNd of one network (Paul et al. 2021, Sec. 2): ``‖∇_w ℓ(f(x), y)‖₂`` per example over
     all trainable parameters, cross-entropy loss, eval mode; ``(n,)`` float32.
 
     ``method``: ``"vmap"`` (any module), ``"closed_form"`` (every parameter in an
-    ``nn.Linear`` applied once to ``(B, in)`` rows: ``‖δ‖·‖a‖`` per weight, ``‖δ‖`` per bias)
-    or ``"loop"`` (one backward per example). The model's weights, buffers, ``.grad`` and
+    ``nn.Linear`` applied once to ``(B, in)`` rows: ``‖δ‖·‖a‖`` per weight, ``‖δ‖`` per bias),
+    ``"loop"`` (one backward per example), or ``"auto"``: the closed form where it applies,
+    else ``vmap``. The model's weights, buffers, ``.grad`` and
     train/eval mode are left as they were."""
     if method not in GRAND_METHODS:
         raise ConfigError(f"unknown GraNd method {method!r}; choose one of {GRAND_METHODS}")
@@ -290,6 +296,11 @@ def grand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "vma
             return _grand_vmap(model, x, y)
         if method == "loop":
             return _grand_loop(model, x, y)
+        if method == "auto":
+            try:
+                return _grand_closed_form(model, x, y)
+            except _NotClosedForm:
+                return _grand_vmap(model, x, y)
         return _grand_closed_form(model, x, y)
 
 
@@ -297,7 +308,7 @@ def grand_scores(
     models: nn.Module | Sequence[nn.Module],
     x: torch.Tensor,
     y: torch.Tensor,
-    method: str = "vmap",
+    method: str = "auto",
 ) -> torch.Tensor:
     """GraNd averaged over networks (the expectation over initializations, Sec. 2): ``(n,)``."""
     return torch.stack([grand(m, x, y, method) for m in _models(models)]).mean(0)
@@ -312,7 +323,7 @@ def early_scores(
     *,
     epoch: float = 3.0,
     score: str = "el2n",
-    method: str = "vmap",
+    method: str = "auto",
     data_seed: int = 0,
     engine: str = "population",
     device: str | torch.device = "cpu",
