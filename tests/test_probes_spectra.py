@@ -79,7 +79,7 @@ def test_stable_rank_by_hand_and_refusal():
     assert layer.stable_rank == pytest.approx(25.0 / 16.0)  # (9 + 16) / 4²
     assert layer.sigma_max == pytest.approx(4.0)
     assert layer.alpha is None and layer.alpha_clipped is None
-    assert layer.refused == "spectrum too small to fit: 2 eigenvalues per matrix < min_evals=8"
+    assert layer.refused == "spectrum too small to fit: 2 eigenvalues < min_evals=8"
 
 
 def test_matrices_of_every_kind():

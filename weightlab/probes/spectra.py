@@ -15,9 +15,11 @@ Which matrices (:func:`layer_matrices`), each named by its full module path:
   ``kh·kw`` slices ``W[:, :, i, j]`` (``out × in`` matrices, one per kernel position); the
   layer's ESD is the union of the slices' eigenvalues (``kh·kw·min(out, in)`` of them), its
   stable rank ``Σλ / max λ`` over that union (‖W‖_F² over the largest slice σ_max²), and
-  ``σ_max`` the largest slice singular value. weightwatcher additionally multiplies conv
-  weights by ``√(kh·kw/2)`` (its ``conv2d_norm``): that rescales every eigenvalue alike, so
-  α and the stable rank are unchanged; this module reports the unscaled ``σ_max``.
+  ``σ_max`` the largest slice singular value. weightwatcher additionally multiplies conv2d
+  weights by ``√(conv2d_count/2)`` (its ``conv2d_norm``; ``conv2d_count`` is 1 in its
+  default pooled path, so by ``√½``): that rescales every eigenvalue alike, so α and the
+  stable rank are unchanged, while its ``xmin`` is half and its ``sv_max`` ``√½`` times
+  this module's, which reports the unscaled weights.
 - ``nn.Conv1d`` (``out × in × k``): the same convention with ``k`` slices ``W[:, :, t]``
   (weightwatcher passes the 3-D tensor to its SVD unchanged).
 - ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and their cells (weightwatcher skips them): every
@@ -29,9 +31,9 @@ Which matrices (:func:`layer_matrices`), each named by its full module path:
 
 Eigenvalues (:func:`esd`) are those of the smaller Gram matrix (``WᵀW`` or ``WWᵀ``) in
 float64, from ``torch.linalg.eigvalsh`` on stacks of equal-shaped Gram matrices, on the
-weights' device (CPU or CUDA). Refusal follows weightwatcher: a layer whose matrices have
-``min(rows, cols) < min_evals`` (8) is not fitted, with the reason; its stable rank and
-``σ_max`` are still reported.
+weights' device (CPU or CUDA). Refusal follows weightwatcher (``pool=True``, its default):
+a layer with fewer than ``min_evals`` (8) eigenvalues in all (``n_matrices · min(rows,
+cols)``) is not fitted, with the reason; its stable rank and ``σ_max`` are still reported.
 """
 
 from __future__ import annotations
@@ -342,7 +344,7 @@ def spectra(
 
     Args:
         lstm, select: as :func:`layer_matrices`.
-        min_evals: refuse layers with ``min(rows, cols) < min_evals`` (weightwatcher's 8).
+        min_evals: refuse layers with fewer eigenvalues (weightwatcher's 8).
         fingers: ``"clip_xmax"`` (the finger guard, see
             :func:`weightlab.probes.powerlaw.clip_fingers`) or ``None`` (plain fit only).
         finger_thresh, max_fingers: the guard's threshold (1.0) and clip limit (10).
@@ -356,7 +358,7 @@ def spectra(
     layers = list(layer_matrices(model, lstm=lstm, select=select).values())
     with torch.no_grad():
         eigs = _gram_eigs(layers, progress)
-        small = [min(lw.shape) < min_evals for lw in layers]
+        small = [lw.n_matrices * min(lw.shape) < min_evals for lw in layers]
         fits = fit_power_law_batch(
             [e for e, s in zip(eigs, small, strict=True) if not s],
             min_evals=min_evals,
@@ -373,7 +375,7 @@ def spectra(
         stable = total / lam_max if lam_max > 0 else math.nan
         sigma = math.sqrt(lam_max)
         res = (
-            f"spectrum too small to fit: {min(lw.shape)} eigenvalues per matrix "
+            f"spectrum too small to fit: {lw.n_matrices * min(lw.shape)} eigenvalues "
             f"< min_evals={min_evals}"
             if s
             else next(fit_iter)
