@@ -29,6 +29,25 @@ def _g(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _gradcheck(fn, *inputs: torch.Tensor, directions: int = 3) -> bool:
+    """Autograd's directional derivatives equal central finite differences (float64) along
+    seeded random directions — gradcheck's fast mode without importing its machinery
+    (``torch.autograd.gradcheck`` pulls in sympy, ~5 s)."""
+    g = torch.Generator().manual_seed(123)
+    grads = torch.autograd.grad(fn(*inputs), inputs)
+    eps = 1e-6
+    for _ in range(directions):
+        vs = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in inputs]
+        with torch.no_grad():
+            plus = fn(*(t + eps * v for t, v in zip(inputs, vs, strict=True)))
+            minus = fn(*(t - eps * v for t, v in zip(inputs, vs, strict=True)))
+        numeric = float((plus - minus) / (2 * eps))
+        analytic = float(sum((gr * v).sum() for gr, v in zip(grads, vs, strict=True)))
+        if abs(numeric - analytic) > 1e-5 + 1e-4 * abs(numeric):
+            return False
+    return True
+
+
 def _direct_hsic_b(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:  # noqa: E741
     """Gretton et al. 2005, Eq. 4, with an explicit centring matrix."""
     n = k.shape[0]
@@ -102,20 +121,18 @@ def test_hsic_u_is_invariant_to_centring_and_hsic_pairs_matches_hsic():
 
 
 def test_linear_cka_gradcheck_both_estimators_and_paths():
-    for d1, d2 in ((2, 3), (9, 8)):  # feature path, Gram path (n = 6)
+    for d1, d2 in ((2, 3), (7, 6)):  # feature path, Gram path (n = 6)
         x, y = _pair(6, d1, d2, 4)
         x.requires_grad_(True)
         y.requires_grad_(True)
         for debiased in (False, True):
-            assert torch.autograd.gradcheck(
-                lambda a, b, d=debiased: linear_cka(a, b, debiased=d), (x, y), fast_mode=True
-            )
+            assert _gradcheck(lambda a, b, d=debiased: linear_cka(a, b, debiased=d), x, y)
     # RBF with fixed bandwidths (the median bandwidth is held constant under autograd)
     x, y = _pair(6, 3, 2, 5)
     x.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda a: rbf_cka(a, y, sigma=(1.3, 2.0), debiased=True), (x,), fast_mode=True
-    )
+    assert _gradcheck(lambda a: rbf_cka(a, y, sigma=(1.3, 2.0), debiased=True), x)
+    # the check can fail: detach half of a product (gradient off by a factor 2)
+    assert not _gradcheck(lambda a: (a.detach() * a).sum(), x)
 
 
 def test_cka_loss_gradient_step_increases_alignment():
