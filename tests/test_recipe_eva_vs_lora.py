@@ -126,6 +126,12 @@ def test_trimmed_mask_keeps_padding_out_of_evas_svd():
     assert out[True][0] == out[False][0]
     for n, a in out[True][1].items():
         torch.testing.assert_close(a, out[False][1][n], atol=1e-5, rtol=1e-4)
+    # the untrimmed mask does not fit the trimmed inputs: padding rows enter the SVD
+    body = SentenceEncoder(copy.deepcopy(bert), trim_padding=True).eval()
+    eva = EVA(x, 3, rho=2.0, svd="exact", token_mask=lambda b: b[:, 1].bool())
+    add_adapters(body, encoder_linears(), rank=4, init=eva)
+    a0 = _lora_a(body)["encoder.layer.0.attention.self.query"]
+    assert not torch.allclose(a0, out[True][1]["encoder.layer.0.attention.self.query"], atol=1e-3)
 
 
 def test_layer_types_and_rank_sums():
