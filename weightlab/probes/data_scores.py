@@ -205,7 +205,11 @@ def _grand_vmap(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     out = []
     for i in range(0, len(y), chunk):
         g = per_example(params, x[i : i + chunk], y[i : i + chunk])
-        sq = sum(v.reshape(v.shape[0], -1).double().pow(2).sum(1) for v in g.values())
+        # per-tensor norms in the gradients' dtype (no float64 copy of every gradient)
+        sq = sum(
+            torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).double().pow(2)
+            for v in g.values()
+        )
         out.append(sq.sqrt().float().cpu())
     return torch.cat(out)
 
