@@ -24,6 +24,11 @@ are added, since that selection costs training before training begins.
 Claim (threshold fixed below, from the issue): RS2's test accuracy beats the static random
 subset's by >= 1 point (seed means). Preconditions: the full-data baseline learned; no
 member read diverged.
+
+At equal total steps RS2 without replacement draws the same kind of stream as full-data
+SGD (a permutation of the split after another; only the reshuffle points differ), so it
+should track the full-data arm; the paper's time-to-accuracy gain comes from running
+fewer steps than full data, which the steps-to-95% table reads off the same curves.
 """
 
 from __future__ import annotations
