@@ -162,6 +162,8 @@ def test_tiny_bert_layers_and_refusals():
 
 def test_selection_and_bad_input():
     model = Mixed()
+    quiet, shown = esd(model, progress=False), esd(model, progress=True)
+    assert all(torch.equal(quiet[k], shown[k]) for k in quiet)
     assert list(layer_matrices(model, select="lstm")) == [
         n for n in layer_matrices(model) if n.startswith("lstm.")
     ]

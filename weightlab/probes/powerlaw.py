@@ -21,7 +21,8 @@ implementation. :func:`fit_power_law` follows its conventions exactly (its ``WWF
   ``D = 1``; the first minimum wins;
 - with fewer than :data:`SMALL_N` (20) eigenvalues weightwatcher switches to its small-N
   fit: the bias-corrected ``α = 1 + (n − 1)/Σ ln(λ/xmin)`` over candidates with tails of at
-  least 8, choosing ``xmin`` by ``D − 0.868/√n`` (this module does the same);
+  least 8; it ranks them by ``D − 0.868/√n`` but then keeps the minimal-D candidate
+  (see :func:`_small_n_row`), and so does this module;
 - spectra with fewer than ``min_evals`` eigenvalues (default 8, weightwatcher's
   ``DEFAULT_MIN_EVALS``) are refused: :class:`~weightlab.errors.DataError`.
 
@@ -67,8 +68,6 @@ SMALL_N = 20
 """weightwatcher's ``SMALL_N_CUTOFF``: below it the small-N fit is used."""
 SMALL_N_K_MIN = 8
 """Smallest tail the small-N fit considers (weightwatcher's ``k_min``)."""
-SMALL_N_KS_WEIGHT = 0.868
-"""The small-N objective ``D − 0.868/√n`` (weightwatcher's constant)."""
 FINGER_THRESH = 1.0
 """α must drop by more than this for a clipped fit to be kept (``DEFAULT_FINGER_THRESH``)."""
 MAX_FINGERS = 10
@@ -235,7 +234,7 @@ def _small_n_row(x: torch.Tensor) -> tuple[float, float, int]:
     and the KS distance for every candidate with a tail of at least 8 (``k_min``), and ranks
     them by ``D − 0.868/√n``; but the ``WWFit`` constructor then re-selects ``argmin D`` over
     the same arrays (skipped candidates hold ``D = 1``), so the effective rule is the
-    candidate with the smallest D. Both steps are reproduced."""
+    candidate with the smallest D, which is what this function computes."""
     n_all = x.numel()
     logx = torch.log(x)
     alphas = [0.0] * (n_all - 1)
