@@ -187,3 +187,16 @@ def test_bad_orders_are_one_line_errors(data):
     with pytest.raises(ConfigError, match="positive integer"):
         rs2_order(100, 0.5, 10, 0, 0)
     assert check_order(torch.zeros(2, 3, dtype=torch.int32), 5, 3).dtype == torch.long
+
+
+def test_width_sweep_takes_orders_too(data):
+    facs = {16: model_factory(MLP, [8, 16, 3]), 24: model_factory(MLP, [8, 24, 3])}
+    cfg = TrainConfig(1, 10, 0, OptimConfig("sgd", lr=0.1))
+    orders = {7: rs2_order(90, 0.4, 10, 1, seed=7, steps=12)}
+    sweep = Population.sweep(facs, [(w, MemberSpec(seed=1, data_seed=7)) for w in facs])
+    sweep.fit(data, cfg, orders=orders)
+    for j, w in enumerate(facs):
+        alone = Population(facs[w], [MemberSpec(seed=1, data_seed=7)])
+        alone.fit(data, cfg, orders=orders)
+        for k, v in alone.state(0).items():
+            assert torch.equal(v, sweep.state(j)[k])
