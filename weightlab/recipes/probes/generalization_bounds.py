@@ -160,6 +160,7 @@ class GeneralizationBounds(Recipe):
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"steps": 30, "n_test": 400, "d": 8, "depth": 4}
     broken: ClassVar[dict] = {"lr": 10.0, "steps": 5}
+    # measured in-process, one thread: 0.78 s CPU after imports; wall 3.7 s on the loaded 2-core machine (load 12)
     smoke_seconds = 2.0
 
     def load_data(self, cfg: GeneralizationBoundsConfig):

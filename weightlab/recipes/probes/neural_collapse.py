@@ -139,6 +139,7 @@ class NeuralCollapse(Recipe):
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"seeds": 2, "steps": 30, "hidden": 16}
     broken: ClassVar[dict] = {"lr": 10.0, "steps": 10}
+    # measured in-process, one thread: 1.44 s CPU after imports; wall 5.9 s on the loaded 2-core machine (load 12)
     smoke_seconds = 3.0
 
     def validate(self, cfg: NeuralCollapseConfig, data_sizes: dict[str, int]) -> None:
