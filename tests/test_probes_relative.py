@@ -125,6 +125,8 @@ def test_mlp_latent_and_head_compose_to_the_model_and_bad_layer_named():
     with pytest.raises(ConfigError, match="hidden layers: layers.0, layers.1"):
         mlp_latent(m, x, 5)
     assert matched_cosine(full, 2 * full) == pytest.approx(1.0)
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert matched_cosine(u, u, shift=1) == pytest.approx(0.0)
 
 
 def test_relative_mlp_end_to_end_is_invariant_to_rotating_its_latent():

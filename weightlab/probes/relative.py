@@ -64,9 +64,13 @@ def relative_projection(z: torch.Tensor, anchors: torch.Tensor, eps: float = 1e-
     return zn @ an.T
 
 
-def matched_cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+def matched_cosine(u: torch.Tensor, v: torch.Tensor, shift: int = 0) -> float:
     """Mean over samples of ``cos(u_i, v_i)``: how alike two spaces represent the same
-    samples (absolute latents of two seeds, or their relative representations)."""
+    samples (absolute latents of two seeds, or their relative representations). ``shift``
+    ``> 0`` pairs ``u_i`` with ``v_{(i + shift) mod n}`` instead, the mismatched-sample
+    baseline: a space whose vectors all point one way scores high on both."""
+    if shift:
+        v = torch.roll(v, -int(shift), dims=0)
     if u.shape != v.shape:
         raise DataError(
             f"matched vectors must have one shape, got {tuple(u.shape)}, {tuple(v.shape)}"
@@ -174,7 +178,8 @@ class StitchResult:
     split: ``native`` B end to end, ``absolute_stitch`` A's latent through B's own head,
     ``relative_native`` B's relative head on B's relative space, ``relative_stitch`` the same
     head on A's relative space; cosines of the same test samples across the two encoders in
-    absolute (``cos_absolute``) and relative (``cos_relative``) space."""
+    absolute (``cos_absolute``) and relative (``cos_relative``) space, and of mismatched
+    samples (sample ``i`` of A against sample ``i + 1`` of B: ``*_unmatched``)."""
 
     native: float
     native_a: float
@@ -183,6 +188,8 @@ class StitchResult:
     relative_stitch: float
     cos_absolute: float
     cos_relative: float
+    cos_absolute_unmatched: float
+    cos_relative_unmatched: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,6 +225,8 @@ def zero_shot_stitch(
         relative_stitch=rel_stitch,
         cos_absolute=matched_cosine(za, zb),
         cos_relative=matched_cosine(ra, rel_b.test.x),
+        cos_absolute_unmatched=matched_cosine(za, zb, shift=1),
+        cos_relative_unmatched=matched_cosine(ra, rel_b.test.x, shift=1),
     )
 
 
