@@ -8,7 +8,32 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "layer_matrices": "spectra",
+    "esd": "spectra",
+    "spectra": "spectra",
+    "Spectra": "spectra",
+    "LayerSpectrum": "spectra",
+    "LayerWeight": "spectra",
+    "GATES": "spectra",
+    "fit_power_law": "powerlaw",
+    "fit_power_law_batch": "powerlaw",
+    "clip_fingers": "powerlaw",
+    "TailFit": "powerlaw",
+    "MIN_EVALS": "powerlaw",
+    "EVALS_THRESH": "powerlaw",
+    "FINGER_THRESH": "powerlaw",
+    "MAX_FINGERS": "powerlaw",
+    "HessianEigen": "hessian",
+    "HessianTrace": "hessian",
+    "hessian_trace": "hessian",
+    "hvp": "hessian",
+    "sharpness_probe": "hessian",
+    "top_eigenvalue": "hessian",
+    "OpposingGroups": "opposing",
+    "find_opposing_groups": "opposing",
+    "loss_spikes": "opposing",
+}
 
 __all__ = sorted(_EXPORTS)
 
