@@ -28,7 +28,12 @@ def _nets(seed=0):
 def test_penalty_is_the_sum_of_one_minus_linear_cka_and_differentiable():
     target, guide, x = _nets()
     pairs = [("1", "2"), ("2", "3")]
+    target.eval()
     p = guidance_penalty(target, guide, x, pairs)
+    # the probe restores both networks' modes and the guide's requires_grad flags
+    assert not target.training and guide.training
+    assert all(q.requires_grad for q in guide.parameters())
+    guide.requires_grad_(False)
     h1 = torch.relu(target[0](x))
     h2 = target[2](h1)
     guide.eval()

@@ -145,13 +145,18 @@ def guidance_penalty(
     debiased: bool = False,
 ) -> torch.Tensor:
     """``Σ_i (1 − CKA(T_i(x), G_i(x)))`` for one batch, differentiable in the target's
-    parameters (the target's train/eval mode is left as it is)."""
-    wrapped = Guided(target, guide, pairs, 1.0, guide_input, debiased)
-    was_training = target.training
-    wrapped.train()
+    parameters. Both networks' train/eval modes and the guide's ``requires_grad`` flags are
+    restored afterwards (the target runs in training mode, as in a guided step)."""
+    flags = [p.requires_grad for p in guide.parameters()]
+    modes = (target.training, guide.training)
     try:
+        wrapped = Guided(target, guide, pairs, 1.0, guide_input, debiased)
+        wrapped.train()
         with torch.enable_grad():
             wrapped(x)
     finally:
-        target.train(was_training)
+        target.train(modes[0])
+        guide.train(modes[1])
+        for p, f in zip(guide.parameters(), flags, strict=True):
+            p.requires_grad_(f)
     return wrapped.penalty
