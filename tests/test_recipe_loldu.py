@@ -27,7 +27,7 @@ def test_smoke_run_writes_claims_report_figure_and_resumes(smoke):
     out, summary = smoke
     assert set(summary["tasks"]) == {"vader_words", "mnist1d_shift"}
     ids = [c["id"] for c in summary["claims"]]
-    assert ids == ["a) vader_words", "b) vader_words", "a) mnist1d_shift", "b) mnist1d_shift"]
+    assert ids == ["a vader_words", "b vader_words", "a mnist1d_shift", "b mnist1d_shift"]
     for c in summary["claims"]:
         assert c["verdict"] in ("held", "did not hold", "not tested") and c["detail"]
     for t in summary["tasks"].values():

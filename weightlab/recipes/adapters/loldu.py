@@ -130,7 +130,8 @@ class LoLDUConfig(RecipeConfig):
                 self.lrs(t, arm)
         if self.data not in self.task_list():
             raise ConfigError(
-                f"--data {self.data}: not among --tasks {self.tasks!r}; pick one of them"
+                f"--data {self.data}: not among --tasks {self.tasks!r}; pass --data as one of "
+                "them (it names the task the runner checks first)"
             )
         if self.rank > self.hidden:
             raise ConfigError(f"--rank {self.rank} exceeds --hidden {self.hidden}; lower it")
@@ -421,7 +422,7 @@ class LoLDURecipe(Recipe):
         div_b = no_divergence([*loldu["diverged"], *head["diverged"]])
         return [
             judge(
-                f"a) {name}",
+                f"a {name}",
                 QUOTE,
                 f"on {name}, LoLDU r=8's test score is within {MARGIN_PTS:g} {unit} of LoRA "
                 "r=8's (90% CI of the paired difference inside the margin; positive control: "
@@ -430,7 +431,7 @@ class LoLDURecipe(Recipe):
                 check_a,
             ),
             judge(
-                f"b) {name}",
+                f"b {name}",
                 QUOTE,
                 f"on {name}, LoLDU r=8's seed-mean test score exceeds head-only tuning's by "
                 "more than the seed spread (the larger of the two arms' seed std)",
