@@ -228,7 +228,9 @@ class BoneRecipe(Recipe):
         "shift_lrs": "1e6",
         "shift_bone_lrs": "1e6",
     }
-    smoke_seconds = 5.0  # placeholder, set from the measurement below
+    # measured in-process (run_recipe, smoke config, one thread, torch/matplotlib imported):
+    # 2.7-2.8 s CPU; a fresh process adds ~3 s of first imports (torch._dynamo, matplotlib)
+    smoke_seconds = 2.8
 
     def validate(self, cfg: BoneConfig, data_sizes: dict[str, int]) -> None:
         """Task names, lr grids, Bone's block size dividing every adapted layer's in and out
