@@ -80,9 +80,9 @@ def test_subsets_follow_the_scores():
 def test_lost_unit_is_recomputed_alone_and_identically(smoke, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(smoke, copy)
-    (copy / "units" / "cnn-seed-01.json").unlink()
+    (copy / "units" / "mlp-seed-01.json").unlink()
     run_recipe("data-diet", make_config("data-diet", smoke=True), out=copy)
-    assert read_json(copy / "timing.json")["computed_units"] == ["cnn-seed-01"]
+    assert read_json(copy / "timing.json")["computed_units"] == ["mlp-seed-01"]
     assert (copy / "summary.json").read_bytes() == (smoke / "summary.json").read_bytes()
 
 
