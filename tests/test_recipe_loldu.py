@@ -16,18 +16,13 @@ from weightlab.runs import read_json
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("loldu") / "run"
-    _, summary = run_recipe("loldu", make_config("loldu", smoke=True), out=out)
-    return out, summary
+SHIFT = {"tasks": "mnist1d_shift", "data": "mnist1d_shift"}
 
 
-def test_smoke_run_writes_claims_report_figure_and_resumes(smoke):
-    out, summary = smoke
-    assert set(summary["tasks"]) == {"vader_words", "mnist1d_shift"}
+def _check_run(out, summary, tasks):
+    assert sorted(summary["tasks"]) == sorted(tasks)
     ids = [c["id"] for c in summary["claims"]]
-    assert ids == ["a vader_words", "b vader_words", "a mnist1d_shift", "b mnist1d_shift"]
+    assert ids == [f"{c} {t}" for t in tasks for c in "ab"]  # in --tasks order
     for c in summary["claims"]:
         assert c["verdict"] in ("held", "did not hold", "not tested") and c["detail"]
     for t in summary["tasks"].values():
@@ -39,11 +34,36 @@ def test_smoke_run_writes_claims_report_figure_and_resumes(smoke):
         assert len(by["loldu"]["grid"]) >= 1 and len(by["lora"]["test_values"]) == 2
     assert (out / "report.html").exists() and (out / "loldu.png").exists()
     assert "every lr grid point" in (out / "report.md").read_text()
+
+
+def _resumes(out, cfg):
     before = (out / "summary.json").read_bytes()
     (out / "summary.json").unlink()
-    run_recipe("loldu", make_config("loldu", smoke=True), out=out)
+    run_recipe("loldu", cfg, out=out)
     assert read_json(out / "timing.json")["computed_units"] == []
     assert (out / "summary.json").read_bytes() == before
+
+
+def test_smoke_run_one_task_writes_claims_report_figure_and_resumes(tmp_path):
+    cfg = make_config("loldu", smoke=True, **SHIFT)
+    _, summary = run_recipe("loldu", cfg, out=tmp_path / "run")
+    _check_run(tmp_path / "run", summary, ["mnist1d_shift"])
+    _resumes(tmp_path / "run", cfg)
+
+
+@pytest.mark.slow(reason="imports transformers and builds the tiny BERT task (~10 s CPU cold)")
+def test_smoke_run_both_tasks_end_to_end(tmp_path):
+    cfg = make_config("loldu", smoke=True)
+    _, summary = run_recipe("loldu", cfg, out=tmp_path / "run")
+    _check_run(tmp_path / "run", summary, ["vader_words", "mnist1d_shift"])
+    # tiny BERT: 12 Linears (8 of 32x32, 32->64, 64->32 twice), by hand
+    assert summary["tasks"]["vader_words"]["counts"] == {
+        "layers": 12,
+        "loldu": 12 * 9,
+        "loldu_full_rank": 12 * 33,
+        "lora": 8 * 8 * 64 + 4 * 8 * 96,
+    }
+    _resumes(tmp_path / "run", cfg)
 
 
 def test_layer_counts_from_shapes_by_hand():
