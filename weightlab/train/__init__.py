@@ -15,6 +15,7 @@ from weightlab.train.probes import (
     train_loss,
     weight_norm,
 )
+from weightlab.train.samplers import rs2_order, static_subset_order
 
 __all__ = [
     "EvalPoint",
@@ -35,6 +36,8 @@ __all__ = [
     "make_optimizer",
     "relative_change",
     "resolve_loss",
+    "rs2_order",
+    "static_subset_order",
     "steps_per_epoch",
     "train",
     "train_loss",
