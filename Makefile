@@ -38,3 +38,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/lottery_ticket.py
 	$(BIN)/python bench/sparsity.py
 	$(BIN)/python bench/init.py
+	$(BIN)/python bench/kernels.py
+	$(BIN)/python bench/adapters.py
+	$(BIN)/python bench/probes.py
