@@ -224,21 +224,25 @@ def hsic_pairs(
     ks: torch.Tensor, ls: torch.Tensor | None = None, *, debiased: bool = False
 ) -> torch.Tensor:
     """HSIC of every pair of stacked Grams: ``ks (A, n, n)``, ``ls (B, n, n)`` (default
-    ``ks``) -> ``(A, B)`` in float64, as one matrix product of the flattened (centred or
-    zero-diagonal) Grams; the self-HSICs are its diagonal when ``ls`` is ``None``."""
+    ``ks``) -> ``(A, B)`` in float64, from one matrix product of the flattened Grams plus
+    their diagonals and row sums (no centred or zero-diagonal copies): for symmetric
+    ``K``, ``L``, ``tr(KHLH) = ⟨K, L⟩ − (2/n)(K1)·(L1) + (1ᵀK1)(1ᵀL1)/n²``, and Song et al.'s
+    ``tr(K̃L̃) = ⟨K, L⟩ − diag(K)·diag(L)``, ``K̃1 = K1 − diag(K)``. The self-HSICs are the
+    diagonal when ``ls`` is ``None``."""
     n = ks.shape[-1]
     _check_n(n)
     same = ls is None
-    ks = ks.to(torch.float64)
-    ls = ks if same else ls.to(torch.float64)
+    k = ks.to(torch.float64)
+    l = k if same else ls.to(torch.float64)  # noqa: E741
+    full = k.reshape(k.shape[0], -1) @ l.reshape(l.shape[0], -1).T
+    krow, lrow = k.sum(-1), l.sum(-1)  # (A, n), (B, n)
     if not debiased:
-        kc = _center(ks).reshape(ks.shape[0], -1)
-        lc = kc if same else _center(ls).reshape(ls.shape[0], -1)
-        return kc @ lc.T / (n - 1) ** 2
-    kt = _offdiag(ks)
-    lt = kt if same else _offdiag(ls)
-    trace = kt.reshape(kt.shape[0], -1) @ lt.reshape(lt.shape[0], -1).T
-    krow, lrow = kt.sum(-1), lt.sum(-1)  # (A, n), (B, n)
+        ksum, lsum = krow.sum(-1), lrow.sum(-1)
+        centred = full - (krow @ lrow.T) * (2 / n) + ksum[:, None] * lsum[None, :] / n**2
+        return centred / (n - 1) ** 2
+    kd, ld = torch.diagonal(k, dim1=-2, dim2=-1), torch.diagonal(l, dim1=-2, dim2=-1)
+    trace = full - kd @ ld.T
+    krow, lrow = krow - kd, lrow - ld
     ksum, lsum = krow.sum(-1), lrow.sum(-1)
     sums = ksum[:, None] * lsum[None, :] / ((n - 1) * (n - 2))
     cross = (krow @ lrow.T) * 2 / (n - 2)
@@ -276,15 +280,20 @@ def _linear_hsic_features(
 def _self_floor(k: torch.Tensor, debiased: bool, dtype: torch.dtype) -> torch.Tensor:
     """The rounding floor of a self-HSIC of Grams ``(..., n, n)`` formed in ``dtype``:
     ``ROUNDING × eps(dtype)`` times the first (trace) term of the estimator,
-    ``‖K̃‖_F²/(n(n−3))`` (HSIC_u) or ``‖HKH‖_F²/(n−1)²`` (HSIC_b). A self-HSIC at or below
-    it is ``≤ 0`` within rounding (e.g. exactly 0 for a constant off-diagonal Gram, as for
-    equidistant examples), and the CKA is undefined."""
+    ``‖K̃‖_F²/(n(n−3))`` (HSIC_u) or ``‖HKH‖_F²/(n−1)²`` (HSIC_b, which is the self-HSIC_b
+    itself, so only an exactly zero one, constant features, falls below it). A self-HSIC
+    at or below it is ``≤ 0`` within rounding (e.g. exactly 0 for a constant off-diagonal
+    Gram, as for equidistant examples), and the CKA is undefined."""
     n = k.shape[-1]
-    k = k.detach().to(torch.float64)
+    k = k.detach()
     eps = ROUNDING * torch.finfo(dtype).eps
+    sq = torch.linalg.vector_norm(k, dim=(-2, -1), dtype=torch.float64).square()
     if debiased:
-        return eps * _offdiag(k).square().sum((-2, -1)) / (n * (n - 3))
-    return eps * _center(k).square().sum((-2, -1)) / (n - 1) ** 2
+        diag = torch.diagonal(k, dim1=-2, dim2=-1).to(torch.float64).square().sum(-1)
+        return eps * (sq - diag) / (n * (n - 3))
+    rows = k.sum(-1, dtype=torch.float64)
+    centred = sq - rows.square().sum(-1) * (2 / n) + rows.sum(-1).square() / n**2
+    return eps * centred / (n - 1) ** 2
 
 
 # --------------------------------------------------------------------------- tensors
