@@ -149,7 +149,7 @@ class GeneralizationBounds(Recipe):
     row = 80
     paper = (
         "He, Yu & Goldfeld 2024, Information-Theoretic Generalization Bounds for Deep "
-        "Neural Networks (arXiv:2404.03176)"
+        "Neural Networks"
     )
     claim = (
         "the per-layer W1 generalization bound of a linear DNN has an interior minimizing "

@@ -88,7 +88,7 @@ class Guidance(Recipe):
     row = 81
     paper = (
         "Subramaniam et al. 2024, Training the Untrainable: Introducing Inductive Bias via "
-        "Representational Alignment (arXiv:2410.20035)"
+        "Representational Alignment"
     )
     claim = (
         "an FCN guided by a random small CNN (CE + sum of 1 - linear CKA over 3 layer pairs) "

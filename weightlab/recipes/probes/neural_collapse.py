@@ -128,7 +128,7 @@ class NeuralCollapse(Recipe):
     row = 73
     paper = (
         "Dang et al. 2023, Neural Collapse in Deep Linear Networks: From Balanced to "
-        "Imbalanced Data (arXiv:2301.00437); metrics of Papyan, Han & Donoho 2020"
+        "Imbalanced Data; metrics of Papyan, Han & Donoho 2020"
     )
     claim = (
         "NC1 falls >= 10x; balanced class means form a simplex ETF; imbalanced MSE class "
