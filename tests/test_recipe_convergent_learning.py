@@ -83,7 +83,7 @@ def test_config_checks_and_datasets():
         ConvergentLearningConfig(second_data="iris")
     with pytest.raises(ConfigError, match="early-epochs"):
         ConvergentLearning().validate(
-            ConvergentLearningConfig(epochs=2, early_epochs=2),
+            ConvergentLearningConfig(epochs=2, early_epochs=3),
             {"train": 100, "val": 10, "test": 10},
         )
     assert math.isfinite(ConvergentLearning.smoke_seconds)
