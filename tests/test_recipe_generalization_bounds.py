@@ -3,11 +3,12 @@
 import pytest
 import torch
 
+from weightlab.data import load_dataset
+from weightlab.data.gaussian import binary_gaussian_split as binary_gaussian
 from weightlab.errors import ConfigError
 from weightlab.recipes.probes.generalization_bounds import (
     GeneralizationBounds,
     GeneralizationBoundsConfig,
-    binary_gaussian,
 )
 
 
@@ -20,6 +21,9 @@ def test_binary_gaussian_task():
     )
     assert float(s.x[:, 1:].std()) == pytest.approx(1.0, abs=0.05)
     assert torch.equal(s.x, binary_gaussian(2000, 5, 1.5, 0).x)
+    task = load_dataset("binary_gaussian", n_train=10, n_test=20, d=3, seed=1)
+    assert len(task.train) == 10 and len(task.val) == 0 and len(task.test) == 20
+    assert not torch.equal(task.train.x, load_dataset("binary_gaussian", d=3).train.x[:10])
 
 
 def test_one_seed_measures_every_hidden_layer():
@@ -76,7 +80,7 @@ def test_config_checks():
     r = GeneralizationBounds()
     with pytest.raises(ConfigError, match="must exceed --d"):
         r.validate(GeneralizationBoundsConfig(n_train=10, d=16), {})
-    with pytest.raises(ConfigError, match="leave --data"):
+    with pytest.raises(ConfigError, match="use --data binary_gaussian"):
         r.validate(GeneralizationBoundsConfig(data="digits"), {})
     with pytest.raises(ConfigError, match="--depth"):
         GeneralizationBoundsConfig(depth=2)

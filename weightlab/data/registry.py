@@ -15,7 +15,17 @@ from typing import Any
 
 import torch
 
-from weightlab.data import graphs, mnist1d_shift, modular, sentences, signals, teacher, vader, xor
+from weightlab.data import (
+    gaussian,
+    graphs,
+    mnist1d_shift,
+    modular,
+    sentences,
+    signals,
+    teacher,
+    vader,
+    xor,
+)
 from weightlab.data.digits import load_digits
 from weightlab.data.idx import load_idx_task
 from weightlab.data.mnist1d import BINARY_PARAMS, load_mnist1d, load_mnist1d_binary
@@ -93,6 +103,12 @@ TASKS: dict[str, Task] = _tasks(
     ),
     Task("modular", modular.load_modular, modular.PARAMS, summary="a o b mod p, p classes"),
     Task("xor", xor.load_xor, xor.PARAMS, summary="XOR Gaussian clusters with label flips"),
+    Task(
+        "binary_gaussian",
+        gaussian.load_binary_gaussian,
+        gaussian.PARAMS,
+        summary="two Gaussian classes N(±mu e1, I), no validation split",
+    ),
     Task("sbm", graphs.load_sbm, graphs.SBM_PARAMS, summary="SBM graph, Gaussian node features"),
     Task(
         "signal1d",

@@ -4,9 +4,8 @@ Generalization Bounds for Deep Neural Networks" (row [#80]).
 The paper's analytic setting: binary Gaussian classification, ``y ∈ {0, 1}`` balanced,
 ``x | y ~ N((2y − 1) μ, I_d)`` with ``μ = mu · e₁``, learned by a bias-free linear DNN
 ``d → d → … → d → 2`` (``depth`` linear layers) with cross-entropy (full-batch SGD on
-``n_train`` examples drawn per seed; test: ``n_test`` fresh examples). The data are drawn
-here (``weightlab.data`` has no binary-Gaussian task; ``--data`` names the nearest
-registered Gaussian task only to satisfy the recipe contract and is not read).
+``n_train`` examples drawn per seed; test: ``n_test`` fresh examples), the registered task
+``binary_gaussian`` (:mod:`weightlab.data.gaussian`) with its seed set to the run's seed.
 
 For every hidden representation ``T_k`` (the output of linear layer ``k``, all of width
 ``d``; module paths ``layers.0`` … ``layers.{depth−2}``) the recipe measures the divergence
@@ -44,7 +43,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from weightlab.data.task import Split, TaskData
+from weightlab.data.task import TaskData
 from weightlab.errors import ConfigError, DataError
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, no_divergence
@@ -52,7 +51,7 @@ from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
-from weightlab.seeding import derive_seed, generator
+from weightlab.seeding import derive_seed
 
 QUOTE = (
     "the Wasserstein bound implies the existence of a layer that serves as a generalization "
@@ -79,21 +78,11 @@ class LinearNet(nn.Module):
         return x
 
 
-def binary_gaussian(n: int, d: int, mu: float, seed: int) -> Split:
-    """``n`` examples (classes alternate, so balanced), ``x | y ~ N((2y − 1) mu e₁, I_d)``."""
-    g = generator(seed)
-    y = torch.arange(n) % 2
-    mean = torch.zeros(d)
-    mean[0] = mu
-    x = (2 * y[:, None] - 1).float() * mean + torch.randn(n, d, generator=g)
-    return Split(x, y)
-
-
 @dataclass(frozen=True)
 class GeneralizationBoundsConfig(RecipeConfig):
     data: str = opt(
-        "xor",
-        "not read: the recipe draws its binary Gaussian task itself (see the recipe docs)",
+        "binary_gaussian",
+        "task: binary Gaussian classification (drawn per seed from the options below)",
     )
     d: int = opt(16, "input dimension (and width of every hidden layer)", min=2, max=512)
     depth: int = opt(6, "number of linear layers (hidden representations: depth - 1)", min=4)
@@ -156,7 +145,7 @@ class GeneralizationBounds(Recipe):
         "layer (a generalization funnel), the same layer in >= 2 of 3 seeds"
     )
     Config = GeneralizationBoundsConfig
-    tasks = ("xor",)
+    tasks = ("binary_gaussian",)
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"steps": 30, "n_test": 400, "d": 8, "depth": 4}
     broken: ClassVar[dict] = {"lr": 10.0, "steps": 5}
@@ -169,19 +158,15 @@ class GeneralizationBounds(Recipe):
 
     @staticmethod
     def _task(cfg: GeneralizationBoundsConfig, s: int) -> TaskData:
-        return TaskData(
-            "binary_gaussian",
-            binary_gaussian(cfg.n_train, cfg.d, cfg.mu, derive_seed("gb", "train", s)),
-            Split(torch.empty(0, cfg.d), torch.empty(0, dtype=torch.long)),
-            binary_gaussian(cfg.n_test, cfg.d, cfg.mu, derive_seed("gb", "test", s)),
-            2,
-        )
+        from weightlab.data.gaussian import load_binary_gaussian
+
+        return load_binary_gaussian(cfg.n_train, cfg.n_test, cfg.d, cfg.mu, s)
 
     def validate(self, cfg: GeneralizationBoundsConfig, data_sizes: dict[str, int]) -> None:
-        if cfg.data != "xor":
+        if cfg.data != "binary_gaussian":
             raise ConfigError(
-                f"--data {cfg.data!r}: this recipe draws its own binary Gaussian task; "
-                "leave --data at its default"
+                f"--data {cfg.data!r}: this recipe draws the binary Gaussian task per seed; "
+                "use --data binary_gaussian"
             )
         if cfg.n_train <= cfg.d:
             raise ConfigError(
