@@ -387,7 +387,8 @@ class ModelZooPhases(Recipe):
         ]
         return [
             (
-                f"Per cell (mean ± std over {st['seeds']} seeds or their pairs; {st['depth']} "
+                f"Per cell (mean ± std over {st['seeds']} seeds, or over their pairs: one pair, "
+                f"std 0, at 2 seeds; {st['depth']} "
                 f"hidden ReLU layers, {st['epochs']} SGD epochs; barrier and accuracies on the "
                 f"test split; averaging gap = endpoints' mean accuracy − the averaged weights' (points); "
                 f"aligned = B permuted onto A by unit matching first, reported only; Hessian trace "
