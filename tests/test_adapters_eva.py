@@ -132,6 +132,9 @@ def test_token_mask_leaves_padding_out_of_the_svd():
     a, b = masked._svd["q"], clean._svd["q"]
     assert torch.allclose(a.components.abs(), b.components.abs(), atol=1e-8)
     assert masked._svd["pool"].count == 8  # the 2-D pooler input keeps its rows
+    short = EVA(padded, 2, rho=1.0, svd="exact", token_mask=lambda b: mask[:, :5])
+    with pytest.raises(ConfigError, match="token_mask has shape"):
+        add_adapters(QKV(), ["q", "pool"], rank=2, init=short)  # never silently all rows
 
 
 def test_budget_and_scaling_follow_the_redistribution():
@@ -305,3 +308,9 @@ def test_eva_on_weightlabs_bert_with_packed_tokens_and_padding_mask():
     assert torch.allclose(enc(batches[0]), before, atol=1e-5)
     tokens = sum(int(b[:, 1].sum()) for b in batches)
     assert eva._svd["encoder.layer.0.attention.self.query"].count == tokens
+    from weightlab.models.bert import trimmed_token_mask
+
+    trim = SentenceEncoder(tiny_bert(0), trim_padding=True)
+    eva_t = EVA(batches, 3, rho=2.0, token_mask=trimmed_token_mask)
+    add_adapters(trim, encoder_linears(), rank=4, init=eva_t)
+    assert eva_t._svd["encoder.layer.0.attention.self.query"].count == tokens

@@ -161,7 +161,13 @@ def _batches(data: Any, n_batches: int, batch_size: int | None) -> list:
 def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """A layer input as ``(rows, in)``: the positions where ``mask`` is true when the
     input is ``(*mask.shape, in)`` (tokens of a padded batch), else every position."""
-    if mask is not None and x.ndim == mask.ndim + 1 and x.shape[:-1] == mask.shape:
+    if mask is not None and x.ndim == mask.ndim + 1:
+        if x.shape[:-1] != mask.shape:
+            raise ConfigError(
+                f"EVA's token_mask has shape {tuple(mask.shape)} but a layer input has "
+                f"{tuple(x.shape[:-1])} positions; return a mask matching the layers' inputs "
+                "(for padding-trimmed BERT batches: weightlab.models.bert.trimmed_token_mask)"
+            )
         return x[mask.bool()]
     return x.reshape(-1, x.shape[-1])
 

@@ -42,6 +42,7 @@ __all__ = [
     "BertModel",
     "SentenceEncoder",
     "mean_pool",
+    "trimmed_token_mask",
     "pack_inputs",
     "unpack_inputs",
 ]
@@ -316,6 +317,15 @@ def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"{tuple(x.shape)} {x.dtype}; build it with weightlab.models.bert.pack_inputs"
         )
     return x[:, 0], x[:, 1]
+
+
+def trimmed_token_mask(x: torch.Tensor) -> torch.Tensor:
+    """The attention mask of packed inputs ``(B, 2, L)`` cut to the batch's longest row, as
+    :class:`SentenceEncoder` with ``trim_padding=True`` cuts the batch: it matches the
+    ``(B, L', features)`` inputs of the encoder's layers (e.g. EVA's ``token_mask``)."""
+    mask = unpack_inputs(x)[1].bool()
+    used = int(mask.sum(1).max().clamp_min(1))
+    return mask[:, :used]
 
 
 class SentenceEncoder(nn.Module):

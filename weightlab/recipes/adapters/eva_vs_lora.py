@@ -174,16 +174,6 @@ class EVAControl(AdapterInit):
         adapter.lora_B.zero_()
 
 
-def trimmed_token_mask(x: torch.Tensor) -> torch.Tensor:
-    """The token mask of packed inputs ``(B, 2, L)`` cut to the longest row, as
-    :class:`~weightlab.models.bert.SentenceEncoder` (``trim_padding=True``) cuts the batch,
-    so EVA's mask matches the layers' ``(B, L', in)`` inputs and padding stays out of the
-    SVD (the harness's untrimmed ``x[:, 1]`` would not match and count padding rows)."""
-    mask = x[:, 1].bool()
-    used = int(mask.sum(1).max().clamp_min(1))
-    return mask[:, :used]
-
-
 def _floats(text: str, flag: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(v) for v in text.split(",") if v.strip())
@@ -316,8 +306,6 @@ class EVAvsLoRA(Recipe):
             )
             x = run_data.train.x[: cfg.eva_batches * bs]
             kw = dict(task.eva_kwargs)
-            if "token_mask" in kw:
-                kw["token_mask"] = trimmed_token_mask
             eva = EVA(
                 x,
                 cfg.eva_batches,

@@ -161,7 +161,7 @@ def _features(body: nn.Module, split: Split) -> torch.Tensor:
 def vader_task(device: str = "cpu", smoke: bool = False) -> FinetuneTask:
     """MiniLM (or, for smoke runs, a tiny random BERT) on VADER word valence."""
     from weightlab.data import load_dataset
-    from weightlab.models.bert import SentenceEncoder
+    from weightlab.models.bert import SentenceEncoder, trimmed_token_mask
     from weightlab.models.minilm import encoder_linears, load_minilm, tiny_bert
 
     data = load_dataset("vader_words", device, tokenizer="minilm", max_length=16)
@@ -187,7 +187,7 @@ def vader_task(device: str = "cpu", smoke: bool = False) -> FinetuneTask:
         "r2",
         make,
         encoder_linears(),
-        eva_kwargs={"token_mask": lambda x: x[:, 1].bool()},
+        eva_kwargs={"token_mask": trimmed_token_mask},
         reference={**reference, "model": "tiny random BERT" if smoke else "all-MiniLM-L6-v2"},
     )
 
