@@ -46,9 +46,11 @@ def bone_delta(weight: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
     ``block (out/r, r, r)`` (MiSS ``bat``)."""
     n_out, r = block.shape[0], block.shape[-1]
     out, fan_in = weight.shape
-    w = weight.reshape(n_out, r, fan_in // r, r).permute(0, 2, 1, 3)  # (out/r, in/r, r, r)
-    d = torch.matmul(w, block[:, None]) + block[:, None]
-    return d.permute(0, 2, 1, 3).reshape(out, fan_in)
+    # W's row block i as (in, r): rows (a, j) = W[i·r + a, j·r : (j+1)·r]; one (in × r)·(r × r)
+    # product per row block instead of (out/r)·(in/r) tiny r × r products, and no permutes
+    w = weight.reshape(n_out, r * (fan_in // r), r)
+    d = torch.matmul(w, block).reshape(n_out, r, fan_in // r, r) + block[:, :, None, :]
+    return d.reshape(out, fan_in)
 
 
 class BoneDelta(LoRADelta):
