@@ -497,9 +497,10 @@ class RelativeStitching(Recipe):
         arms = [(k, summary[k]) for k in ("default", "end_to_end") if summary[k] is not None]
         bars = ("native", "relative_stitch", "absolute_stitch")
         for i, (name, a) in enumerate(arms):
-            xs = [j + 0.35 * i for j in range(len(bars))]
-            ys = [a[b]["mean"] if b in a else 0.0 for b in bars]
-            sd = [a[b]["std"] if b in a else 0.0 for b in bars]
+            shown = [j for j, b in enumerate(bars) if b in a]  # the end-to-end arm has no absolute
+            xs = [j + 0.35 * i for j in shown]
+            ys = [_num(a[bars[j]]["mean"]) for j in shown]
+            sd = [_num(a[bars[j]]["std"]) for j in shown]
             ax1.bar(xs, ys, 0.35, yerr=sd, label=name.replace("_", "-"), capsize=2)
             xs = [j + 0.35 * i for j in range(2)]
             ax2.bar(
