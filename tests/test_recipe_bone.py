@@ -38,7 +38,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_run_writes_both_tasks_claims_report_and_figure(smoke):
     path, summary, timing = smoke
-    assert [c["id"] for c in summary["claims"]] == ["(a) vader_words", "(a) mnist1d_shift"]
+    assert [c["id"] for c in summary["claims"]] == ["a vader_words", "a mnist1d_shift"]
     for c in summary["claims"]:
         assert c["verdict"] in ("held", "did not hold", "not tested") and c["quote"]
     assert (path / "report.html").exists() and (path / "bone_loss_curves.png").exists()
@@ -107,14 +107,14 @@ def _block(task="vader_words", bone=1.0, lora=1.0, pissa=1.1, n_bone=4096, test=
 
 def test_claim_holds_within_the_tie_margin_and_fails_beyond_it():
     (c,) = BoneRecipe.check_claims(_block(bone=1.0 + TIE_MARGIN - 1e-6, lora=1.0))
-    assert c.held is True and c.id == "(a) vader_words"
+    assert c.held is True and c.id == "a vader_words"
     assert c.evidence["ratio_bone_lora"] == pytest.approx(1.02, abs=1e-5)
     # PiSSA is reported beside it, not judged
     assert c.evidence["bone_le_pissa_within_margin"] is True and "PiSSA" in c.detail
     (c,) = BoneRecipe.check_claims(_block(bone=1.03, lora=1.0, pissa=0.5))
     assert c.held is False and c.evidence["bone_le_pissa_within_margin"] is False
     (c,) = BoneRecipe.check_claims(_block("mnist1d_shift", bone=0.8, lora=1.0, test=40.0))
-    assert c.held is True and c.id == "(a) mnist1d_shift"
+    assert c.held is True and c.id == "a mnist1d_shift"
 
 
 def test_claim_not_tested_on_failed_preconditions():

@@ -472,7 +472,7 @@ class BoneRecipe(Recipe):
 
         return [
             judge(
-                f"(a) {task}",
+                f"a {task}",
                 QUOTE,
                 f"{task}: Bone's training loss after k steps (mean of the last {LAST_STEPS}) "
                 f"is no higher than LoRA's within a {TIE_MARGIN:.0%} tie margin, seed mean, "
