@@ -154,3 +154,12 @@ def copy_run(tmp_path, smoke_run):
         return dst
 
     return copy
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_enabled():
+    """Every test must leave autograd enabled (a leaked ``no_grad`` breaks later tests)."""
+    yield
+    import torch
+
+    assert torch.is_grad_enabled(), "this test left autograd disabled"

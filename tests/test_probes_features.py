@@ -132,6 +132,18 @@ def test_streamed_cka_equals_minibatch_cka_of_extracted_features(bert):
     )
     assert two.features == "pooled"
     assert two.values[3][2] == pytest.approx(ref.values[3][2], rel=1e-6)
+    assert torch.is_grad_enabled()  # two interleaved extraction generators restore grad mode
+
+
+def test_extraction_generator_does_not_hold_grad_mode_between_batches(bert):
+    from weightlab.probes.features import iter_hidden_states
+
+    model, _, _, batches = bert
+    gen = iter_hidden_states(model, batches)
+    next(gen)
+    assert torch.is_grad_enabled()  # the caller's code between batches keeps autograd
+    gen.close()
+    assert torch.is_grad_enabled()
 
 
 def test_generic_module_with_named_layers():

@@ -151,12 +151,13 @@ def pool_states(out: torch.Tensor, pool: str, mask: torch.Tensor | None = None) 
 
 @contextmanager
 def _probing(model: nn.Module):
-    """Eval mode and no_grad for the duration; every module's mode restored after."""
+    """Eval mode for the duration; every module's mode restored after. (Gradients are
+    switched off around each forward only: a generator must not hold the global grad mode
+    across its ``yield``s, or interleaved generators restore it out of order.)"""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with torch.no_grad():
-            yield
+        yield
     finally:
         for m, mode in modes:
             m.training = mode
@@ -204,7 +205,8 @@ def iter_hidden_states(
                     mask = None if mask is None else mask.to(device)
                 mask_box[0] = mask
                 store.clear()
-                model(*args, **kwargs)
+                with torch.no_grad():
+                    model(*args, **kwargs)
                 absent = [n for n, _ in named if n not in store]
                 if absent:
                     raise ConfigError(
