@@ -48,6 +48,7 @@ SMALL = {
     "vader_words": {"tokenizer": "tiny"},
     "vader_sentences": {"tokenizer": "tiny"},
     "mnist1d_shift": {"part": "B"},
+    "binary_gaussian": {"n_train": 30, "n_val": 10, "n_test": 20, "d": 4},
 }
 TOKEN_TASKS = ("sentences", "vader_words", "vader_sentences")  # packed int64 token ids
 SEEDED = [n for n, p in TASKS.items() if "seed" in {q.name for q in p.params}]
@@ -123,7 +124,9 @@ def test_unknown_task_lists_the_names():
     with pytest.raises(DataError) as e:
         load_dataset("mnist2d")
     msg = str(e.value)
-    assert msg.startswith("unknown task 'mnist2d'; choose one of: breast_cancer, deep_linear")
+    assert msg.startswith(
+        "unknown task 'mnist2d'; choose one of: binary_gaussian, breast_cancer, deep_linear"
+    )
     assert "FILE.npz or idx:DIR" in msg and "\n" not in msg
     with pytest.raises(DataError, match="unknown task"):
         task_params("mnist2d")

@@ -1,8 +1,9 @@
 """Binary Gaussian classification, the analytic setting of information-theoretic
 generalization bounds for linear networks (He, Yu & Goldfeld 2024, row [#80]): balanced
 classes ``y ∈ {0, 1}`` (alternating), ``x | y ~ N((2y − 1)·μ·e₁, I_d)``. The training and
-test splits are drawn from ``generator(derive_seed("gb", "train" | "test", seed))``; there
-is no validation split (the bounds compare train with test representations).
+test splits are drawn from ``generator(derive_seed("gb", "train" | "test", seed))``, an
+optional validation split (``n_val``, default 0: the generalization-bounds recipe compares
+train with test representations only) from ``derive_seed("gb", "val", seed)``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = ["PARAMS", "binary_gaussian_split", "load_binary_gaussian"]
 
 PARAMS = (
     Param("n_train", "int", 40, "training examples", min=2),
+    Param("n_val", "int", 0, "validation examples (0: none)", min=0),
     Param("n_test", "int", 4000, "test examples", min=2),
     Param("d", "int", 16, "input dimension", min=1),
     Param("mu", "float", 1.0, "distance of each class mean from the origin along e1", gt=0),
@@ -36,13 +38,23 @@ def binary_gaussian_split(n: int, d: int, mu: float, seed: int) -> Split:
 
 
 def load_binary_gaussian(
-    n_train: int = 40, n_test: int = 4000, d: int = 16, mu: float = 1.0, seed: int = 0
+    n_train: int = 40,
+    n_val: int = 0,
+    n_test: int = 4000,
+    d: int = 16,
+    mu: float = 1.0,
+    seed: int = 0,
 ) -> TaskData:
-    """The task of the module docstring (empty validation split)."""
+    """The task of the module docstring."""
+    val = (
+        binary_gaussian_split(n_val, d, mu, derive_seed("gb", "val", seed))
+        if n_val > 0
+        else Split(torch.empty(0, d), torch.empty(0, dtype=torch.long))
+    )
     return TaskData(
         "binary_gaussian",
         binary_gaussian_split(n_train, d, mu, derive_seed("gb", "train", seed)),
-        Split(torch.empty(0, d), torch.empty(0, dtype=torch.long)),
+        val,
         binary_gaussian_split(n_test, d, mu, derive_seed("gb", "test", seed)),
         2,
         info={"mu": mu, "d": d, "seed": seed},

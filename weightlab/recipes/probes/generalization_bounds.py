@@ -160,7 +160,7 @@ class GeneralizationBounds(Recipe):
     def _task(cfg: GeneralizationBoundsConfig, s: int) -> TaskData:
         from weightlab.data.gaussian import load_binary_gaussian
 
-        return load_binary_gaussian(cfg.n_train, cfg.n_test, cfg.d, cfg.mu, s)
+        return load_binary_gaussian(cfg.n_train, 0, cfg.n_test, cfg.d, cfg.mu, s)
 
     def validate(self, cfg: GeneralizationBoundsConfig, data_sizes: dict[str, int]) -> None:
         if cfg.data != "binary_gaussian":
