@@ -1,0 +1,45 @@
+"""Weight quantization (issue 21): one quantizer design (level set × scale estimator ×
+rounding × granularity) as a :class:`~weightlab.core.transforms.Transform`, PTQ and QAT,
+instrumentation, binary mean-field weights, quantized bases under adapters, packed export.
+See docs/architecture.md, "## Quantization". Names are imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS: dict[str, str] = {
+    "LEVEL_SETS": "levels",
+    "LevelSet": "levels",
+    "Uniform": "levels",
+    "PowerExponent": "levels",
+    "MidRise": "levels",
+    "PowersOfTwo": "levels",
+    "Binary": "levels",
+    "make_levels": "levels",
+    "bits_per_weight": "levels",
+    "group_view": "granularity",
+    "grouped_shape": "granularity",
+    "fake_quant": "fake",
+    "quantize_values": "fake",
+    "ESTIMATORS": "scales",
+    "estimate": "scales",
+    "mse_errors": "scales",
+    "mse_search_scale": "scales",
+    "QuantSpec": "quantizer",
+    "Quantizer": "quantizer",
+    "quantize": "quantizer",
+    "quantizers": "quantizer",
+    "remove_quantizers": "quantizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"weightlab.quant.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'weightlab.quant' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
