@@ -223,28 +223,50 @@ class FreezingTracker(_LevelTracker):
         return self.history[name][-1] if self.history.get(name) else math.nan
 
 
+def current_scale(
+    quantizer: Quantizer, weight_view: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``(scale, zero_point)`` the quantizer's next training forward would use for the
+    weight viewed ``(A, G, g)``, without changing the quantizer: a statistics scale
+    (StatsQ) re-estimated from the weight (mask respected), else the stored or learned one."""
+    spec = quantizer.spec
+    with torch.no_grad():
+        if spec.scale == "stats":
+            valid = quantizer._valid_ref
+            vv = (
+                None if valid is None else group_view(valid.to(weight_view.dtype), spec.granularity)
+            )
+            return estimate(quantizer.levels, weight_view.detach(), "stats", vv)
+        zp = quantizer.zero_point
+        return quantizer.scale.detach().to(weight_view.dtype), zp
+
+
+def grid_positions(quantizer: Quantizer, weight: torch.Tensor) -> torch.Tensor:
+    """The pre-rounding grid position ``t`` of every entry of ``weight`` (its shape), zero
+    point included: what the quantizer's next training forward records as ``last_t``."""
+    with torch.no_grad():
+        wv = group_view(weight.detach(), quantizer.spec.granularity)
+        scale, zp = current_scale(quantizer, wv)
+        t = quantizer.levels.encode(wv * (1.0 / scale))
+        if zp is not None:
+            t = t + zp
+        return t.reshape(weight.shape)
+
+
 def level_shares(quantizer: Quantizer, weight: torch.Tensor) -> torch.Tensor:
     """The share of ``weight``'s entries at each level of ``quantizer`` (float64, length
     ``n_levels``, index ``k`` ↔ integer level ``qmin + k``; the normalized level values are
-    ``quantizer.levels.levels()``). Nearest rounding under the quantizer's scale; a
-    statistics scale (StatsQ) is re-estimated from ``weight`` as its forward would. Entries
-    a mask prunes are left out."""
+    ``quantizer.levels.levels()``). Nearest rounding under :func:`current_scale` (a
+    statistics scale is re-estimated from ``weight``, as the forward does). Entries a mask
+    prunes are left out."""
     lv = quantizer.levels
     with torch.no_grad():
         w = weight.detach()
         wv = group_view(w, quantizer.spec.granularity)
-        valid = quantizer._valid_ref
-        if quantizer.spec.scale == "stats":
-            vv = (
-                None
-                if valid is None
-                else group_view(valid.to(wv.dtype), quantizer.spec.granularity)
-            )
-            scale, zp = estimate(lv, wv, "stats", vv)
-        else:
-            scale, zp = quantizer.scale.detach(), quantizer.zero_point
-        _, q = quantize_levels(wv, lv, scale.to(wv.dtype), zp)
+        scale, zp = current_scale(quantizer, wv)
+        _, q = quantize_levels(wv, lv, scale, zp)
         q = q.reshape(w.shape).to(torch.int64) - lv.qmin
+        valid = quantizer._valid_ref
         if valid is not None:
             q = q[valid.bool()]
         counts = torch.bincount(q.reshape(-1), minlength=lv.n_levels).to(torch.float64)
@@ -276,7 +298,9 @@ def epoch_means(values: list[float], steps_per_epoch: int) -> list[float]:
 __all__ = [
     "FreezingTracker",
     "OscillationTracker",
+    "current_scale",
     "epoch_means",
+    "grid_positions",
     "late_mean",
     "level_shares",
 ]
