@@ -149,10 +149,15 @@ def test_bad_options_are_one_line_errors(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_smoke_run_records_every_arm(tmp_path):
-    cfg = make_config("binary-continual", smoke=True)
-    _, summary = run_recipe("binary-continual", cfg, out=tmp_path / "run")
-    learners = [(r["learner"], r["value"]) for r in summary["rows"]]
-    assert len(learners) == 5 + 5 + 1 and ("sgd", 0.0) in learners
-    assert summary["members"] == 2 * 11
+def test_one_seed_records_every_arm():
+    cfg = make_config("binary-continual", smoke=True, epochs=3)
+    recipe = BinaryContinual()
+    metrics, tensors = recipe.compute_seed(cfg, 0)
+    assert tensors == {} and metrics["seed"] == 0
+    arms = [(m["learner"], m["value"]) for m in metrics["members"]]
+    assert len(arms) == 5 + 5 + 1 and ("sgd", 0.0) in arms
+    mf = [m for m in metrics["members"] if m["learner"] == "meanfield"]
+    assert len({m["acc1_before"] for m in mf}) == 1  # task 1 is shared by the beta arms
+    summary = recipe.summarize(metrics["members"])
+    assert summary["members"] == 11 and len(summary["rows"]) == 11
     assert summary["claims"][0]["verdict"] in ("held", "did not hold", "not tested")
