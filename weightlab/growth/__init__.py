@@ -1,0 +1,1 @@
+"""Growth (issue 22): function-preserving widening and deepening with optimizer state, template mixtures (MixtureGrowth), stage-shared learngenes (SWS). See docs/architecture.md, "## Growth and hypernetworks"."""

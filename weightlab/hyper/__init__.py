@@ -1,0 +1,1 @@
+"""Generated weights (issue 22): the GeneratedWeight transform, hypernetworks (chunked MLP and LSTM, continual learning), low-rank weight predictors, MIP, hourglass lifts and implicit weight fields (NeuMeta). See docs/architecture.md, "## Growth and hypernetworks"."""
