@@ -30,6 +30,23 @@ _EXPORTS: dict[str, str] = {
     "quantize": "quantizer",
     "quantizers": "quantizer",
     "remove_quantizers": "quantizer",
+    "MeanFieldBinaryLinear": "binary",
+    "MeanFieldBinaryMLP": "binary",
+    "FieldPrior": "binary",
+    "bernoulli_kl": "binary",
+    "field_kl": "binary",
+    "gaussian_field": "binary",
+    "gaussian_log_probs": "binary",
+    "perceptron_nll": "binary",
+    "sign_expectation": "binary",
+    "binarize": "binary",
+    "binary_accuracy": "binary",
+    "SignLinear": "binary",
+    "sign_ste": "binary",
+    "Metaplastic": "binary",
+    "MetaplasticCallback": "binary",
+    "metaplastic_update_": "binary",
+    "meta_factor": "binary",
 }
 
 __all__ = sorted(_EXPORTS)
