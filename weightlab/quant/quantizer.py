@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from weightlab.core.selectors import Selector
 from weightlab.core.transforms import Transform, _resolve, attach, transforms_of
 from weightlab.errors import ConfigError
-from weightlab.quant.fake import ROUNDINGS, STES, fake_quant, torch_fake_quant_channels
+from weightlab.quant.fake import ROUNDINGS, STES, fake_quant
 from weightlab.quant.granularity import Granularity, check_granularity, group_view
 from weightlab.quant.levels import LEVEL_SETS, LevelSet, Uniform, check_bits, make_levels
 from weightlab.quant.scales import ESTIMATORS, MSE_SEARCHES, STATIC, estimate
@@ -62,7 +62,8 @@ class QuantSpec:
     mse_ratios: int = 100
     mse_search: str = "coarse"
     update: str = "once"  # static estimators: once at attach, or at every training forward
-    fused: bool = True  # PyTorch's fused kernel where it computes the same thing (float32)
+    # float32, uniform, nearest, clipped STE: a fast path equal to PyTorch's fused kernels
+    fused: bool = True
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
@@ -212,7 +213,7 @@ class Quantizer(Transform):
             if learn:
                 out = _torch_learnable(wv, self.levels, scale, zp, self.grad_factor)
             else:
-                out = torch_fake_quant_channels(wv, self.levels, scale, zp)
+                out = uniform_fake_quant(wv, self.levels, scale, zp)
             return out.reshape(weight.shape)
         keep = None if self.keep is None else group_view(self.keep.to(weight.dtype), s.granularity)
         out, q = fake_quant(
@@ -246,6 +247,59 @@ class Quantizer(Transform):
 
     def extra_repr(self) -> str:
         return self.spec.describe()
+
+
+class _UniformSTE(torch.autograd.Function):
+    """``x̂ = (clamp(round(x·(1/s)) + z, qmin, qmax) − z)·s`` with the clipped STE (gradient
+    1 where ``round(x·(1/s)) + z`` lies in ``[qmin, qmax]``, else 0): the arithmetic of
+    ``torch.fake_quantize_per_channel_affine``, bitwise in forward and gradient (tested),
+    as a few vectorized in-place passes (PyTorch's per-channel CPU kernel is scalar: on
+    MiniLM's 36 weights, one thread, ~130 ms forward + backward against ~20 ms here). When
+    no entry is clipped (a min-max scale) no mask is kept and the gradient passes
+    unchanged. The scale gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zp, qmin, qmax):
+        t = x * (1.0 / scale)
+        t.round_()
+        if zp is not None:
+            t.add_(zp)
+        lo, hi = torch.aminmax(t)
+        ctx.clipped = not (bool(lo >= qmin) and bool(hi <= qmax))  # NaN counts as clipped
+        if ctx.clipped:
+            q = t.clamp(qmin, qmax)
+            ctx.save_for_backward(q == t)
+            t = q
+        if zp is not None:
+            t.sub_(zp)
+        return t.mul_(scale)
+
+    @staticmethod
+    def backward(ctx, dy):
+        if not ctx.clipped:
+            return dy, None, None, None, None
+        (inside,) = ctx.saved_tensors
+        return dy * inside, None, None, None, None
+
+
+def uniform_fake_quant(
+    x: torch.Tensor, levels: Uniform, scale: torch.Tensor, zp: torch.Tensor | None
+) -> torch.Tensor:
+    """Fake-quantize ``x`` viewed ``(A, G, g)`` on a uniform grid (nearest, clipped STE,
+    no gradient to ``scale`` or ``zp``); equals
+    :func:`~weightlab.quant.fake.torch_fake_quant_channels` bitwise, faster."""
+    scale = scale.detach()
+    zp = None if zp is None else zp.detach()
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _UniformSTE.apply(x, scale, zp, levels.qmin, levels.qmax)
+    with torch.no_grad():
+        t = (x * (1.0 / scale)).round_()
+        if zp is not None:
+            t.add_(zp)
+        t.clamp_(levels.qmin, levels.qmax)
+        if zp is not None:
+            t.sub_(zp)
+        return t.mul_(scale)
 
 
 def _torch_learnable(wv, levels, scale, zp, grad_factor):
