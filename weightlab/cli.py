@@ -3,6 +3,9 @@
     weightlab recipes [--family F]
     weightlab run RECIPE [--seeds N] [--data NAME] [--device cpu|cuda] [--out DIR] [--smoke] [--quiet] [recipe flags]
     weightlab report RUN_DIR
+    weightlab quant pack IN.safetensors OUT.safetensors --bits B [--levels L] [--scale S]
+                         [--granularity tensor|channel|K] [--exponent A]
+    weightlab quant inspect FILE
 
 Recipe flags are generated from the recipe's config dataclass. User errors print one
 line and exit with code 2.
@@ -143,6 +146,83 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _granularity(text: str):
+    if text in ("tensor", "channel"):
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        raise WeightlabError(
+            f"--granularity must be 'tensor', 'channel' or a group size, got {text!r}"
+        ) from None
+    if k < 1:
+        raise WeightlabError(f"--granularity group size must be a positive integer, got {k}")
+    return k
+
+
+def _cmd_quant(args) -> int:
+    """``quant pack``: quantize every 2-D float tensor of a plain safetensors state dict
+    and write ONE packed file; ``quant inspect``: size report of a packed file, after
+    checking that every tensor decodes."""
+    from weightlab.errors import ConfigError, RunFileError
+    from weightlab.quant.export import file_size_report, load_packed, save_packed_state_dict
+    from weightlab.quant.levels import MAX_BITS, check_exponent
+    from weightlab.quant.quantizer import QuantSpec
+    from weightlab.runs.files import load_tensors
+
+    if args.action == "inspect":
+        report = file_size_report(args.file)
+        decoded = load_packed(args.file)
+        print(report.format())
+        n = len(report.rows) - sum(not r.quantized for r in report.rows)
+        print(f"{args.file}: loads ({len(decoded)} tensors, {n} quantized, all decoded)")
+        return 0
+    if not 1 <= args.bits <= MAX_BITS:
+        raise ConfigError(f"--bits must be from 1 to {MAX_BITS}, got {args.bits}")
+    exponent = 1.0
+    if args.exponent is not None:
+        exponent = check_exponent(args.exponent)
+        if args.levels != "power":
+            raise ConfigError("--exponent applies to --levels power only; drop it or use power")
+    spec = QuantSpec(
+        bits=args.bits,
+        levels=args.levels,
+        scale=args.scale,
+        granularity=_granularity(args.granularity),
+        exponent=exponent,
+    )
+    src, out = Path(args.input), Path(args.output)
+    if not src.is_file():
+        raise RunFileError(f"input file {src} does not exist; pass a safetensors state dict")
+    if src.resolve() == out.resolve():
+        raise ConfigError("OUT must differ from IN; the packed file would overwrite its source")
+    state = load_tensors(src)
+    save_packed_state_dict(state, spec, out)
+    print(file_size_report(out).format())
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_quant_parser(sub) -> None:
+    from weightlab.quant.levels import LEVEL_SETS
+    from weightlab.quant.scales import ESTIMATORS
+
+    q = sub.add_parser("quant", help="pack a state dict's weights into a quantized file")
+    qsub = q.add_subparsers(dest="action", metavar="{pack,inspect}", required=True)
+    p = qsub.add_parser("pack", help="quantize every 2-D float tensor and write a packed file")
+    p.add_argument("input", help="a safetensors state dict (e.g. a run's weights file)")
+    p.add_argument("output", help="the packed safetensors file to write")
+    p.add_argument("--bits", type=int, required=True, help="bits per weight, 1-16")
+    p.add_argument("--levels", default="uniform", choices=LEVEL_SETS, help="level set")
+    p.add_argument("--scale", default="minmax", choices=ESTIMATORS, help="scale estimator")
+    p.add_argument(
+        "--granularity", default="channel", help="tensor, channel or a group size K [channel]"
+    )
+    p.add_argument("--exponent", type=float, default=None, help="power levels' a, in (0, 1]")
+    i = qsub.add_parser("inspect", help="print a packed file's size report; check it loads")
+    i.add_argument("file", help="a packed safetensors file")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -152,12 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         parser = _Parser(
             prog="weightlab", description="weightlab: the science and engineering of layer weights"
         )
-        sub = parser.add_subparsers(dest="command", metavar="{recipes,run,report}")
+        sub = parser.add_subparsers(dest="command", metavar="{recipes,run,report,quant}")
         lst = sub.add_parser("recipes", help="list recipes by family: name, row, paper, claim")
         lst.add_argument("--family", default=None, help="only this family")
         sub.add_parser("run", help="run (or resume) a recipe: weightlab run RECIPE --help")
         rep = sub.add_parser("report", help="render a run's report again")
         rep.add_argument("run_dir", help="a run directory")
+        _add_quant_parser(sub)
         for p in sub.choices.values():
             p.error = parser.error  # type: ignore[method-assign]
         args = parser.parse_args(argv)
@@ -165,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_recipes(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "quant":
+            return _cmd_quant(args)
         parser.print_help()
         return EXIT_USAGE
     except WeightlabError as e:
