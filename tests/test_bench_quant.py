@@ -178,3 +178,24 @@ def test_bench_parts_run_tiny(bench):
     }
     text = bench.table(res)
     assert "QAT step" in text and "MSE calibration" in text and "worst layer" in text
+
+
+def test_fast_path_under_torch_func_transforms():
+    """vmap / grad over a quantized model fall back to PyTorch's kernel (same values)."""
+    from torch.func import functional_call, grad, vmap
+
+    g = torch.Generator().manual_seed(5)
+    m = nn.Linear(6, 4)
+    quantize(m, QuantSpec(4, "uniform", "minmax", granularity="channel"))
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    x = torch.randn(5, 6, generator=g)
+
+    def loss(p, xi):
+        return functional_call(m, p, (xi[None],)).square().sum()
+
+    per_example = vmap(grad(loss), in_dims=(None, 0))(params, x)
+    for i in range(5):
+        m.zero_grad()
+        loss(dict(m.named_parameters()), x[i]).backward()
+        for k, p in m.named_parameters():
+            assert torch.allclose(per_example[k][i], p.grad, atol=1e-6)

@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from weightlab.core.selectors import Selector
 from weightlab.core.transforms import Transform, _resolve, attach, transforms_of
 from weightlab.errors import ConfigError
-from weightlab.quant.fake import ROUNDINGS, STES, fake_quant
+from weightlab.quant.fake import ROUNDINGS, STES, fake_quant, torch_fake_quant_channels
 from weightlab.quant.granularity import Granularity, check_granularity, group_view
 from weightlab.quant.levels import LEVEL_SETS, LevelSet, Uniform, check_bits, make_levels
 from weightlab.quant.scales import ESTIMATORS, MSE_SEARCHES, STATIC, estimate
@@ -287,7 +287,11 @@ def uniform_fake_quant(
 ) -> torch.Tensor:
     """Fake-quantize ``x`` viewed ``(A, G, g)`` on a uniform grid (nearest, clipped STE,
     no gradient to ``scale`` or ``zp``); equals
-    :func:`~weightlab.quant.fake.torch_fake_quant_channels` bitwise, faster."""
+    :func:`~weightlab.quant.fake.torch_fake_quant_channels` bitwise, faster. Under
+    ``torch.func`` transforms (vmap, grad), which the autograd function and its clipping
+    check do not support, PyTorch's kernel runs instead."""
+    if torch._C._are_functorch_transforms_active():
+        return torch_fake_quant_channels(x, levels, scale, zp)
     scale = scale.detach()
     zp = None if zp is None else zp.detach()
     if torch.is_grad_enabled() and x.requires_grad:
