@@ -290,3 +290,17 @@ def test_bad_packed_files_are_one_line_errors(tmp_path):
         read_packed(tmp_path / "nope.safetensors")
     with pytest.raises(ConfigError, match="no quantizer"):
         pack(_model())
+
+
+def test_float64_models_keep_their_scale_dtype(tmp_path):
+    m = _model().double()
+    quantize(m, QuantSpec(4, "uniform", "mse", granularity=16), ["0"])
+    m.eval()
+    path = save_packed(m, tmp_path / "d.safetensors")
+    assert load_file(path)["scale:0.weight"].dtype == torch.float64
+    loaded = load_packed(path)
+    assert loaded["0.weight"].dtype == torch.float64
+    assert torch.equal(loaded["0.weight"], m[0].weight.detach())
+    row = size_report(m).rows[0]
+    assert row.scale_bits == 64 and row.overhead_bits() == pytest.approx(64 / 16)
+    assert file_size_report(path).to_dict() == size_report(m).to_dict()

@@ -5,9 +5,9 @@
 
 - index bits: ``b = ceil(log2(#levels))`` per weight (:func:`~weightlab.quant.levels.
   bits_per_weight`), or the container's ``4``/``8``/``16`` bits in the packed file;
-- overhead bits per weight: ``(32·S + b·Z + M)/N``, with ``32`` bits per float32 scale,
-  ``Z`` zero points (asymmetric grids: one per group, stored at the index width) and
-  ``M = N`` mask bits when a mask is attached (one bit per weight);
+- overhead bits per weight: ``(32·S + b·Z + M)/N``: 32 bits per scale (scales are stored
+  in the weight's dtype: 32 for float32), ``Z`` zero points (asymmetric grids: one per
+  group, at the index width) and ``M = N`` mask bits when a mask is attached;
 - bits per weight = index bits + overhead (both reported), so model bytes follow from the
   bit width: ``N·(b + overhead)/8`` per quantized weight, plus every other tensor at its own
   dtype. The compression ratio is the FP32 size of all tensors (4 bytes per element)
@@ -20,16 +20,19 @@ integer types: int4 two per byte (``b ≤ 4``, a ``uint8`` tensor, low nibble fi
 (``b ≤ 8``) or int16 (``b ≤ 16``), as ``v = q − offset`` where ``offset`` is 0 when the grid
 ``[qmin, qmax]`` already fits the signed container (the symmetric uniform grids: int8
 weights are the level indices themselves) and ``qmin + 2^(C−1)`` otherwise (asymmetric and
-table grids). Scales (float32), zero points (same container as the indices) and a mask
-(one bit per weight, ``numpy.packbits`` order) travel beside them in ONE safetensors file
-whose metadata key ``weightlab_quant`` holds a JSON header: per quantized weight its shape,
-dtype, :class:`~weightlab.quant.quantizer.QuantSpec` (level set, bits, exponent,
-granularity: enough to decode non-uniform level sets), container and offset. Every other
-tensor of the model (biases, unquantized layers, adapter factors) is stored as is.
-Decoding runs the quantizer's own ``dequantize_levels`` on the same ``(A, G, g)`` view
-and dtype, so a loaded weight equals the fake-quantized model's weight bit for bit (the
-issue's parity test). Export always rounds to nearest: a stochastic-rounding quantizer is
-exported at its nearest-rounding levels, with its current scale.
+table grids). Scales (in the weight's dtype, as the quantizer applies them), zero points
+(same container as the indices) and a mask (one bit per weight, ``numpy.packbits`` order)
+travel beside them in ONE safetensors file whose metadata key ``weightlab_quant`` holds a
+JSON header: per quantized weight its shape, dtype,
+:class:`~weightlab.quant.quantizer.QuantSpec` (level set, bits, exponent, granularity:
+enough to decode non-uniform level sets), container and offset. Every other tensor of the
+model (biases, unquantized layers, adapter factors) is stored as is. Decoding runs the
+quantizer's own ``dequantize_levels`` on the same ``(A, G, g)`` view and dtype, so a
+loaded weight equals the eval-mode fake-quantized weight bit for bit (the issue's parity
+test), up to the sign of zero: an integer index decodes to +0.0 where a fake-quant path
+that never passes through integers may produce −0.0. Export always rounds to nearest: a
+stochastic-rounding quantizer is exported at its nearest-rounding levels, with its
+eval-mode scale (``stats`` re-estimated as its forward does).
 
 Only a quantizer followed by masks is packed; a weight whose quantizer is followed by
 another transform (a LoRA delta) is refused: merge the adapter first
@@ -208,7 +211,7 @@ def _entry_tensors(e: _Entry) -> tuple[dict[str, torch.Tensor], dict]:
     offset = index_offset(e.levels)
     t = {
         f"qweight:{e.name}": pack_int(e.q.to(torch.int64) - offset, cbits),
-        f"scale:{e.name}": e.scale.reshape(-1).to(torch.float32).contiguous(),
+        f"scale:{e.name}": e.scale.reshape(-1).contiguous(),
     }
     if e.zero_point is not None:
         t[f"zero_point:{e.name}"] = pack_int(e.zero_point.to(torch.int64) - offset, cbits)
@@ -533,6 +536,7 @@ class SizeRow:
     masked: bool
     float_bits: int
     describe: str
+    scale_bits: int = SCALE_BITS
 
     @property
     def quantized(self) -> bool:
@@ -543,7 +547,7 @@ class SizeRow:
         if not self.quantized:
             return 0.0
         zbits = self.container_bits if packed else self.index_bits
-        extra = SCALE_BITS * self.groups + zbits * self.zero_points
+        extra = self.scale_bits * self.groups + zbits * self.zero_points
         extra += self.numel if self.masked else 0
         return extra / self.numel
 
@@ -570,9 +574,9 @@ class SizeRow:
                 else self.zero_points * self.container_bits // 8
             )
             m = (self.numel + 7) // 8 if self.masked else 0
-            return idx + SCALE_BITS // 8 * self.groups + z + m
+            return idx + self.scale_bits // 8 * self.groups + z + m
         total = self.numel * self.index_bits + self.zero_points * self.index_bits
-        total += SCALE_BITS * self.groups + (self.numel if self.masked else 0)
+        total += self.scale_bits * self.groups + (self.numel if self.masked else 0)
         return math.ceil(total / 8)
 
 
@@ -659,7 +663,14 @@ def _float_row(name: str, t: torch.Tensor) -> SizeRow:
 
 
 def _row(
-    name: str, spec: QuantSpec, levels: LevelSet, numel: int, groups: int, zp: bool, masked: bool
+    name: str,
+    spec: QuantSpec,
+    levels: LevelSet,
+    numel: int,
+    groups: int,
+    zp: bool,
+    masked: bool,
+    scale_bits: int,
 ) -> SizeRow:
     b = bits_per_weight(levels)
     return SizeRow(
@@ -672,6 +683,7 @@ def _row(
         masked,
         32,
         spec.describe(),
+        scale_bits,
     )
 
 
@@ -697,6 +709,7 @@ def size_report(model: nn.Module) -> SizeReport:
                 quantizer.scale.numel(),
                 levels.affine,
                 bool(masks),
+                w.element_size() * 8,
             )
         )
     for name, t in _float_tensors(model, set(entries)).items():
@@ -719,6 +732,7 @@ def file_size_report(path: str | Path) -> SizeReport:
                 meta["groups"],
                 meta["zero_point"],
                 meta["mask"],
+                pf.tensors[f"scale:{name}"].element_size() * 8,
             )
         )
     for name in pf.header["float"]:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from weightlab.adapters.inits import AdapterInit
 from weightlab.adapters.lora import AdapterSet, LoRADelta, LoRALayer, adapter_modules, add_adapters
 from weightlab.core.mask import Mask
 from weightlab.errors import ConfigError
@@ -64,7 +65,7 @@ def add_quantized_adapters(
     rank: int = 8,
     alpha: float | None = None,
     path: str = "activation",
-    init: str = "random",
+    init: str | AdapterInit = "random",
     seed: int = 0,
     **adapter_kwargs,
 ) -> AdapterSet:
