@@ -206,22 +206,24 @@ def test_lora_trains_on_a_frozen_quantized_base():
     from weightlab.train import LossRecorder, TrainConfig, train
     from weightlab.train.config import OptimConfig
 
-    data = load_dataset("mnist1d", "cpu")
+    data = load_dataset("teacher_mlp", "cpu", d_in=64)
     torch.manual_seed(0)
-    model = MLP([40, 64, 64, 10])
-    add_quantized_adapters(model, ["layers.1", "layers.2"], rank=8, path="activation")
+    model = MLP([64, 64, 1])
+    add_quantized_adapters(
+        model, ["layers.0", "layers.1"], rank=8, overrides={"layers.1": {"rank": 1}}
+    )
     qs = quantizers(model)
     scales = {n: q.scale.clone() for n, q in qs.items()}
     stored = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     rec = LossRecorder()
-    cfg = TrainConfig(epochs=2, batch_size=100, optim=OptimConfig(lr=3e-3))
+    cfg = TrainConfig(epochs=5, batch_size=100, optim=OptimConfig(lr=1e-2))
     train(model, data, cfg, data_seed=0, callbacks=[rec])
     for n, p in model.named_parameters():
         if "lora" not in n:
-            assert torch.equal(p, stored[n]), n  # the base (and the unadapted layer) frozen
+            assert torch.equal(p, stored[n]), n  # the quantized base stays frozen
     for n, q in qs.items():
         assert torch.equal(q.scale, scales[n])
-    first, last = sum(rec.losses[:10]) / 10, sum(rec.losses[-10:]) / 10
-    assert last < 0.9 * first, (first, last)
+    first, last = sum(rec.losses[:5]) / 5, sum(rec.losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)

@@ -78,7 +78,8 @@ def add_quantized_adapters(
     from weightlab.adapters.lora import preview_adapters
     from weightlab.quant.granularity import check_granularity
 
-    plans = preview_adapters(model, select, rank=rank, alpha=alpha)
+    overrides = adapter_kwargs.get("overrides")
+    plans = preview_adapters(model, select, rank=rank, alpha=alpha, overrides=overrides)
     for p in plans:
         check_granularity(spec.granularity, p.weight_shape)
     aset = add_adapters(
