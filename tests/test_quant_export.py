@@ -304,3 +304,13 @@ def test_float64_models_keep_their_scale_dtype(tmp_path):
     row = size_report(m).rows[0]
     assert row.scale_bits == 64 and row.overhead_bits() == pytest.approx(64 / 16)
     assert file_size_report(path).to_dict() == size_report(m).to_dict()
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    m = _model()
+    quantize(m, QuantSpec(8))
+    with torch.no_grad():
+        m[2].parametrizations.weight.original[0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="weight '2.weight' has non-finite values"):
+        save_packed(m, tmp_path / "nan.safetensors")
+    assert not (tmp_path / "nan.safetensors").exists()

@@ -66,7 +66,6 @@ FORMAT = "weightlab-quant-pack"
 VERSION = 1
 META_KEY = "weightlab_quant"
 SCALE_BITS = 32
-PREFIXES = ("qweight", "scale", "zero_point", "mask", "float")
 
 
 # -- containers ----------------------------------------------------------------------------
@@ -209,6 +208,8 @@ def _entry_tensors(e: _Entry) -> tuple[dict[str, torch.Tensor], dict]:
     b = bits_per_weight(e.levels)
     cbits = container_bits(b)
     offset = index_offset(e.levels)
+    if not bool(torch.isfinite(e.q).all()):
+        raise ConfigError(f"weight {e.name!r} has non-finite values or scales; it cannot be packed")
     t = {
         f"qweight:{e.name}": pack_int(e.q.to(torch.int64) - offset, cbits),
         f"scale:{e.name}": e.scale.reshape(-1).contiguous(),
