@@ -314,3 +314,16 @@ def test_non_finite_weights_are_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="weight '2.weight' has non-finite values"):
         save_packed(m, tmp_path / "nan.safetensors")
     assert not (tmp_path / "nan.safetensors").exists()
+
+
+def test_integer_and_bool_tensors_count_at_their_own_size():
+    m = _model()
+    m.register_buffer("keep", torch.ones(100, dtype=torch.bool))
+    m.register_buffer("steps", torch.tensor([7]))
+    quantize(m, QuantSpec(8), ["0", "2"])
+    rep = size_report(m)
+    rows = {r.name: r for r in rep.rows}
+    assert not rows["keep"].floating and rows["keep"].bytes() == 100
+    assert rows["steps"].bytes() == 8
+    floats = 33 + 5  # the two biases
+    assert rep.fp32_bytes == 4 * (33 * 128 + 5 * 33 + floats) + 100 + 8

@@ -10,9 +10,10 @@
   group, at the index width) and ``M = N`` mask bits when a mask is attached;
 - bits per weight = index bits + overhead (both reported), so model bytes follow from the
   bit width: ``N·(b + overhead)/8`` per quantized weight, plus every other tensor at its own
-  dtype. The compression ratio is the FP32 size of all tensors (4 bytes per element)
-  divided by that. Two sizes are reported: ``ideal`` (``b``-bit indices, densely packed) and
-  ``packed`` (the file's containers).
+  dtype. The compression ratio is the FP32 size (4 bytes per element of every
+  floating-point tensor; integer and bool tensors as stored) divided by that. Two sizes
+  are reported: ``ideal`` (``b``-bit indices, densely packed) and ``packed`` (the file's
+  containers).
 
 **Packed export** (:func:`pack`, :func:`save_packed`, :func:`load_packed`,
 :func:`unpack_into`). Level indices are stored in the smallest container of PyTorch's
@@ -538,6 +539,7 @@ class SizeRow:
     float_bits: int
     describe: str
     scale_bits: int = SCALE_BITS
+    floating: bool = True  # False for integer / bool tensors (counted at their own size)
 
     @property
     def quantized(self) -> bool:
@@ -589,13 +591,14 @@ class SizeReport:
 
     @property
     def fp32_bytes(self) -> int:
-        return sum(r.numel for r in self.rows) * 4
+        """Floating-point tensors at 4 bytes an element; integer and bool tensors as stored."""
+        return sum(r.numel * 4 if r.floating else r.bytes() for r in self.rows)
 
     def model_bytes(self, packed: bool = False) -> int:
         return sum(r.bytes(packed) for r in self.rows)
 
     def compression(self, packed: bool = False) -> float:
-        """FP32 bytes of every tensor divided by the model's bytes."""
+        """The FP32 size (:attr:`fp32_bytes`) divided by the model's bytes."""
         return self.fp32_bytes / max(1, self.model_bytes(packed))
 
     def quantized_bits_per_weight(self, packed: bool = False) -> float:
@@ -648,7 +651,7 @@ class SizeReport:
         rest = [r for r in self.rows if not r.quantized]
         if rest:
             n = sum(r.numel for r in rest)
-            rows.append(("(other tensors)", "float", f"{n:,}", "", "", "", ""))
+            rows.append(("(other tensors)", "as stored", f"{n:,}", "", "", "", ""))
         widths = [max(len(x[i]) for x in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) for x in rows]
         lines.append(
@@ -660,7 +663,9 @@ class SizeReport:
 
 
 def _float_row(name: str, t: torch.Tensor) -> SizeRow:
-    return SizeRow(name, t.numel(), 0, 0, 0, 0, False, t.element_size() * 8, "float")
+    kind = "float" if t.is_floating_point() else str(t.dtype).removeprefix("torch.")
+    bits = t.element_size() * 8
+    return SizeRow(name, t.numel(), 0, 0, 0, 0, False, bits, kind, floating=t.is_floating_point())
 
 
 def _row(
