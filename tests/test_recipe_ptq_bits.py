@@ -23,26 +23,32 @@ from weightlab.recipes.quant.ptq_bits import (
     ptq_spec,
     qat_spec,
     quantize_merged,
+    quantized_size,
     relative_weight_error,
-    size_bytes,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- helpers ----------------------------------------------------------------------------
-def test_size_bytes_by_hand():
-    # one 4x8 weight at 4 bits: 32 weights x 0.5 byte = 16 bytes, FP32 128 bytes
-    t = size_bytes([(4, 8)], 4, "tensor")
-    assert t["weight_bytes"] == 16 and t["scale_bytes"] == 4 and t["bytes"] == 20
-    assert t["fp32_bytes"] == 128 and t["ratio"] == pytest.approx(6.4)
-    assert t["ratio_weights"] == 8  # 32 / bits
-    assert size_bytes([(4, 8)], 4, "channel")["scale_bytes"] == 16
-    g = size_bytes([(4, 8)], 4, 2)
-    assert g["scale_bytes"] == 64 and g["ratio"] == pytest.approx(128 / 80)
-    # bytes follow 32/bits on the weights alone
+def test_quantized_size_by_hand():
+    """One 4x8 weight (no bias) at 4 bits: 32 weights x 4 bits = 16 bytes + FP32 scales."""
+    lin = torch.nn.Linear(8, 4, bias=False)
+    for g, scale_bytes in (("tensor", 4), ("channel", 16), (2, 64)):
+        m = copy.deepcopy(lin)
+        quantize(m, ptq_spec(4, "minmax", g, 99.9))
+        t = quantized_size(m)
+        assert t["fp32_bytes"] == 128 and t["bytes"] == 16 + scale_bytes
+        assert t["ratio"] == pytest.approx(128 / (16 + scale_bytes))
+        assert t["ratio_weights"] == 8  # 32 / bits
+        assert t["model_bytes"] == t["bytes"]  # nothing else in the model
+    # bytes follow 32/bits on the weights alone; a bias stays FP32 in the whole model
     for b in (8, 6, 4, 3, 2):
-        assert size_bytes([(256, 256)], b, "tensor")["ratio_weights"] == pytest.approx(32 / b)
+        m = torch.nn.Linear(256, 256)
+        quantize(m, ptq_spec(b, "minmax", "tensor", 99.9))
+        t = quantized_size(m)
+        assert t["ratio_weights"] == pytest.approx(32 / b)
+        assert t["model_bytes"] == t["bytes"] + 4 * 256
 
 
 def test_relative_weight_error_by_hand():
@@ -58,8 +64,9 @@ def test_quantize_merged_bakes_the_fake_quantized_weights_into_a_copy():
     model = build(MLP, (40, 16, 10), seed=0).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     spec = ptq_spec(4, "mse", 8, 99.9)
-    q, names = quantize_merged(model, spec, seed=0)
+    q, names, size = quantize_merged(model, spec, seed=0)
     assert names == ["layers.0.weight", "layers.1.weight"]
+    assert size["ratio_weights"] == 8 and size["fp32_bytes"] == 4 * (40 * 16 + 16 * 10)
     assert not quantizers(q) and set(q.state_dict()) == set(before)  # plain module
     for k, v in model.state_dict().items():  # the original is untouched
         assert torch.equal(v, before[k])
@@ -90,7 +97,7 @@ def test_finish_qat_is_the_ptq_of_the_final_weights():
     done = finish_qat(model, qs)
     plain = build(MLP, (40, 16, 10), seed=1)
     plain.load_state_dict({**plain.state_dict(), **floats})
-    ref, _ = quantize_merged(plain, ptq_spec(4, "minmax", "channel", 99.9))
+    ref, _, _ = quantize_merged(plain, ptq_spec(4, "minmax", "channel", 99.9))
     for n in qs:
         assert torch.equal(done.get_parameter(n), ref.get_parameter(n))
 
@@ -115,7 +122,7 @@ def test_heldout_cosine_of_the_fp32_encoder_is_one():
     enc = sentence_encoder("tiny")
     enc.trim_padding = True
     assert held.cosine(enc) == pytest.approx(1.0, abs=1e-6)
-    q, names = quantize_merged(enc, ptq_spec(2, "minmax", "tensor", 99.9), encoder_linears())
+    q, names, _ = quantize_merged(enc, ptq_spec(2, "minmax", "tensor", 99.9), encoder_linears())
     assert len(names) == 36 and held.cosine(q) < 1.0
 
 

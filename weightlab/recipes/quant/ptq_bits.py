@@ -75,8 +75,7 @@ from weightlab.core import merge
 from weightlab.data.task import Split, TaskData
 from weightlab.errors import ConfigError
 from weightlab.progress import progress_bar
-from weightlab.quant.granularity import Granularity, grouped_shape
-from weightlab.quant.levels import bits_per_weight
+from weightlab.quant.granularity import Granularity
 from weightlab.quant.quantizer import QuantSpec, quantize
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import (
@@ -93,6 +92,7 @@ from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
+from weightlab.train import train
 
 QUOTE = (
     "Moving from floating-point representations to low-precision fixed integer values "
@@ -193,27 +193,28 @@ def qat_spec() -> QuantSpec:
     )
 
 
-def size_bytes(shapes: Sequence[Sequence[int]], bits: int, granularity: Granularity) -> dict:
-    """Storage of weights of ``shapes`` on the ``bits``-bit uniform grid: ``bits/8`` bytes per
-    weight (``bits_per_weight`` of the level set) plus one FP32 scale per tensor / channel /
-    group. ``ratio`` is FP32 bytes over that total; ``ratio_weights`` = 32/bits ignores the
-    scales."""
-    levels = QuantSpec(bits=bits, levels=LEVELS).level_set()
-    b = bits_per_weight(levels)
-    n = sum(math.prod(s) for s in shapes)
-    scales = 0
-    for s in shapes:
-        a, g, _ = grouped_shape(tuple(s), granularity)
-        scales += a * g
-    weight_bytes = n * b / 8
-    total = weight_bytes + 4 * scales
+def quantized_size(model: nn.Module) -> dict:
+    """Sizes of a quantized (not yet merged) model from the shared accounting
+    (:func:`weightlab.quant.export.size_report`, ideal dense ``b``-bit packing): the
+    quantized weights' bytes (level indices + one FP32 scale per tensor / channel / group)
+    against their FP32 bytes (``ratio``), ``ratio_weights`` = 32/bits on the indices alone,
+    and the whole model's bytes and compression (its float tensors, e.g. biases,
+    embeddings and norms, stay FP32)."""
+    from weightlab.quant.export import size_report
+
+    rep = size_report(model)
+    rows = [r for r in rep.rows if r.quantized]
+    fp32 = 4 * sum(r.numel for r in rows)
+    qbytes = sum(r.bytes() for r in rows)
     return {
-        "fp32_bytes": 4 * n,
-        "weight_bytes": weight_bytes,
-        "scale_bytes": 4 * scales,
-        "bytes": total,
-        "ratio": 4 * n / total,
-        "ratio_weights": 32 / b,
+        "fp32_bytes": fp32,
+        "bytes": qbytes,
+        "ratio": fp32 / qbytes,
+        "ratio_weights": 32 / rows[0].index_bits,
+        "bits_per_weight": rep.quantized_bits_per_weight(),
+        "model_fp32_bytes": rep.fp32_bytes,
+        "model_bytes": rep.model_bytes(),
+        "model_compression": rep.compression(),
     }
 
 
@@ -230,13 +231,15 @@ def relative_weight_error(ref: nn.Module, quant: nn.Module, names: Sequence[str]
 
 
 def quantize_merged(
-    model: nn.Module, spec: QuantSpec, select=None, seed: int = 0
-) -> tuple[nn.Module, list[str]]:
-    """A merged quantized deep copy of ``model`` and the names of its quantized weights."""
+    model: nn.Module, spec: QuantSpec, select=None, seed: int = 0, size: bool = True
+) -> tuple[nn.Module, list[str], dict | None]:
+    """A merged quantized deep copy of ``model``, the names of its quantized weights and
+    its :func:`quantized_size` (None with ``size=False``)."""
     m = copy.deepcopy(model)
     names = list(quantize(m, spec, select, seed=seed))
+    size = quantized_size(m) if size else None
     merge(m)
-    return m.eval(), names
+    return m.eval(), names, size
 
 
 def finish_qat(model: nn.Module, qs: dict) -> nn.Module:
@@ -294,7 +297,7 @@ class PtqBits(Recipe):
     kinds = ("classification",)
     smoke: ClassVar[dict] = {
         "seeds": 2,
-        "bits": "8,4,2",
+        "bits": "4,2",
         "epochs": 3,
         "qat_epochs": 1,
         "batch_size": 200,
@@ -365,8 +368,7 @@ class PtqBits(Recipe):
             )
             rows, tensors = [], {}
             for s, res, m in zip(seeds, results, models, strict=True):
-                finite = all(bool(torch.isfinite(p).all()) for p in m.parameters())
-                diverged = bool(res.diverged) or not finite
+                diverged = bool(res.diverged) or not _finite(m)
                 rows.append(
                     {
                         "seed": s,
@@ -404,13 +406,15 @@ class PtqBits(Recipe):
                                     {**row, "test_acc": None, "weight_error": None, "seconds": 0.0}
                                 )
                                 continue
-                            q, names = quantize_merged(models[s], spec, seed=s)
+                            first = s == min(models)  # sizes do not depend on the seed
+                            q, names, size = quantize_merged(models[s], spec, seed=s, size=first)
                             rows.append(
                                 {
                                     **row,
                                     "describe": spec.describe(),
                                     "test_acc": accuracy(q, data.test),
                                     "weight_error": relative_weight_error(models[s], q, names),
+                                    "size": size,
                                     "seconds": time.perf_counter() - t0,
                                 }
                             )
@@ -443,23 +447,24 @@ class PtqBits(Recipe):
                                 "diverged": False,
                                 "diverged_step": None,
                                 "test_acc": None,
+                                "fp32_more_acc": None,
                                 "seconds": 0.0,
                             }
                         ],
                     }, {}
+                qseed = derive_seed("ptq-bits", "qat", s)
+                qcfg = mlp_config(cfg.qat_epochs, cfg.qat_lr, cfg.batch_size)
                 res, model, qs = train_qat(
-                    data,
-                    derive_seed("ptq-bits", "qat", s),
-                    mlp_config(cfg.qat_epochs, cfg.qat_lr, cfg.batch_size),
-                    qat_spec(),
-                    model=copy.deepcopy(models[s]),
-                    progress=progress,
+                    data, qseed, qcfg, qat_spec(), model=copy.deepcopy(models[s]), progress=progress
                 )
-                finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-                diverged = bool(res.diverged) or not finite
+                diverged = bool(res.diverged) or not _finite(model)
                 acc = None
                 if not diverged:
                     acc = accuracy(finish_qat(model, qs), data.test)
+                # reported control: the same extra epochs, same data order, no quantizer
+                more = copy.deepcopy(models[s])
+                res_more = train(more, data, qcfg, qseed, seed=qseed, progress=progress)
+                more_ok = not res_more.diverged and _finite(more)
                 return {
                     "kind": "qat",
                     "rows": [
@@ -469,6 +474,7 @@ class PtqBits(Recipe):
                             "diverged": diverged,
                             "diverged_step": res.diverged_step,
                             "test_acc": acc,
+                            "fp32_more_acc": accuracy(more.eval(), data.test) if more_ok else None,
                             "seconds": time.perf_counter() - t0,
                         }
                     ],
@@ -503,8 +509,7 @@ class PtqBits(Recipe):
                     for g in minilm_granularities(cfg):
                         t0 = time.perf_counter()
                         spec = ptq_spec(b, scale, g, cfg.percentile)
-                        q, names = quantize_merged(enc, spec, select)
-                        shapes = [tuple(enc.get_parameter(n).shape) for n in names]
+                        q, names, size = quantize_merged(enc, spec, select)
                         rows.append(
                             {
                                 "bits": b,
@@ -514,7 +519,7 @@ class PtqBits(Recipe):
                                 "cosine": held.cosine(q),
                                 "weight_error": relative_weight_error(enc, q, names),
                                 "linears": len(names),
-                                "size": size_bytes(shapes, b, g),
+                                "size": size,
                                 "seconds": time.perf_counter() - t0,
                             }
                         )
@@ -539,14 +544,12 @@ class PtqBits(Recipe):
                 [[name, f"{sec:.1f}"] for name, sec in timing],
             )
         ]
-        shapes = [(MLP_SHAPE[i + 1], MLP_SHAPE[i]) for i in range(len(MLP_SHAPE) - 1)]
         return self.summarize(
             cfg,
             fp32["rows"],
             mlp_rows,
             qat_rows,
             enc_rows,
-            shapes,
             100 * majority_rate(data.test.y),
         )
 
@@ -568,7 +571,6 @@ class PtqBits(Recipe):
         mlp_rows: list[dict],
         qat_rows: list[dict],
         enc_rows: list[dict],
-        mlp_shapes: Sequence[Sequence[int]],
         chance: float,
     ) -> dict:
         """Seed means per MLP arm, the encoder's rows, QAT, sizes and the claims."""
@@ -605,12 +607,14 @@ class PtqBits(Recipe):
                             "test_acc_values": acc,
                             "drop_mean": fm - am if kept else math.nan,
                             "weight_error_mean": em,
-                            "size": size_bytes(mlp_shapes, b, g),
+                            "size": next((r["size"] for r in rs.values() if r.get("size")), None),
                             "seeds": kept,
                         }
                     )
         q_ok = [r for r in qat_rows if not r["skipped"] and not r["diverged"]]
         qm, qs = mean_std([r["test_acc"] for r in q_ok])
+        more = [r["fp32_more_acc"] for r in q_ok if r.get("fp32_more_acc") is not None]
+        mm, msd = mean_std(more)
         qat = {
             "describe": qat_spec().describe(),
             "epochs": cfg.qat_epochs,
@@ -619,6 +623,9 @@ class PtqBits(Recipe):
             "test_acc_std": qs,
             "test_acc_values": [r["test_acc"] for r in q_ok],
             "seeds": [r["seed"] for r in q_ok],
+            "fp32_more_mean": mm,
+            "fp32_more_std": msd,
+            "fp32_more_values": more,
         }
         diverged = [f"FP32 seed {r['seed']}" for r in fp32_rows if r["diverged"]]
         diverged += [f"QAT seed {r['seed']}" for r in qat_rows if r["diverged"]]
@@ -781,7 +788,13 @@ class PtqBits(Recipe):
                 f"{ptq['test_acc_mean']:.2f}% (drop {drop:.2f} pt), QAT {qat['test_acc_mean']:.2f}%: "
                 f"recovers {rec:.0%} of the drop (needed >= {QAT_RECOVERY:.0%})"
             )
-            ev = {"drop_pts": drop, "recovery": rec, "per_seed": per_seed}
+            more = qat.get("fp32_more_mean")
+            if more is not None and math.isfinite(more):
+                detail += (
+                    f"; reported: FP32 trained the same {qat['epochs']} extra epochs without a "
+                    f"quantizer reaches {more:.2f}%"
+                )
+            ev = {"drop_pts": drop, "recovery": rec, "per_seed": per_seed, "fp32_more": more}
             return rec >= QAT_RECOVERY, detail, ev
 
         def drop_pre():
@@ -890,7 +903,6 @@ class PtqBits(Recipe):
             ]
         ]
         for a in summary["mlp"]:
-            sz = a["size"]
             rows.append(
                 [
                     str(a["bits"]),
@@ -898,9 +910,7 @@ class PtqBits(Recipe):
                     _pm(a["test_acc_mean"], a["test_acc_std"]),
                     _f(a["drop_mean"], ".2f"),
                     _f(a["weight_error_mean"], ".2e"),
-                    f"{sz['bytes']:,.0f}",
-                    f"{sz['ratio']:.2f}",
-                    f"{sz['ratio_weights']:.2f}",
+                    *_size_cells(a["size"]),
                 ]
             )
         rows.append(
@@ -915,6 +925,19 @@ class PtqBits(Recipe):
                 "—",
             ]
         )
+        if qat.get("fp32_more_values"):
+            rows.append(
+                [
+                    "32",
+                    f"FP32 + {qat['epochs']} epochs, no quantizer (reported control)",
+                    _pm(qat["fp32_more_mean"], qat["fp32_more_std"]),
+                    _f(_num(fp32["test_acc_mean"]) - _num(qat["fp32_more_mean"]), ".2f"),
+                    "0",
+                    "—",
+                    "1",
+                    "1",
+                ]
+            )
         enc_header = [
             "bits",
             "arm (levels × scale × rounding × granularity)",
@@ -923,6 +946,7 @@ class PtqBits(Recipe):
             "bytes (weights + scales)",
             "FP32 / bytes",
             "32/bits",
+            "whole model FP32 / bytes",
         ]
         enc_rows = [
             [
@@ -930,9 +954,8 @@ class PtqBits(Recipe):
                 r["describe"],
                 _f(r["cosine"], ".5f"),
                 _f(r["weight_error"], ".2e"),
-                f"{r['size']['bytes']:,.0f}",
-                f"{r['size']['ratio']:.2f}",
-                f"{r['size']['ratio_weights']:.2f}",
+                *_size_cells(r["size"]),
+                _f(r["size"]["model_compression"], ".2f"),
             ]
             for r in summary["encoder_rows"]
         ]
@@ -1042,6 +1065,17 @@ def _float_weight(model: nn.Module, name: str) -> torch.Tensor:
     """The stored float weight under the transforms of weight ``name``."""
     mod, _, attr = name.rpartition(".")
     return model.get_submodule(mod).parametrizations[attr].original
+
+
+def _size_cells(size: dict | None) -> list[str]:
+    """Bytes of the quantized weights, FP32 / bytes, and 32/bits (``n/a`` without sizes)."""
+    if not size:
+        return ["n/a"] * 3
+    return [f"{size['bytes']:,.0f}", f"{size['ratio']:.2f}", f"{size['ratio_weights']:.2f}"]
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _key(bits: int, key: str, value: str, outer: str) -> tuple:
