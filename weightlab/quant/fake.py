@@ -173,7 +173,8 @@ def torch_fake_quant_channels(
 ) -> torch.Tensor:
     """The same forward and clipped STE through PyTorch's fused per-channel kernel
     (``torch.fake_quantize_per_channel_affine``) on the ``(A·G, g)`` view: float32, nearest
-    rounding, no level indices. Used where speed matters (fine-tuning steps)."""
+    rounding, no level indices. The fallback of
+    :func:`weightlab.quant.quantizer.uniform_fake_quant` under ``torch.func`` transforms."""
     a, g, n = x.shape
     flat = x.reshape(a * g, n)
     s = scale.reshape(a * g).to(torch.float32)
