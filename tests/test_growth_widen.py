@@ -352,3 +352,31 @@ def test_ghost_batchnorm_widen_in_train_mode():
     assert (model(x) - ref(x)).abs().max() <= TOL
     assert model.norms[0].num_features == 21
     assert (model.norms[0].running_mean - ref.norms[0].running_mean[g]).abs().max() <= TOL
+
+
+def test_residual_models_widen_inside_blocks_and_refuse_the_skip_path():
+    from weightlab.models.convnets import ResidualCNN
+    from weightlab.models.resmlp import ResMLP
+
+    x = _x(40)
+    model = build(ResMLP, 40, 16, 2, 10, seed=0)  # forward(x, skip=()) traced at its default
+    ref = copy.deepcopy(model)
+    widen(model, "blocks.0.fc1", 24, seed=0, noise=0.01)
+    assert (model(x) - ref(x)).abs().max() <= TOL
+    with pytest.raises(ConfigError, match="'stem'.*residual add"):
+        widen(model, "stem", 24, seed=0)
+    cnn = ResidualCNN(3, 8, blocks=1).train()
+    ref = copy.deepcopy(cnn)
+    widen(cnn, "blocks.0.conv1", 12, seed=0)
+    xi = _x(3, 8, 8)
+    assert (cnn(xi) - ref(xi)).abs().max() <= TOL
+    with pytest.raises(ConfigError, match="'blocks.0.conv2'.*residual add"):
+        widen(cnn, "blocks.0.conv2", 12, seed=0)
+
+
+def test_untraceable_forward_is_refused_in_one_line():
+    from weightlab.models.cnn1d import CNN1D
+
+    with pytest.raises(ConfigError, match="'features.0': torch.fx cannot trace CNN1D") as info:
+        widen(CNN1D(), "features.0", 40, seed=0)
+    assert "\n" not in str(info.value)

@@ -28,6 +28,7 @@ weights (``Population.state(i)``) with a map seeded by that member's seed.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -140,6 +141,17 @@ def _ndim(module: nn.Module) -> int:
     ]
 
 
+def _defaults(model: nn.Module) -> dict[str, object]:
+    """forward's optional arguments at their defaults (e.g. ResMLP's ``skip=()``): traced as
+    constants, so the graph is the one a plain ``model(x)`` call runs."""
+    params = list(inspect.signature(model.forward).parameters.values())
+    return {
+        p.name: p.default
+        for p in params[1:]
+        if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    }
+
+
 def _flatten_start(node: fx.Node) -> int | None:
     """start_dim of a flatten node (call_method or torch.flatten), None if not a flatten."""
     if node.op == "call_method" and node.target == "flatten":
@@ -171,12 +183,13 @@ def widen_plan(model: nn.Module, layer: str) -> WidenPlan:
             "Conv1d/Conv2d with groups=1"
         )
     try:
-        graph = _Tracer().trace(model)
+        graph = _Tracer().trace(model, concrete_args=_defaults(model) or None)
     except Exception as e:  # noqa: BLE001 - any tracing failure is the same user problem
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise ConfigError(
             f"cannot widen {layer!r}: torch.fx cannot trace {type(model).__name__} ({msg}); "
-            "use a traceable forward (nn.Sequential, weightlab MLP) or widen_state on plain weights"
+            "give the model a forward without Python control flow on tensors (as nn.Sequential, "
+            "weightlab's MLP)"
         ) from e
     calls: dict[str, int] = {}
     for node in graph.nodes:
