@@ -419,3 +419,21 @@ def test_snapshot_names_for_top_level_and_oddly_named_modules():
     assert set(take_snapshot(model)) == {"enc.original.weight", "enc.original.bias"}
     apply_masks(model, {"enc.original.weight": torch.ones(2, 2)})
     assert set(take_snapshot(model)) == {"enc.original.weight", "enc.original.bias"}
+
+
+def test_merged_copy_leaves_the_parametrized_original_working():
+    import copy as _copy
+
+    from weightlab.core import apply_masks, merge, merged_copy
+
+    lin = torch.nn.Linear(6, 3)
+    apply_masks(lin, {"weight": (torch.arange(18).reshape(3, 6) % 2).float()})
+    w = lin.weight.detach().clone()
+    out = merged_copy(lin)
+    assert torch.equal(out.weight, w) and not hasattr(out, "parametrizations")
+    assert torch.equal(lin.weight, w)  # the original still has its masked weight property
+    # the pitfall it avoids: a plain deepcopy shares the parametrized class
+    broken = _copy.deepcopy(lin)
+    merge(broken)
+    with pytest.raises(AttributeError):
+        _ = lin.weight

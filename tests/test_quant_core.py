@@ -30,6 +30,13 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (signed zeros included), float32."""
+    return torch.equal(
+        a.detach().contiguous().view(torch.int32), b.detach().contiguous().view(torch.int32)
+    )
+
+
 # -- parity with torch ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("scale", "zp", "qmin", "qmax", "mode", "bits"),
@@ -52,7 +59,7 @@ def test_fake_quant_equals_torch_per_tensor_bitwise(scale, zp, qmin, qmax, mode,
     y, _ = fake_quant(x1, lv, s, z)
     x2 = x.clone().requires_grad_()
     ref = torch.fake_quantize_per_tensor_affine(x2, scale, zp, qmin, qmax)
-    assert torch.equal(y, ref)
+    assert _same_bits(y, ref)
     g = torch.randn(x.shape, generator=_gen(1))
     y.backward(g)
     ref.backward(g)
@@ -75,7 +82,7 @@ def test_fake_quant_equals_torch_per_channel_bitwise(mode, bits):
     )
     x2 = x.clone().requires_grad_()
     ref = torch.fake_quantize_per_channel_affine(x2, sc, zp, 0, lv.qmin, lv.qmax)
-    assert torch.equal(y.reshape(64, 128), ref)
+    assert _same_bits(y.reshape(64, 128), ref)
     g = torch.randn(64, 128, generator=_gen(5))
     y.reshape(64, 128).backward(g)
     ref.backward(g)
@@ -89,11 +96,21 @@ def test_quantizer_transform_matches_torch_kernel_and_both_paths_agree():
     (q,) = quantize(lin, QuantSpec(4, "uniform", "minmax")).values()
     s = q.scale.reshape(-1)
     ref = torch.fake_quantize_per_channel_affine(w, s, torch.zeros(32, dtype=torch.int32), 0, -7, 7)
-    assert torch.equal(lin.weight, ref)
+    assert _same_bits(lin.weight, ref)
     fused = lin.weight.detach().clone()
     q.track = True  # the autograd-function path
     lin.train()
-    assert torch.equal(lin.weight, fused)
+    assert _same_bits(lin.weight, fused)
+    with torch.enable_grad():  # the fast path's autograd function
+        q.track = False
+        w = torch.randn(32, 96, requires_grad=True)
+        fast = q(w)
+    assert _same_bits(
+        fast,
+        torch.fake_quantize_per_channel_affine(
+            w.detach(), s, torch.zeros(32, dtype=torch.int32), 0, -7, 7
+        ),
+    )
     assert q.last_q.dtype == torch.int32 and q.last_q.shape == w.shape
 
 

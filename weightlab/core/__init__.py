@@ -3,7 +3,7 @@
 from weightlab.core.mask import Mask, apply_masks, density, get_masks
 from weightlab.core.selectors import Selector, select
 from weightlab.core.snapshots import restore_snapshot, take_snapshot
-from weightlab.core.transforms import Transform, attach, merge, transforms_of
+from weightlab.core.transforms import Transform, attach, merge, merged_copy, transforms_of
 
 __all__ = [
     "Mask",
@@ -14,6 +14,7 @@ __all__ = [
     "density",
     "get_masks",
     "merge",
+    "merged_copy",
     "restore_snapshot",
     "select",
     "take_snapshot",

@@ -9,6 +9,8 @@ untransformed copy of the architecture.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -80,3 +82,19 @@ def merge(model: nn.Module) -> nn.Module:
         module, attr = _resolve(model, name)
         parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
     return model
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every transform baked in (:func:`merge`); ``model`` is
+    untouched.
+
+    ``copy.deepcopy`` of a parametrized module shares its dynamically made
+    ``Parametrized<Class>`` class with the original, and ``merge`` deletes the weight
+    property from that class, which would break the original. Each parametrized module of
+    the copy gets its own copy of the class first."""
+    out = copy.deepcopy(model)
+    for module in out.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    return merge(out)

@@ -59,7 +59,9 @@ def quantize_levels(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unclamped rounded grid values ``r`` (zero point included) and clamped ``q``."""
-    r = grid_round(grid_position(x, levels, scale), rounding, generator)
+    # + 0.0 turns the −0.0 of rounding a small negative value into +0.0, as PyTorch's
+    # integer round trip gives (bitwise equal outputs, signed zeros included)
+    r = grid_round(grid_position(x, levels, scale), rounding, generator) + 0.0
     if zero_point is not None:
         r = r + zero_point
     return r, r.clamp(levels.qmin, levels.qmax)

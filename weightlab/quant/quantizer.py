@@ -261,7 +261,7 @@ class _UniformSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, zp, qmin, qmax):
         t = x * (1.0 / scale)
-        t.round_()
+        t.round_().add_(0.0)  # −0.0 → +0.0, as PyTorch's integer round trip
         if zp is not None:
             t.add_(zp)
         lo, hi = torch.aminmax(t)
@@ -297,7 +297,7 @@ def uniform_fake_quant(
     if torch.is_grad_enabled() and x.requires_grad:
         return _UniformSTE.apply(x, scale, zp, levels.qmin, levels.qmax)
     with torch.no_grad():
-        t = (x * (1.0 / scale)).round_()
+        t = (x * (1.0 / scale)).round_().add_(0.0)
         if zp is not None:
             t.add_(zp)
         t.clamp_(levels.qmin, levels.qmax)

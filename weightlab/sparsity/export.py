@@ -22,14 +22,13 @@ copy, so masks and other transforms are baked in first.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from weightlab.core.transforms import merge
+from weightlab.core.transforms import merged_copy
 from weightlab.errors import ConfigError
 
 MAX_CSR_DENSITY = 0.10
@@ -209,24 +208,6 @@ def _feature_major(out: nn.Module) -> nn.Module:
     ):
         return CSRSequential(OrderedDict(out.named_children())).train(out.training)
     return out
-
-
-def merged_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every transform baked in (:func:`~weightlab.core.merge`);
-    ``model`` is untouched.
-
-    ``copy.deepcopy`` of a parametrized module shares its dynamically made
-    ``Parametrized<Class>`` class with the original, and ``merge`` deletes the weight
-    property from that class, which would break the original. Each parametrized module of
-    the copy gets its own copy of the class first."""
-    from torch.nn.utils import parametrize
-
-    out = copy.deepcopy(model)
-    for module in out.modules():
-        if parametrize.is_parametrized(module):
-            cls = type(module)
-            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    return merge(out)
 
 
 def _check_max_density(max_density: float) -> float:
