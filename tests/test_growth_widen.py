@@ -380,3 +380,28 @@ def test_untraceable_forward_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="'features.0': torch.fx cannot trace CNN1D") as info:
         widen(CNN1D(), "features.0", 40, seed=0)
     assert "\n" not in str(info.value)
+
+
+def test_widen_inside_the_training_loop_keeps_the_loss_and_keeps_training():
+    from weightlab.data import load_dataset
+    from weightlab.train import LossRecorder, OptimConfig, TrainConfig, train
+
+    data = load_dataset("iris", "cpu")
+    cfg = TrainConfig(epochs=4, batch_size=16, optim=OptimConfig(name="adam", lr=1e-2))
+    grow_at = 10
+
+    def grow(model, ctx):
+        if ctx.step == grow_at:
+            widen(model, "layers.0", 24, seed=ctx.seed, noise=0.01, optimizer=ctx.optimizer)
+
+    runs = {}
+    for arm, cbs in (("plain", []), ("grown", [grow])):
+        rec = LossRecorder()
+        model = build(MLP, [4, 12, 3], seed=0)
+        train(model, data, cfg, data_seed=1, seed=0, callbacks=[*cbs, rec])
+        runs[arm] = (model, rec.losses)
+    (plain, a), (grown, b) = runs["plain"], runs["grown"]
+    assert grown.layers[0].out_features == 24 and plain.layers[0].out_features == 12
+    assert a[:grow_at] == b[:grow_at]
+    assert abs(a[grow_at] - b[grow_at]) <= 1e-6  # the first step after growth: same function
+    assert a[-1] != b[-1] and b[-1] < b[0]  # then the wider net trains on its own path
