@@ -41,3 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/probes.py
+	$(BIN)/python bench/quant.py
