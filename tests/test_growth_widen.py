@@ -405,3 +405,23 @@ def test_widen_inside_the_training_loop_keeps_the_loss_and_keeps_training():
     assert a[:grow_at] == b[:grow_at]
     assert abs(a[grow_at] - b[grow_at]) <= 1e-6  # the first step after growth: same function
     assert a[-1] != b[-1] and b[-1] < b[0]  # then the wider net trains on its own path
+
+
+def test_amsgrad_max_moment_is_divided_by_k_squared_and_unknown_state_is_refused():
+    model = build(MLP, [3, 4, 2], seed=0)
+    x = _x(3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, amsgrad=True)
+    _train_steps(model, opt, x)
+    old = opt.state[model.layers[1].weight]["max_exp_avg_sq"].clone()
+    g = widen(model, "layers.0", 7, seed=0, optimizer=opt)
+    k = torch.bincount(g, minlength=4).float()
+    new = opt.state[model.layers[1].weight]["max_exp_avg_sq"]
+    assert torch.allclose(new, old[:, g] / k[g] ** 2)
+    rprop = build(MLP, [3, 4, 2], seed=0)
+    ropt = torch.optim.Rprop(rprop.parameters())
+    _train_steps(rprop, ropt, x, steps=1)
+    with pytest.raises(ConfigError, match="optimizer state 'prev'.*state='reset'"):
+        widen(rprop, "layers.0", 7, seed=0, optimizer=ropt)
+    assert rprop.layers[0].out_features == 4  # refused before anything changed
+    widen(rprop, "layers.0", 7, seed=0, optimizer=ropt, state="reset")
+    assert rprop.layers[0].weight not in ropt.state
