@@ -36,7 +36,7 @@ from torch import nn
 
 from weightlab.errors import ConfigError
 from weightlab.quant.instrument import grid_positions
-from weightlab.quant.quantizer import Quantizer
+from weightlab.quant.quantizer import Quantizer, quantizers
 
 DEFAULT_FRACTION = 0.2
 DEFAULT_BOUNDARY = 0.005
@@ -61,7 +61,8 @@ class ConfidenceGuidedAnnealing:
     """CGA as a step callback (see the module doc).
 
     Args:
-        quantizers: ``{plain weight name: Quantizer}`` (e.g. :func:`quantize`'s return).
+        quantizers: ``{plain weight name: Quantizer}`` (e.g. :func:`quantize`'s return), or
+            None: every quantizer of the model, found at the first call.
         fraction: share of the run's steps annealed at the end, in (0, 1).
         boundary: half-width ``r`` of the band around each rounding boundary, in level
             units (OFQ: 0.005).
@@ -74,19 +75,19 @@ class ConfidenceGuidedAnnealing:
 
     def __init__(
         self,
-        quantizers: Mapping[str, Quantizer],
+        quantizers: Mapping[str, Quantizer] | None = None,
         *,
         fraction: float = DEFAULT_FRACTION,
         boundary: float = DEFAULT_BOUNDARY,
         restore: bool = True,
     ) -> None:
-        if not quantizers:
+        if quantizers is not None and not quantizers:
             raise ConfigError("CGA needs quantizers; attach them with quantize() first")
         if not 0.0 < fraction < 1.0:
             raise ConfigError(f"the CGA fraction must lie in (0, 1), got {fraction}")
         if not 0.0 <= boundary < 0.5:
             raise ConfigError(f"the CGA boundary band must lie in [0, 0.5), got {boundary}")
-        self.quantizers = dict(quantizers)
+        self.quantizers = None if quantizers is None else dict(quantizers)
         self.fraction = float(fraction)
         self.boundary = float(boundary)
         self.restore = restore
@@ -101,8 +102,16 @@ class ConfidenceGuidedAnnealing:
         (at least 1)."""
         return max(1, total - round(self.fraction * total))
 
+    def _bind(self, model: nn.Module) -> None:
+        if self.quantizers is None:
+            found = quantizers(model)
+            if not found:
+                raise ConfigError("CGA found no quantizer in the model; attach them first")
+            self.quantizers = found
+
     def masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """``{name: keep}`` (bool, the weight's shape) for the current weights."""
+        self._bind(model)
         out = {}
         for name, q in self.quantizers.items():
             t = grid_positions(q, _stored(model, name))
@@ -111,6 +120,7 @@ class ConfidenceGuidedAnnealing:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, ctx) -> None:
+        self._bind(model)
         self.start = self.start_step(ctx.total)
         if ctx.step < self.start:
             return
