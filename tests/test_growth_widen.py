@@ -425,3 +425,15 @@ def test_amsgrad_max_moment_is_divided_by_k_squared_and_unknown_state_is_refused
     assert rprop.layers[0].out_features == 4  # refused before anything changed
     widen(rprop, "layers.0", 7, seed=0, optimizer=ropt, state="reset")
     assert rprop.layers[0].weight not in ropt.state
+
+
+def test_widen_state_with_masks_keeps_noise_off_pruned_weights():
+    model = build(MLP, [20, 12, 6], seed=0)
+    masks = {"layers.1.weight": (torch.rand(6, 12, generator=generator(2)) > 0.5).float()}
+    apply_masks(model, masks)
+    state = take_snapshot(model)
+    wide = widen_masks(masks, model, "layers.0", 19, seed=1)
+    grown = widen_state(state, model, "layers.0", 19, seed=1, noise=0.1, masks=wide)
+    assert torch.all(grown["layers.1.weight"][wide["layers.1.weight"] == 0] == 0)
+    with pytest.raises(ConfigError, match="pass masks widened by widen_masks"):
+        widen_state(state, model, "layers.0", 19, seed=1, noise=0.1, masks=masks)

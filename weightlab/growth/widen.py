@@ -368,6 +368,11 @@ def _widen_dict(
         if noise and e.role == "split" and power:
             z = _noise(t, new, e, g, noise, seed)
             if masks is not None and e.name in masks:
+                if masks[e.name].shape != new.shape:
+                    raise ConfigError(
+                        f"mask {e.name!r} has shape {tuple(masks[e.name].shape)}, the widened "
+                        f"weight {tuple(new.shape)}; pass masks widened by widen_masks"
+                    )
                 z = z * masks[e.name].to(z)
             new = new + z
         out[e.name] = new
