@@ -437,3 +437,11 @@ def test_widen_state_with_masks_keeps_noise_off_pruned_weights():
     assert torch.all(grown["layers.1.weight"][wide["layers.1.weight"] == 0] == 0)
     with pytest.raises(ConfigError, match="pass masks widened by widen_masks"):
         widen_state(state, model, "layers.0", 19, seed=1, noise=0.1, masks=masks)
+
+
+def test_tied_weights_are_refused():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[2].weight = model[0].weight
+    with pytest.raises(ConfigError, match="'0': 0.weight is shared.*untie"):
+        widen(model, "0", 6, seed=0)
+    assert model[0].out_features == 4
