@@ -445,3 +445,25 @@ def test_tied_weights_are_refused():
     with pytest.raises(ConfigError, match="'0': 0.weight is shared.*untie"):
         widen(model, "0", 6, seed=0)
     assert model[0].out_features == 4
+
+
+def test_gradient_clipping_reaches_tensors_grown_inside_the_loop():
+    from weightlab.data import load_dataset
+    from weightlab.train import OptimConfig, TrainConfig, train
+
+    data = load_dataset("iris", "cpu")
+    clip = 1e-4  # SGD with lr 1: every entry moves by at most `clip` per step
+    cfg = TrainConfig(
+        epochs=1, batch_size=16, optim=OptimConfig(name="sgd", lr=1.0, clip_value=clip)
+    )
+    seen = {}
+
+    def grow(model, ctx):
+        if ctx.step == 2:
+            widen(model, "layers.0", 24, seed=0, optimizer=ctx.optimizer)
+        if ctx.step in (3, 4):
+            seen[ctx.step] = model.layers[0].weight.detach().clone()
+
+    model = build(MLP, [4, 12, 3], seed=0)
+    train(model, data, cfg, data_seed=1, seed=0, callbacks=[grow])
+    assert (seen[4] - seen[3]).abs().max() <= clip * 1.01  # float32 rounding of the difference

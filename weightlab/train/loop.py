@@ -413,6 +413,10 @@ def train(
                 sctx = StepContext(step, total, x, y, loss_fn, opt, seed, data, loss.detach())
                 for cb in callbacks:
                     cb(model, sctx)
+                # a callback may grow or replace parameters (weightlab.growth rebinds them in
+                # the optimizer): clip and probe what the optimizer now holds
+                params = [p for g in opt.param_groups for p in g["params"]]
+                named = [(plain_name(k), p) for k, p in model.named_parameters() if p.requires_grad]
             running += loss.detach()
             count += 1
             if step in snaps:
