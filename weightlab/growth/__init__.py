@@ -1,1 +1,32 @@
-"""Growth (issue 22): function-preserving widening and deepening with optimizer state, template mixtures (MixtureGrowth), stage-shared learngenes (SWS). See docs/architecture.md, "## Growth and hypernetworks"."""
+"""Growth (issue 22): function-preserving widening and deepening with optimizer state,
+template mixtures (MixtureGrowth), stage-shared learngenes (SWS). See
+docs/architecture.md, "## Growth and hypernetworks". Names are imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS: dict[str, str] = {
+    "widen": "widen",
+    "widen_state": "widen",
+    "widen_masks": "widen",
+    "widen_plan": "widen",
+    "index_map": "widen",
+    "WidenPlan": "widen",
+    "WidenEntry": "widen",
+    "deepen": "deepen",
+    "identity_layer": "deepen",
+    "IDEMPOTENT": "deepen",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"weightlab.growth.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'weightlab.growth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
