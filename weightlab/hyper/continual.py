@@ -1,7 +1,7 @@
 """Continual-learning hypernetworks: chunked MLP and RNN (LSTM) generators with the output
 regularizer, and a task-incremental driver on the ONE training loop.
 
-Chaudhry, Gupta et al. (2022), "Continual Learning with Dependency Preserving
+Chandra, Varshney, Srijith & Gupta (2022), "Continual Learning with Dependency Preserving
 Hypernetworks" (row [#75]): "We propose to use recurrent neural network (RNN) based
 hypernetwork that can generate layer weights efficiently while allowing for dependencies
 across them." The chunked MLP hypernetwork and the output regularizer are von Oswald et al.
