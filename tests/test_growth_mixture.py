@@ -45,7 +45,7 @@ def test_init_like_nn_linear_with_unit_norm_orthogonal_coefficients():
     bound = 1 / math.sqrt(fan_in)
     assert layer.templates[0].abs().max() <= bound and layer.bias.abs().max() <= bound
     assert float(layer.coefficients[0].detach().norm()) == pytest.approx(1.0, abs=1e-6)
-    ratio = float(layer.weight.var()) * 3 * fan_in
+    ratio = float(layer.weight.detach().var()) * 3 * fan_in
     assert ratio == pytest.approx(1.0, abs=0.02)
     # A grid of several blocks of one set takes distinct rows of one orthogonal K × K matrix.
     k = 3
