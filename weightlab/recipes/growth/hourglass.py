@@ -475,7 +475,9 @@ class Hourglass(Recipe):
         for lr in lift_rows:
             pre_a.append(
                 baseline_learned(
-                    lr["trained"]["pooled_r2"], "regression", name=f"trained-lift {lr['key']}"
+                    lr["trained"]["pooled_r2"],
+                    "regression",
+                    name=f"trained-lift {lr['key']} (pooled R²)",
                 )
             )
         pre_a.append(no_divergence([x for lr in lift_rows for x in lr["diverged"]]))
@@ -517,7 +519,11 @@ class Hourglass(Recipe):
                 else:
                     chosen.add(c[fam])
         for key in sorted(chosen):
-            pre_b.append(baseline_learned(by_key[key]["pooled_r2_mean"], "regression", name=key))
+            pre_b.append(
+                baseline_learned(
+                    by_key[key]["pooled_r2_mean"], "regression", name=f"{key} (pooled R²)"
+                )
+            )
         pre_b.append(no_divergence([x for k in sorted(chosen) for x in by_key[k]["diverged"]]))
 
         def check_b():
