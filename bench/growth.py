@@ -124,8 +124,9 @@ def hypnettorch_row(setup: Setup):
             ip[N_TARGETS + 2 * i + 1].copy_(layer.bias)
         ip[-1].copy_(setup.hnet.chunk_embs)
     ids = list(range(N_TARGETS))
-    want = setup.hnet(setup.z).detach() / setup.hnet.scale
-    diff = float((theirs.forward(cond_id=ids, ret_format="flattened") - want).abs().max())
+    with torch.no_grad():
+        want = setup.hnet(setup.z) / setup.hnet.scale
+        diff = float((theirs.forward(cond_id=ids, ret_format="flattened") - want).abs().max())
 
     def run() -> None:
         theirs.forward(cond_id=ids, ret_format="flattened").square().sum().backward()
@@ -150,7 +151,7 @@ def _flops(fn) -> int:
     return fc.get_total_flops()
 
 
-def run(threads: list[int], quiet: bool = False) -> dict:
+def run(threads: list[int], quiet: bool = False, save=None) -> dict:
     setup = Setup()
     rows_fns = {
         "population": setup.population,
@@ -213,6 +214,8 @@ def run(threads: list[int], quiet: bool = False) -> dict:
                         f"{r['matmul_flops'] / 1e6:>9.1f}{r['pct_of_peak']:>8.1f}"
                     )
                 print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+            if save is not None:  # after each thread count, so a cut run keeps its rows
+                save(result)
     finally:
         torch.set_num_threads(before)
     if not quiet:
@@ -228,10 +231,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    result = run(threads)
     out = Path(__file__).parent / "results" / "growth.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    run(threads, save=lambda r: out.write_text(json.dumps(r, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
+from weightlab.threads import intra_op_threads
 from weightlab.train.config import OptimConfig, TrainConfig
 from weightlab.train.loop import evaluate_split, train
 from weightlab.train.order import batch_indices, steps_per_epoch
@@ -343,7 +344,8 @@ class ContinualHypernet(Recipe):
                 def compute(arm=arm):
                     return {"arm": arm, "members": self._hyper_arm(cfg, arm, tasks)}, {}
 
-            metrics, _ = rd.unit(key, compute, check=_check_unit)
+            with intra_op_threads(1):  # 64-wide layers: splitting each op over threads only costs
+                metrics, _ = rd.unit(key, compute, check=_check_unit)
             records.extend(metrics["members"])
             if bar is not None:
                 bar.update(1)
