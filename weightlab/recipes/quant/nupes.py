@@ -567,10 +567,11 @@ class Nupes(Recipe):
             ref = summary["fp32"]["mlp_test_acc_mean"] if model == "mlp" else 1.0
             ax.axhline(_num(ref), color="gray", ls=":", label="FP32")
             ax.set_ylabel("test accuracy (%)" if model == "mlp" else "cosine to FP32")
-            if model == "minilm" and rows:
-                lo = min(_num(r["metric_mean"]) for r in rows)
-                if math.isfinite(lo):
-                    ax.set_ylim(max(0.0, lo - 0.05), 1.005)
+            vals = [_num(v) for r in rows for v in r["metric_values"]]
+            vals = [v for v in vals if math.isfinite(v)]
+            if vals:  # zoom in: the arms differ by a few points (MLP) or hundredths (MiniLM)
+                pad, top = (5.0, _num(ref) + 2.0) if model == "mlp" else (0.05, 1.005)
+                ax.set_ylim(max(0.0, min(vals) - pad), max(top, max(vals) + pad / 5))
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3, axis="y")
         fig.suptitle("NUPES: weight MSE vs power exponent; accuracy / cosine per arm")
