@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 
+from weightlab.lazy import guard_shadowed_names
+
 _EXPORTS: dict[str, str] = {
     "widen": "widen",
     "widen_state": "widen",
@@ -17,9 +19,18 @@ _EXPORTS: dict[str, str] = {
     "deepen": "deepen",
     "identity_layer": "deepen",
     "IDEMPOTENT": "deepen",
+    "TemplateLinear": "mixture",
+    "TemplateMLP": "mixture",
+    "mixture_grow": "mixture",
+    "orthogonal_coefficients": "mixture",
+    "Block": "mixture",
+    "NEW_BLOCKS": "mixture",
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+guard_shadowed_names(__name__, _EXPORTS)
 
 
 def __getattr__(name: str):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from weightlab.lazy import guard_shadowed_names
+
 _EXPORTS: dict[str, str] = {
     "layer_matrices": "spectra",
     "esd": "spectra",
@@ -133,6 +135,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+guard_shadowed_names(__name__, _EXPORTS)
 
 
 def __getattr__(name: str):
