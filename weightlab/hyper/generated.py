@@ -73,12 +73,13 @@ def split_flat(flat: torch.Tensor, shapes: Mapping[str, torch.Size]) -> dict[str
             "make the generator's output size the target's parameter count"
         )
     lead = flat.shape[:-1]
-    out, start = {}, 0
-    for name, shape in shapes.items():
-        n = math.prod(shape)
-        out[name] = flat[..., start : start + n].reshape(*lead, *shape)
-        start += n
-    return out
+    # one split (its backward is one concatenation), not one slice per name (each slice's
+    # backward would add a zero-filled full-size gradient)
+    parts = torch.split(flat, [math.prod(s) for s in shapes.values()], dim=-1)
+    return {
+        name: part.reshape(*lead, *shape)
+        for (name, shape), part in zip(shapes.items(), parts, strict=True)
+    }
 
 
 def _as_dict(
