@@ -15,11 +15,14 @@ task, on the same data order:
 - ``finetune``: sequential fine-tuning, a shared 64-64-64 trunk and one 2-way head per task
   (all seeds as one population; trunk carried over, each task's head drawn fresh).
 
-Each hypernetwork seed trains in the ONE loop (:func:`weightlab.train.train`), one call per
-task, the regularizer entering through the per-example loss
-(:class:`~weightlab.hyper.continual.HyperClassifier`); the final evaluation generates all
-five tasks' weights in one hypernetwork call. A reduced version of the paper's split
-MNIST/CIFAR settings: digits instead of MNIST, 500 steps per task.
+All seeds of one hypernetwork train as one population of generators
+(:class:`~weightlab.hyper.continual.HyperPopulation`: parameters stacked, one vmapped
+hypernetwork call and one vmapped target forward per step) in the ONE loop
+(:func:`weightlab.train.train`), one call per task; each seed keeps its own data order
+(:func:`stack_orders`) and the regularizer enters through the per-example loss. After each
+task every seed's weights for all tasks seen come from one hypernetwork call. Training runs
+on one intra-op thread (64-wide layers). A reduced version of the paper's split MNIST/CIFAR
+settings: digits instead of MNIST, 500 steps per task.
 
 Claims, on the mean over tasks of the final test accuracy (after the last task), seed means:
 (a) each hypernetwork ≥ fine-tuning + 2 pts; (b) RNN ≥ MLP + 0.5 pt, and (a) for the RNN.
