@@ -13,6 +13,7 @@ import pytest
         ("weightlab.probes", "_EXPORTS"),
         ("weightlab.quant", "_EXPORTS"),
         ("weightlab.growth", "_EXPORTS"),
+        ("weightlab.hyper", "_EXPORTS"),
     ],
 )
 def test_lazy_exports_resolve(package: str, table: str) -> None:
