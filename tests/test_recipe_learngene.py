@@ -146,6 +146,7 @@ def _verdicts(table, costs=COSTS, **kw):
 def test_claims_held_and_not():
     c = _verdicts(GOOD)
     assert [c[k].verdict for k in "abc"] == ["held", "held", "held"]
+    assert "at the last evaluation instead (reported, not judged)" in c["a"].detail
     assert [d["diff_pts"] for d in c["c"].evidence["diffs"]] == [3.5, 3.0, 4.0]
     # (a) fails when SWS is below scratch at one depth, or costs more FLOPs
     worse = {**GOOD, 9: (68.0, 66.0, 67.9, 63.0, 66.0)}

@@ -581,11 +581,26 @@ class Learngene(Recipe):
         def acc(arm: str, d: int) -> float:
             return by[(arm, d)]["test_acc_mean"]
 
+        def final(arm: str, d: int) -> float:
+            v = by[(arm, d)].get("final_acc_mean")
+            return math.nan if v is None else v
+
         def diffs(a: str, b: str) -> list[dict]:
             return [
-                {"depth": d, a: acc(a, d), b: acc(b, d), "diff_pts": acc(a, d) - acc(b, d)}
+                {
+                    "depth": d,
+                    a: acc(a, d),
+                    b: acc(b, d),
+                    "diff_pts": acc(a, d) - acc(b, d),
+                    "final_diff_pts": final(a, d) - final(b, d),
+                }
                 for d in depths
             ]
+
+        def on_final(ds: list[dict]) -> str:
+            return "; at the last evaluation instead (reported, not judged): " + ", ".join(
+                f"depth {x['depth']} {x['final_diff_pts']:+.2f}" for x in ds
+            )
 
         te, se = cfg.tune_epochs, cfg.short_epochs
 
@@ -597,7 +612,7 @@ class Learngene(Recipe):
                 f"SWS ({te} ep) - scratch ({cfg.scratch_epochs} ep): "
                 + ", ".join(f"depth {x['depth']} {x['diff_pts']:+.2f}" for x in ds)
                 + f" pts (needed all >= {SWS_OVER_SCRATCH_PTS:g}); total training FLOPs "
-                f"scratch / SWS = {costs['flops_ratio']:.2f}x (needed > 1)"
+                f"scratch / SWS = {costs['flops_ratio']:.2f}x (needed > 1)" + on_final(ds)
             )
             return ok, detail, {"diffs": ds, "flops_ratio": costs["flops_ratio"]}
 
@@ -608,6 +623,7 @@ class Learngene(Recipe):
                 f"SWS ({se} ep) - scratch ({cfg.scratch_epochs} ep): "
                 + ", ".join(f"depth {x['depth']} {x['diff_pts']:+.2f}" for x in ds)
                 + f" pts (needed >= {SWS_OVER_SCRATCH_PTS:g} at some depth)"
+                + on_final(ds)
             )
             return ok, detail, {"diffs": ds}
 
@@ -618,6 +634,7 @@ class Learngene(Recipe):
                 f"SWS - teacher-block init, both {se} ep: "
                 + ", ".join(f"depth {x['depth']} {x['diff_pts']:+.2f}" for x in ds)
                 + f" pts (needed all >= {SWS_OVER_TEACHER_BLOCK_PTS:g})"
+                + on_final(ds)
             )
             return ok, detail, {"diffs": ds}
 
