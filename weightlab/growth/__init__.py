@@ -25,6 +25,16 @@ _EXPORTS: dict[str, str] = {
     "orthogonal_coefficients": "mixture",
     "Block": "mixture",
     "NEW_BLOCKS": "mixture",
+    "StageSharedNet": "sws",
+    "ResidualMLP": "sws",
+    "expand_blocks": "sws",
+    "teacher_block_init": "sws",
+    "DistillationLoss": "sws",
+    "pack_soft_targets": "sws",
+    "teacher_logits": "sws",
+    "distillation_task": "sws",
+    "block_params": "sws",
+    "forward_flops": "sws",
 }
 
 __all__ = sorted(_EXPORTS)
