@@ -14,7 +14,8 @@ and the decoder maps ``d`` to a weight matrix (LoGAH's Sec. 3, the low-rank deco
     h = MLP(d)                       5 → 64 → 64 → 2r²   (ReLU between layers)
     H = ReLU(reshape(h, (2r, r)))
     Y = H Cᵀ + c                     Linear(r, c_max): (2r, c_max)
-    A = Y[:r]ᵀ, B = Y[r:]ᵀ           two (c_max, r) halves, i.e. (2c_max, r) split in two
+    [A; B] = reshape(Y, (2c_max, r))  a row-major reshape (no transpose), split in two
+                                      (c_max, r) halves, as the authors' ConvDecoder3LoRA
     W = A[:out] B[:in]ᵀ / √in        rank ≤ r, any out, in ≤ c_max
 
 with ``r = 32``, ``c_max = 256``: 146,112 parameters (:class:`LowRankPredictor`). The
@@ -147,8 +148,8 @@ class LowRankPredictor(WeightPredictor):
         r = self.rank
         d = descriptors.to(self.expand.weight.dtype)
         h = F.relu(self.encoder(d).reshape(-1, 2 * r, r))
-        y = self.expand(h)  # (L, 2r, c_max)
-        return y[:, :r].transpose(1, 2), y[:, r:].transpose(1, 2)
+        y = self.expand(h).reshape(-1, 2 * self.c_max, r)  # (L, 2r, c_max) read as (2c_max, r)
+        return y[:, : self.c_max], y[:, self.c_max :]
 
     def forward(
         self, descriptors: torch.Tensor, shapes: Sequence[tuple[int, int]]
