@@ -180,8 +180,8 @@ class WeightPrediction(Recipe):
     family = "growth"
     row = 55
     paper = (
-        "Zhou, Liao, Lee & Knyazev 2024, LoGAH: Predicting 774-Million-Parameter Transformers "
-        "using Graph HyperNetworks with 1/100 Parameters (arXiv:2405.16287)"
+        "Zhou, Knyazev, Jolicoeur-Martineau & Fu 2024, LoGAH: Predicting 774-Million-Parameter "
+        "Transformers using Graph HyperNetworks with 1/100 Parameters"
     )
     claim = (
         "nets initialized by a low-rank weight predictor beat random inits and inits from a "
