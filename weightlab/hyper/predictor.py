@@ -9,7 +9,8 @@ computational graph is out of scope here: each layer is described by five number
 
     d = [one-hot(first, hidden, last), ln(fan_in)/5, ln(fan_out)/5]
 
-and the decoder maps ``d`` to a weight matrix (LoGAH's Sec. 3, the low-rank decoder):
+and the decoder maps ``d`` to a weight matrix (LoGAH's low-rank decoder, listed in the paper's
+appendix as ``ConvDecoder3LoRA``):
 
     h = MLP(d)                       5 → 64 → 64 → 2r²   (ReLU between layers)
     H = ReLU(reshape(h, (2r, r)))
