@@ -39,6 +39,14 @@ _EXPORTS: dict[str, str] = {
     "layer_descriptors": "predictor",
     "predict_weights": "predictor",
     "meta_train": "predictor",
+    "MIPHypernet": "mip",
+    "HyperTarget": "mip",
+    "GammaStream": "mip",
+    "mip_hypernet": "mip",
+    "default_hypernet": "mip",
+    "encode_gamma": "mip",
+    "magnitude_ratio": "mip",
+    "mixed_loss": "mip",
 }
 
 __all__ = sorted(_EXPORTS)
