@@ -21,12 +21,13 @@ network of a width never trained can be sampled. Here, reduced to MLPs ``in-w-w-
   unit 0, visits the nearest unvisited unit each step, then 2-opt reversals are applied
   until none shortens it (:func:`shortest_path_order`). Permuting hidden units is
   function-preserving.
-* **Loss** (:func:`train_field`): per step, one hidden width ``w`` (round-robin over the
+* **Loss** (:func:`train_fields`): per step, one hidden width ``w`` (round-robin over the
   training widths), the cross-entropy of the sampled width-``w`` net on a batch, plus, when
   ``w = w_ref``, the reconstruction ``Σ_tensors ‖q − p‖² / ‖p‖²`` to the smoothed reference
   net ``p`` (a fixed weight of 1; the authors' decaying weighting did worse here).
 
-:func:`train_field` is a custom seeded loop, like :func:`weightlab.hyper.predictor.meta_train`:
+:func:`train_fields` (several fields of one shape as one stacked computation, e.g. seeds
+and arms) is a custom seeded loop, like :func:`weightlab.hyper.predictor.meta_train`:
 the sampled network changes shape every step, which :func:`weightlab.train.train` cannot
 express.
 """
@@ -38,12 +39,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
 from weightlab.data.task import TaskData
 from weightlab.errors import ConfigError
-from weightlab.models.mlp import MLP
 from weightlab.progress import progress_bar
 from weightlab.seeding import derive_seed, generator
 
@@ -54,6 +53,7 @@ __all__ = [
     "shortest_path_order",
     "smooth_mlp",
     "train_field",
+    "train_fields",
 ]
 
 FREQUENCIES = 8  # sin, cos of 2^k π c for k = 0 .. 7
@@ -266,66 +266,177 @@ def train_field(
     seed: int = 0,
     progress: bool = False,
 ) -> list[float]:
-    """Train ``field`` in place (Adam, ``lr``) and return each step's loss.
+    """Train one ``field`` in place and return each step's loss: :func:`train_fields` with
+    a single field."""
+    return train_fields(
+        [field],
+        data,
+        [reference],
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        noise=[noise],
+        recon_weight=recon_weight,
+        seeds=[seed],
+        progress=progress,
+    )[0]
 
-    Step ``t`` takes the hidden width ``field.train_widths[t mod K]`` (round-robin) and a
-    batch of ``batch_size`` training examples (a fresh permutation each epoch), samples the
-    net with coordinate noise (when ``noise``) and back-propagates its cross-entropy, plus
-    ``recon_weight · Σ ‖q − p‖²/‖p‖²`` to ``reference`` (the width-``w_ref`` state dict,
-    smoothed or not) when the width is ``w_ref``. Batches and noise come from
-    ``generator(derive_seed("neumeta-field", seed))``."""
+
+def _check_reference(field: ImplicitWeightField, reference: Mapping[str, torch.Tensor]) -> None:
+    ws = field.widths(field.w_ref)
+    want = {}
+    for i, (m, o) in enumerate(zip(ws[:-1], ws[1:], strict=True)):
+        want[f"layers.{i}.weight"], want[f"layers.{i}.bias"] = (o, m), (o,)
+    got = {k: tuple(v.shape) for k, v in reference.items()}
+    if got != want:
+        raise ConfigError(
+            f"the reference state dict has shapes {got}, the field's width-{field.w_ref} net "
+            f"needs {want}; pass the reference MLP of width w_ref"
+        )
+
+
+def _coordinate_mlp(params: Sequence[torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+    """Stacked coordinate MLPs: ``params = [W1, b1, …, W4, b4]`` each with a leading field
+    axis ``F``; ``feats`` ``(F, N, 68)`` → ``(F, N)``."""
+    h = feats
+    n = len(params) // 2
+    for k in range(n):
+        w, b = params[2 * k], params[2 * k + 1]
+        h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+        if k < n - 1:
+            h = F.relu(h)
+    return h[..., 0]
+
+
+def train_fields(
+    fields: Sequence[ImplicitWeightField],
+    data: TaskData,
+    references: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    noise: Sequence[bool] | None = None,
+    recon_weight: float = 1.0,
+    seeds: Sequence[int] | None = None,
+    progress: bool = False,
+) -> list[list[float]]:
+    """Train several fields of the same shape in place, as one stacked computation (batched
+    matmuls over a leading field axis; Adam on the stacked parameters is the same update as
+    one Adam per field), and return each field's per-step losses.
+
+    Step ``t`` takes the hidden width ``train_widths[t mod K]`` (round-robin, shared by all
+    fields). Field ``f`` draws its batch of ``batch_size`` training examples (a fresh
+    permutation each epoch) and its coordinate noise ``U(−½, ½)`` on ``i`` and ``j`` (when
+    ``noise[f]``) from ``generator(derive_seed("neumeta-field", seeds[f]))``, samples its
+    width-``w`` net and adds its cross-entropy on the batch, plus
+    ``recon_weight · Σ_tensors ‖q − p‖²/‖p‖²`` to ``references[f]`` (the width-``w_ref``
+    state dict, smoothed or not) when ``w = w_ref``."""
+    fields = list(fields)
+    k = len(fields)
+    noise = [True] * k if noise is None else [bool(v) for v in noise]
+    seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
+    if not fields or len(references) != k or len(noise) != k or len(seeds) != k:
+        raise ConfigError("train_fields needs one reference, noise flag and seed per field")
+    f0 = fields[0]
+    shapes0 = [tuple(p.shape) for p in f0.parameters()]
+    for f in fields[1:]:
+        same = (f.train_widths, f.w_ref, f.d_in, f.d_out, f.depth) == (
+            f0.train_widths,
+            f0.w_ref,
+            f0.d_in,
+            f0.d_out,
+            f0.depth,
+        )
+        if not same or [tuple(p.shape) for p in f.parameters()] != shapes0:
+            raise ConfigError("train_fields needs fields of one shape (widths, sizes, hidden)")
     if data.kind != "classification" or len(data.input_shape) != 1:
         raise ConfigError("train_field needs a classification task with flat inputs (e.g. mnist1d)")
+    if data.input_shape[0] != f0.d_in or data.num_classes != f0.d_out:
+        raise ConfigError(
+            f"the task has {data.input_shape[0]} inputs and {data.num_classes} classes, the "
+            f"field samples {f0.d_in}-in, {f0.d_out}-out nets; build the field for this task"
+        )
     n = len(data.train)
     if not 1 <= batch_size <= n:
         raise ConfigError(f"batch_size must be in 1..{n} (the training split), got {batch_size}")
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
-    ref_shapes = {k: tuple(v.shape) for k, v in reference.items()}
-    want = {
-        f"layers.{i}.{kind}": ((o, m) if kind == "weight" else (o,))
-        for i, (m, o) in enumerate(
-            zip(field.widths(field.w_ref)[:-1], field.widths(field.w_ref)[1:], strict=True)
-        )
-        for kind in ("weight", "bias")
+    for f, r in zip(fields, references, strict=True):
+        _check_reference(f, r)
+    dev = next(f0.parameters()).device
+    names = [name for name, _ in f0.named_parameters()]
+    stacked = {
+        name: torch.stack([dict(f.named_parameters())[name].detach() for f in fields])
+        .to(dev)
+        .requires_grad_(True)
+        for name in names
     }
-    if ref_shapes != want:
-        raise ConfigError(
-            f"the reference state dict has shapes {ref_shapes}, the field's width-{field.w_ref} "
-            f"net needs {want}; pass the reference MLP of width w_ref"
-        )
-    dtype = next(field.parameters()).dtype
-    ref = {k: v.detach().to(dtype) for k, v in reference.items()}
-    ref_norm = {k: v.pow(2).sum() for k, v in ref.items()}
-    nets = {}
-    for w in field.train_widths:
-        with torch.device("meta"):
-            nets[w] = MLP(field.widths(w))
-    g = generator(derive_seed("neumeta-field", seed))
-    opt = torch.optim.Adam(field.parameters(), lr=lr)
-    losses: list[float] = []
-    order, pos = torch.randperm(n, generator=g), 0
+    per_tensor = {
+        key: [stacked[name] for name in names if name.startswith(f"fields.{key}.")]
+        for key in f0.fields
+    }
+    dtype = stacked[names[0]].dtype
+    refs = {
+        key: torch.stack([r[key].detach().to(dev, dtype) for r in references])
+        for key in references[0]
+    }
+    ref_norm = {key: v.pow(2).flatten(1).sum(1) for key, v in refs.items()}
+    gens = [generator(derive_seed("neumeta-field", s)) for s in seeds]
+    orders = [torch.randperm(n, generator=g) for g in gens]
+    pos = 0
+    opt = torch.optim.Adam(list(stacked.values()), lr=lr)
+    losses: list[list[float]] = [[] for _ in range(k)]
     bar = progress_bar(steps, "weight field", "step", progress, leave=False)
-    field.train()
     for t in range(steps):
-        w = field.train_widths[t % len(field.train_widths)]
+        w = f0.train_widths[t % len(f0.train_widths)]
         if pos + batch_size > n:
-            order, pos = torch.randperm(n, generator=g), 0
-        idx = order[pos : pos + batch_size].to(data.train.x.device)
+            orders, pos = [torch.randperm(n, generator=g) for g in gens], 0
+        idx = [o[pos : pos + batch_size] for o in orders]
         pos += batch_size
-        x, y = data.train.x[idx].to(dtype), data.train.y[idx]
-        state = field.sample(w, noise=g if noise else None)
-        loss = F.cross_entropy(functional_call(nets[w], state, (x,)), y)
-        if w == field.w_ref:
-            recon = sum((state[k] - ref[k]).pow(2).sum() / ref_norm[k] for k in ref)
+        x = torch.stack([data.train.x[i.to(data.train.x.device)] for i in idx]).to(dev, dtype)
+        y = torch.stack([data.train.y[i.to(data.train.y.device)] for i in idx]).to(dev)
+        ws = f0.widths(w)
+        state = {}
+        for layer, (m, o) in enumerate(zip(ws[:-1], ws[1:], strict=True)):
+            for kind in ("weight", "bias"):
+                c = torch.stack(
+                    [
+                        f0.coordinates(o, m, kind == "bias", g if nz else None)
+                        for g, nz in zip(gens, noise, strict=True)
+                    ]
+                ).to(dev, dtype)
+                feats = fourier_features(c.reshape(-1, COORD_SIZE)).reshape(k, c.shape[1], -1)
+                out = _coordinate_mlp(per_tensor[f"{layer}_{kind}"], feats)
+                if kind == "weight":
+                    state[f"layers.{layer}.weight"] = out.reshape(k, o, m) / math.sqrt(m)
+                else:
+                    state[f"layers.{layer}.bias"] = out.reshape(k, o)
+        h = x
+        for layer in range(len(ws) - 1):
+            wt, b = state[f"layers.{layer}.weight"], state[f"layers.{layer}.bias"]
+            h = torch.baddbmm(b[:, None, :], h, wt.transpose(1, 2))
+            if layer < len(ws) - 2:
+                h = F.relu(h)
+        ce = F.cross_entropy(h.reshape(-1, h.shape[-1]), y.reshape(-1), reduction="none")
+        loss = ce.reshape(k, -1).mean(1)
+        if w == f0.w_ref:
+            recon = sum(
+                (state[key] - refs[key]).pow(2).flatten(1).sum(1) / ref_norm[key] for key in refs
+            )
             loss = loss + recon_weight * recon
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        for i, v in enumerate(loss.detach().tolist()):
+            losses[i].append(v)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    field.eval()
+    with torch.no_grad():
+        for i, f in enumerate(fields):
+            for name, p in f.named_parameters():
+                p.copy_(stacked[name][i])
+            f.eval()
     return losses
