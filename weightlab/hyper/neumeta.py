@@ -1,6 +1,6 @@
 """An implicit weight field for MLPs of any hidden width (NeuMeta), and neuron smoothing.
 
-Yang, Zhou & Wang 2024, "Neural Metamorphosis" (NeuMeta, row [#87]): instead of storing one
+Yang & Wang 2024, "Neural Metamorphosis" (NeuMeta, row [#87]): instead of storing one
 network per size, learn "the continuous weight manifold of neural networks": an implicit
 neural representation (INR) that maps the coordinates of one weight entry to its value, so a
 network of a width never trained can be sampled. Here, reduced to MLPs ``in-w-w-out``:

@@ -1,4 +1,4 @@
-"""Recipe ``neumeta``: Yang, Zhou & Wang (2024), "Neural Metamorphosis" (NeuMeta, row [#87]),
+"""Recipe ``neumeta``: Yang & Wang (2024), "Neural Metamorphosis" (NeuMeta, row [#87]),
 reduced to MLPs on MNIST-1D.
 
 A reduced version of the paper's setting (an implicit weight field over LeNet widths 8–32 and
@@ -181,7 +181,7 @@ class NeuMeta(Recipe):
     name = "neumeta"
     family = "growth"
     row = 87
-    paper = "Yang, Zhou & Wang 2024, Neural Metamorphosis"
+    paper = "Yang & Wang 2024, Neural Metamorphosis"
     claim = (
         "an implicit weight field sampled at an unseen width with 25% of the parameters keeps "
         "the full-width accuracy, and only when trained on a smoothed reference"
