@@ -552,6 +552,7 @@ class NeuMeta(Recipe):
         ax2.set_yscale("log")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7)
-        fig.suptitle("NeuMeta weight fields (" + PAPER_NOTE + ")", fontsize=9)
+        fig.suptitle("NeuMeta weight fields\n(" + PAPER_NOTE + ")", fontsize=8)
+        fig.tight_layout()
         png = figure_png(fig)
         return [Figure("neumeta.png", "Accuracy vs width per arm; field training loss", png)]
