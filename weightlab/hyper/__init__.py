@@ -47,6 +47,13 @@ _EXPORTS: dict[str, str] = {
     "encode_gamma": "mip",
     "magnitude_ratio": "mip",
     "mixed_loss": "mip",
+    "ImplicitWeightField": "neumeta",
+    "fourier_features": "neumeta",
+    "path_length": "neumeta",
+    "shortest_path_order": "neumeta",
+    "smooth_mlp": "neumeta",
+    "train_field": "neumeta",
+    "train_fields": "neumeta",
 }
 
 __all__ = sorted(_EXPORTS)
