@@ -62,8 +62,10 @@ def _paths_agree(make, x, select, **kw):
     for name in s1.adapters:
         a1, a2 = s1.adapters[name], s2.adapters[name]
         assert isinstance(a1, LoRALayer) and isinstance(a2, LoRADelta)
-        torch.testing.assert_close(a1.lora_A.grad, a2.lora_A.grad, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(a1.lora_B.grad, a2.lora_B.grad, rtol=1e-5, atol=1e-7)
+        # float32, two summation orders: the absolute tolerance scales with the gradient
+        for g1, g2 in ((a1.lora_A.grad, a2.lora_A.grad), (a1.lora_B.grad, a2.lora_B.grad)):
+            atol = max(1e-7, 1e-6 * float(g2.abs().max()))
+            torch.testing.assert_close(g1, g2, rtol=1e-5, atol=atol)
         assert a1.base_layer.weight.grad is None and not a1.base_layer.weight.requires_grad
     return m1, s1
 
@@ -125,7 +127,7 @@ def test_paths_agree_hf_bert_projections():
         def forward(self, ids):
             return self.bert(input_ids=ids).last_hidden_state
 
-    ids = torch.randint(1, 64, (2, 5))
+    ids = torch.randint(1, 64, (2, 5), generator=torch.Generator().manual_seed(0))
     sel = Selector(types=("linear",), include=("bert.encoder.layer.*",))
     _, s = _paths_agree(Wrap, ids, sel, rank=2)
     assert len(s) == 6
