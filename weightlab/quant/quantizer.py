@@ -349,12 +349,14 @@ def quantize(
     *,
     seed: int = 0,
     specs: dict[str, QuantSpec] | None = None,
+    cls: type[Quantizer] | None = None,
 ) -> dict[str, Quantizer]:
     """Attach a :class:`Quantizer` (``spec``, or ``specs[name]`` per weight) to every weight
     ``select`` picks (default: every Linear and Conv weight), first in each weight's
     transform chain. Static scales are estimated now, from the stored weights (a mask's
     pruned entries ignored). Returns ``{name: Quantizer}``. Refuses a weight that already
-    has a quantizer."""
+    has a quantizer. ``cls``: a :class:`Quantizer` subclass to build instead (same
+    constructor), e.g. DenseShift's :class:`~weightlab.quant.shift.SignScale`."""
     picked = _as_selector(select)(model)
     if not picked:
         raise ConfigError("the quantizer selector matches no weight; fix the name globs or types")
@@ -368,7 +370,7 @@ def quantize(
     out = {}
     for name, (module, attr) in picked.items():
         sp = (specs or {}).get(name, spec)
-        out[name] = _attach_first(model, name, module, attr, sp, seed)
+        out[name] = _attach_first(model, name, module, attr, sp, seed, cls or Quantizer)
     return out
 
 
@@ -378,7 +380,7 @@ def _stored(module: nn.Module, attr: str) -> torch.Tensor:
     return getattr(module, attr)
 
 
-def _attach_first(model, name, module, attr, spec, seed) -> Quantizer:
+def _attach_first(model, name, module, attr, spec, seed, cls=None) -> Quantizer:
     from weightlab.core.mask import Mask
 
     existing = []
@@ -388,7 +390,7 @@ def _attach_first(model, name, module, attr, spec, seed) -> Quantizer:
     weight = getattr(module, attr)
     mask = next((t for t in existing if isinstance(t, Mask)), None)
     valid = None if mask is None else mask.mask
-    q = Quantizer(spec, weight, valid=valid, seed=seed, name=name)
+    q = (cls or Quantizer)(spec, weight, valid=valid, seed=seed, name=name)
     attach(model, name, q)
     for t in existing:
         parametrize.register_parametrization(module, attr, t, unsafe=True)

@@ -244,22 +244,10 @@ def sign_scale(
 ) -> dict[str, SignScale]:
     """Attach :class:`SignScale` to every weight ``select`` picks (default: every Linear
     and Conv weight), in the quantizer's place: first in the weight's transform chain,
-    masks and LoRA deltas after it (:func:`~weightlab.quant.quantizer.quantize` does the
-    attaching and checks; its :class:`Quantizer` is then swapped for the decomposition,
-    built from the same stored weight, mask and seed). Returns ``{name: SignScale}``."""
+    masks and LoRA deltas after it (:func:`~weightlab.quant.quantizer.quantize` with ``cls=SignScale`` does the
+    attaching and checks). Returns ``{name: SignScale}``."""
     check_spec(spec)
-    attached = quantize(model, spec, select, seed=seed)
-    out = {}
-    for name, q in attached.items():
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name) if module_name else model
-        chain = module.parametrizations[attr]
-        idx = next(i for i, t in enumerate(chain) if t is q)
-        ss = SignScale(spec, chain.original.detach(), valid=q._valid_ref, seed=seed, name=name)
-        ss = ss.to(device=chain.original.device)
-        chain[idx] = ss
-        out[name] = ss
-    return out
+    return quantize(model, spec, select, seed=seed, cls=SignScale)
 
 
 # -- low-variance random init ----------------------------------------------------------------
