@@ -37,7 +37,7 @@ from torch import nn
 
 from weightlab.errors import ConfigError
 from weightlab.init.registry import orthogonal
-from weightlab.models.mlp import ACTIVATIONS
+from weightlab.models.mlp import ACTIVATIONS, check_mlp_args
 from weightlab.seeding import derive_seed, generator
 
 __all__ = [
@@ -243,13 +243,7 @@ class TemplateMLP(nn.Module):
         self, widths: Sequence[int], num_templates: int = 2, activation: str = "relu"
     ) -> None:
         super().__init__()
-        widths = [int(w) for w in widths]
-        if len(widths) < 2 or any(w <= 0 for w in widths):
-            raise ConfigError(f"TemplateMLP widths must be >= 2 positive integers, got {widths}")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
-            )
+        widths = check_mlp_args(widths, activation, "TemplateMLP")
         self.widths = widths
         self.activation = activation
         self.num_templates = int(num_templates)

@@ -24,6 +24,19 @@ ACTIVATIONS = {
 }
 
 
+def check_mlp_args(widths: Sequence[int], activation: str, what: str = "MLP") -> list[int]:
+    """``widths`` as ints after checking them (>= 2 positive) and ``activation`` (one of
+    :data:`ACTIVATIONS`); a one-line :class:`ConfigError` otherwise."""
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or any(w <= 0 for w in widths):
+        raise ConfigError(f"{what} widths must be >= 2 positive integers, got {widths}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
+        )
+    return widths
+
+
 class MLP(nn.Module):
     """``widths = [in, h1, ..., out]``; Linear layers ``layers.0 .. layers.{L-1}`` with
     ``activation`` (relu, tanh, gelu, sin or linear) between them and none after the last (logits
@@ -31,13 +44,7 @@ class MLP(nn.Module):
 
     def __init__(self, widths: Sequence[int], activation: str = "relu") -> None:
         super().__init__()
-        widths = [int(w) for w in widths]
-        if len(widths) < 2 or any(w <= 0 for w in widths):
-            raise ConfigError(f"MLP widths must be >= 2 positive integers, got {widths}")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
-            )
+        widths = check_mlp_args(widths, activation)
         self.widths = widths
         self.activation = activation
         self.layers = nn.ModuleList(
