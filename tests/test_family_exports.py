@@ -14,6 +14,7 @@ import pytest
         ("weightlab.quant", "_EXPORTS"),
         ("weightlab.growth", "_EXPORTS"),
         ("weightlab.hyper", "_EXPORTS"),
+        ("weightlab.dynamics", "_EXPORTS"),
     ],
 )
 def test_lazy_exports_resolve(package: str, table: str) -> None:
