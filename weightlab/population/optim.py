@@ -1,5 +1,5 @@
-"""Population optimizer: SGD / Adam / AdamW over one flat buffer holding every member's
-parameters.
+"""Population optimizer: SGD / Adam / AdamW / SGLD over one flat buffer holding every
+member's parameters.
 
 The updates are PyTorch's:
 
@@ -19,6 +19,11 @@ buffer; otherwise there is one call per (setting, parameter group), each over vi
 buffer. Where torch has no fused kernel for the device, the same arithmetic runs as a
 reference implementation.
 
+SGLD (``OptimConfig(name="sgld")``, Welling & Teh 2011, Eq. 4, full batch) runs
+:func:`weightlab.dynamics.sgld.sgld_update_`, the loop's arithmetic, with each member's
+noise ``ξ_t`` drawn from ``derive_seed("sgld", member seed, t)`` (``seeds``) in the layout's
+parameter order, so a member equals its solo run; masks multiply the noise as well.
+
 Each step: masks multiply the gradient (``∂L/∂W = ∂L/∂W_eff ⊙ M``; stored weights are zero
 where ``M = 0``, so weight decay adds nothing there, moments stay exactly zero and pruned
 weights stay exactly zero), then clipping (``clip_value`` clamps entries; ``clip_norm``
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from weightlab.dynamics.sgld import sgld_noise, sgld_update_
 from weightlab.train.config import OptimConfig
 
 _FUSED: dict[str, bool] = {}
@@ -210,16 +216,18 @@ class _Call:
     keys: list[str]
     runs: list[tuple[int, int]]
     params: list[torch.Tensor]
-    state: tuple[list[torch.Tensor], ...]  # (exp_avg, exp_avg_sq) or (momentum,) or ()
+    state: tuple[list[torch.Tensor], ...]  # (exp_avg, exp_avg_sq), (momentum,), (noise,), ()
     grads: list[torch.Tensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.adam = self.cfg.name in ("adam", "adamw")
+        self.sgld = self.cfg.name == "sgld"
         self.weight_decay = self.cfg.weight_decay * self.wd_mult
 
 
 class PopulationOptimizer:
-    """Fused SGD / Adam / AdamW on a flat ``(N * P)`` parameter buffer, per-member settings.
+    """Fused SGD / Adam / AdamW (and SGLD) on a flat ``(N * P)`` parameter buffer, per-member
+    settings.
 
     Args:
         flat: the parameter buffer (layout of ``layout``), updated in place.
@@ -229,6 +237,8 @@ class PopulationOptimizer:
         total_steps: the run's length (for :meth:`Schedule.factor`).
         multipliers: per distinct config with groups, ``{name: (lr_mult, wd_mult)}`` for
             every parameter (from :func:`weightlab.train.groups.resolve_groups`).
+        seeds: each member's seed (``MemberSpec.seed``): SGLD's noise stream; needed
+            only when a member uses ``sgld``.
 
     Set :attr:`record_grad_norm` (:attr:`record_grad`) to keep each step's per-member
     gradient norm (a copy of the flat gradient), masked and before clipping, in
@@ -244,6 +254,7 @@ class PopulationOptimizer:
         *,
         total_steps: int = 0,
         multipliers: Mapping[OptimConfig, Multipliers] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         self.flat, self.layout = flat, layout
         self.configs = list(configs)
@@ -261,6 +272,11 @@ class PopulationOptimizer:
         self.exp_avg = torch.zeros_like(flat) if adam else None
         self.exp_avg_sq = torch.zeros_like(flat) if adam else None
         self.momentum = torch.zeros_like(flat) if mom else None
+        self.sgld = any(c.name == "sgld" for c in self.configs)
+        if self.sgld and (seeds is None or len(seeds) != layout.n):
+            raise ValueError("SGLD members need their seeds: pass seeds=[one per member]")
+        self.seeds = [int(s) for s in seeds] if seeds is not None else None
+        self.noise = torch.zeros_like(flat) if self.sgld else None
         self._step_t = torch.zeros((), dtype=torch.float32, device=flat.device)
         self.fused = fused_available(flat.device)
         self.frozen: set[int] = set()
@@ -304,6 +320,8 @@ class PopulationOptimizer:
                         self._pieces(self.exp_avg, keys, runs),
                         self._pieces(self.exp_avg_sq, keys, runs),
                     )
+                elif cfg.name == "sgld":
+                    state = (self._pieces(self.noise, keys, runs),)
                 elif cfg.momentum > 0:
                     state = (self._pieces(self.momentum, keys, runs),)
                 else:
@@ -367,13 +385,34 @@ class PopulationOptimizer:
         self._step_t.fill_(float(self.steps))
         done, total = self.steps - 1, max(1, self.total_steps)
         factors = [1.0 if s is None else s.factor(done, total) for s in self._schedules]
+        if self.sgld:
+            self._draw_noise()
         for call in self._calls:
             # as the loop's set_lr: lr * lr_mult * schedule factor
             lr = call.cfg.lr * call.lr_mult * factors[call.slot]
-            if call.adam:
+            if call.sgld:
+                sgld_update_(
+                    call.params, call.grads, call.state[0], lr=lr, weight_decay=call.weight_decay
+                )
+            elif call.adam:
                 self._adam(call, lr, call.weight_decay)
             else:
                 self._sgd(call, lr, call.weight_decay)
+
+    def _draw_noise(self) -> None:
+        """Fill :attr:`noise` with every member's ``ξ_t`` (float64 draws, cast), masked."""
+        layout, per = self.layout, self.layout.per_member
+        draws = torch.zeros(layout.n, per, dtype=torch.float64)
+        for i in range(layout.n):
+            if i not in self.frozen:
+                draws[i] = sgld_noise(self.seeds[i], self.steps, per)
+        draws = draws.to(self.flat.device, self.flat.dtype)
+        for k in layout.names:  # member i's draw is cut in the layout's (model's) order
+            off, numel = layout.offsets[k]
+            view = layout.view(self.noise, k)
+            view.copy_(draws[:, off : off + numel].reshape(view.shape))
+            if k in self.masks:
+                view.mul_(self.masks[k])
 
     def _clip_by_norm(self, grad: torch.Tensor) -> None:
         norms = self.last_grad_norm if self.record_grad_norm else None

@@ -402,7 +402,11 @@ class Population:
             bar = progress_bar(total * len(self.specs), "population", "member-step", leave=False)
         x_all = _rows(data.train.x) if self._is_fast() else data.train.x
         for members in chunks:
-            opt_kwargs = {"total_steps": total, "multipliers": run.multipliers}
+            opt_kwargs = {
+                "total_steps": total,
+                "multipliers": run.multipliers,
+                "seeds": [self.specs[i].seed for i in members],  # SGLD's noise streams
+            }
             engine = self._engine(members, [optims[i] for i in members], run.loss, opt_kwargs)
             chunk_seeds = [seeds[i] for i in members]
             shared = len(set(chunk_seeds)) == 1

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from weightlab.errors import ConfigError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "sgld")
 SCHEDULES = ("constant", "step", "cosine")
 LOSSES = ("auto", "cross_entropy", "mse")
 
@@ -115,7 +115,9 @@ class OptimConfig:
 
     ``weight_decay``: for ``sgd`` and ``adam`` it is L2 added to the gradient
     (``g + wd * w``); for ``adamw`` it is decoupled (``w <- w - lr * wd * w``, Loshchilov &
-    Hutter 2019). ``nesterov`` needs ``momentum > 0`` (SGD only). Gradient clipping happens
+    Hutter 2019). ``nesterov`` needs ``momentum > 0`` (SGD only). ``sgld``: full-batch
+    Langevin dynamics ``θ <- θ - (lr/2)(∇L + wd·θ) + √lr·ξ`` (Welling & Teh 2011, Eq. 4;
+    :mod:`weightlab.dynamics.sgld`), noise seeded by the member's seed and the step. Gradient clipping happens
     after masking and before the update: ``clip_value`` clamps each entry to
     ``[-clip_value, clip_value]``; ``clip_norm`` rescales a member's whole gradient by
     ``min(1, clip_norm / (‖g‖₂ + 1e-6))`` (``torch.nn.utils.clip_grad_norm_``). 0 disables.
@@ -140,6 +142,12 @@ class OptimConfig:
             raise ConfigError(
                 f"unknown optimizer {self.name!r}; choose one of: {', '.join(OPTIMIZERS)}"
             )
+        if self.name == "sgld":
+            from weightlab.dynamics.sgld import check_step_size
+
+            check_step_size(self.lr)
+            if self.momentum or self.nesterov:
+                raise ConfigError("SGLD has no momentum; set momentum to 0 for optimizer 'sgld'")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:

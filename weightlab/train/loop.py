@@ -313,7 +313,7 @@ def train(
         cfg: epochs, batch size (the train split's size gives full-batch gradient
             descent), evaluation interval, optimizer and loss.
         data_seed: seeds the data order (see :func:`batch_indices`).
-        seed: the member's init seed; seeds the dropout masks.
+        seed: the member's init seed; seeds the dropout masks and SGLD's noise.
         snapshot_steps: steps after which to keep a copy of the weights (0 = before
             training); each must lie in ``[0, T]``.
         probes: :class:`~weightlab.train.probes.Probe` s run every ``probe.every`` steps.
@@ -358,7 +358,7 @@ def train(
     drop = dropout_layers(model)
     loss_fn = resolve_loss(cfg.loss, data.kind, len(data.output_shape))
     custom_loss = not isinstance(cfg.loss, str)
-    opt = make_optimizer(model, cfg.optim)
+    opt = make_optimizer(model, cfg.optim, seed=seed)
     params = [p for g in opt.param_groups for p in g["params"]]
     named = [(plain_name(k), p) for k, p in model.named_parameters() if p.requires_grad]
     if order is None:

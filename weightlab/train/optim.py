@@ -13,6 +13,8 @@ learning-rate schedule and gradient clipping, as specified by :class:`OptimConfi
 - Clipping (:func:`clip_gradients`), after masks and before the update: first
   ``clip_value`` (clamp each entry), then ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``
   over all of the model's trainable parameters: scale ``min(1, c / (‖g‖₂ + 1e-6))``).
+- ``sgld``: :class:`weightlab.dynamics.sgld.SGLD` (Welling & Teh 2011, Eq. 4, full batch),
+  its noise seeded by ``make_optimizer(..., seed=)`` (the loop passes the member's seed).
 """
 
 from __future__ import annotations
@@ -52,14 +54,18 @@ def make_optimizer(
     cfg: OptimConfig,
     *,
     fused: bool | None = None,
+    seed: int = 0,
 ) -> torch.optim.Optimizer:
-    """``torch.optim.SGD``/``Adam``/``AdamW`` configured by ``cfg``.
+    """``torch.optim.SGD``/``Adam``/``AdamW`` (or weightlab's ``SGLD``) configured by ``cfg``.
 
     Pass the model to use ``cfg.groups``; an iterable of parameters gets one group (and
     ``cfg.groups`` must be empty). ``fused`` is handed to torch (``None``: torch's default).
+    ``seed``: the member's seed, which seeds SGLD's noise (unused by the others).
     """
+    order = None
     if isinstance(model_or_params, nn.Module):
         groups = param_groups(model_or_params, cfg)
+        order = [p for _, p in model_or_params.named_parameters() if p.requires_grad]
     else:
         if cfg.groups:
             raise ConfigError("parameter groups need the model: pass the module to make_optimizer")
@@ -71,6 +77,10 @@ def make_optimizer(
                 "lr_mult": 1.0,
             }
         ]
+    if cfg.name == "sgld":
+        from weightlab.dynamics.sgld import SGLD
+
+        return SGLD(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed, order=order)
     extra = {} if fused is None else {"fused": fused}
     if cfg.name == "sgd":
         return torch.optim.SGD(
