@@ -158,6 +158,39 @@ def test_save_load_tensors_round_trip(tmp_path):
     assert torch.equal(load_file(str(p))["weight"], tensors["weight"])
 
 
+def test_load_tensors_keeps_the_saved_key_order_and_owns_aligned_storage(tmp_path):
+    # safetensors hands keys back in a per-process random order; a sum over a unit's
+    # tensors then rounded differently on resume (NeuMeta's fields unit drifted 1e-7)
+    names = [f"layer{i}.{kind}" for i in (7, 3, 11, 0, 5, 9, 1) for kind in ("w", "b")]
+    tensors = {n: torch.full((3,), float(i)) for i, n in enumerate(names)}
+    p = tmp_path / "t.safetensors"
+    save_tensors(p, tensors, metadata={"note": "kept"})
+    back = load_tensors(p)
+    assert list(back) == names
+    assert all(v.data_ptr() % 64 == 0 for v in back.values())
+    from safetensors import safe_open
+
+    with safe_open(str(p), framework="pt") as f:
+        assert f.metadata()["note"] == "kept"
+    # a file written without the order (another writer) loads in sorted key order
+    from safetensors.torch import save_file
+
+    save_file({n: tensors[n] for n in names}, str(tmp_path / "plain.safetensors"))
+    assert list(load_tensors(tmp_path / "plain.safetensors")) == sorted(names)
+
+
+def test_a_computed_unit_returns_its_tensors_as_a_resumed_run_reads_them(tmp_path):
+    names = [f"t{i}" for i in (5, 2, 9, 0, 7, 3, 8, 1)]
+    made = {n: torch.arange(12.0).reshape(3, 4)[:, 1:3] + i for i, n in enumerate(names)}
+    rd = RunDir(tmp_path / "run", "tiny", TinyConfig()).open()
+    _, fresh = rd.unit("u", lambda: ({}, made))
+    _, resumed = RunDir(tmp_path / "run", "tiny", TinyConfig()).open().unit("u", lambda: 1 / 0)
+    assert list(fresh) == list(resumed) == names
+    for n in names:
+        assert torch.equal(fresh[n], resumed[n]) and fresh[n].is_contiguous()
+        assert fresh[n].data_ptr() != made[n].data_ptr()  # not the caller's (view) storage
+
+
 @pytest.mark.parametrize(
     "content",
     [b"", b"garbage", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json header", None],

@@ -100,14 +100,32 @@ def read_json(path: Path, what: str = "run file") -> Any:
         ) from e
 
 
+ORDER_KEY = "weightlab.order"
+
+
 def save_tensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    """Write tensors as safetensors, atomically."""
+    """Write tensors as safetensors, atomically. The keys' order is kept in the metadata
+    (``weightlab.order``): :func:`load_tensors` returns them in that order."""
     from safetensors.torch import save
 
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(Path(path), save(clean, metadata=metadata))
+    meta = {**(metadata or {}), ORDER_KEY: json.dumps(list(clean))}
+    atomic_write_bytes(Path(path), save(clean, metadata=meta))
+
+
+def _saved_order(raw: bytes) -> list[str] | None:
+    """The key order :func:`save_tensors` recorded in the safetensors header, if any."""
+    if len(raw) < 8:
+        return None
+    size = int.from_bytes(raw[:8], "little")
+    try:
+        header = json.loads(raw[8 : 8 + size])
+        order = json.loads((header.get("__metadata__") or {}).get(ORDER_KEY, "null"))
+    except (ValueError, AttributeError):
+        return None
+    return order if isinstance(order, list) else None
 
 
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -119,10 +137,17 @@ def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, to
         raise RunFileError(
             f"tensor file {path} is missing; delete the run directory's units/ entry and re-run"
         )
+    raw = path.read_bytes()
     try:
-        data = load(path.read_bytes())
+        data = load(raw)
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise RunFileError(
             f"tensor file {path} is unreadable or corrupt ({type(e).__name__}); delete it and re-run to recompute it"
         ) from e
-    return {k: v.to(device) for k, v in data.items()}
+    # safetensors returns the keys in a per-process random order; a sum over a unit's
+    # tensors must not change with it (a resumed run equals a fresh one)
+    order = _saved_order(raw)
+    if order is None or sorted(order) != sorted(data):
+        order = sorted(data)
+    # clone: fresh 64-byte-aligned storage instead of views into the file's bytes
+    return {k: data[k].clone().to(device) for k in order}

@@ -142,6 +142,8 @@ class RunDir:
         is simply recomputed. ``check(metrics)`` validates a unit read back from disk
         (raise ``ValueError`` naming the problem); a bad file is a one-line
         :class:`RunFileError` naming it. ``self.computed`` lists the keys computed here.
+        A computed unit returns its tensors as read back from the file, so a resumed run
+        continues from exactly the numbers a fresh one does.
         """
         if not _KEY.match(key):
             raise ValueError(f"bad unit key {key!r}")
@@ -163,6 +165,9 @@ class RunDir:
             self.computed.append(key)
             if tensors:
                 save_tensors(tpath, tensors)
+                # hand back what a resumed run reads: same dtype, device and fresh aligned
+                # storage (BLAS rounds differently on unaligned views; resumed == fresh)
+                tensors = load_tensors(tpath, device)
             text = dumps_json({"key": key, "metrics": metrics, "has_tensors": bool(tensors)})
             atomic_write_text(jpath, text)
             record = json.loads(text)
