@@ -8,12 +8,12 @@ import torch
 
 from weightlab.dynamics.fourier import (
     concentration,
+    concentration_summary,
     fourier_probe,
     frequencies,
     neuron_concentration,
     neuron_spectrum,
     power_spectrum,
-    summarize,
 )
 from weightlab.errors import ConfigError
 from weightlab.models import build
@@ -91,7 +91,7 @@ def test_vectorized_over_members_equals_one_at_a_time():
     spec = neuron_spectrum(w, p, member_dims=2)
     assert spec.shape == (4, 3, 6, 2, p // 2)
     conc, _ = concentration(spec)
-    stats = summarize(conc, member_dims=2)
+    stats = concentration_summary(conc, member_dims=2)
     for i in range(4):
         for j in range(3):
             one, _ = neuron_concentration(w[i, j], p)
@@ -108,7 +108,7 @@ def test_constant_vector_has_no_concentration_and_is_left_out_of_summaries():
     w[1, :p] = torch.cos(2 * math.pi * torch.arange(p) / p)
     conc, freq = neuron_concentration(w, p)
     assert math.isnan(conc[0, 0]) and int(freq[0, 0]) == 0
-    s = summarize(conc)
+    s = concentration_summary(conc)
     assert float(s["max"]) == pytest.approx(1.0) and float(s["min"]) == pytest.approx(1.0)
 
 

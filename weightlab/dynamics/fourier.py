@@ -100,7 +100,7 @@ def neuron_concentration(
     return concentration(neuron_spectrum(weight, p, member_dims))
 
 
-def summarize(conc: torch.Tensor, member_dims: int = 0) -> dict[str, torch.Tensor]:
+def concentration_summary(conc: torch.Tensor, member_dims: int = 0) -> dict[str, torch.Tensor]:
     """``median``, ``mean``, ``min``, ``max`` of the concentrations over every neuron and
     operand (all but the member dims), NaNs (constant vectors) left out. The median is the
     lower one of an even count (``torch.nanmedian``)."""
@@ -134,7 +134,7 @@ def fourier_probe(
                 f"{', '.join(params)}"
             )
         conc, freq = neuron_concentration(params[param].detach(), p)
-        out = summarize(conc)
+        out = concentration_summary(conc)
         out["peak_share"] = (freq[..., 0] == freq[..., 1]).double().mean()
         return out
 
@@ -150,5 +150,5 @@ __all__ = [
     "neuron_spectrum",
     "power_spectrum",
     "split_operands",
-    "summarize",
+    "concentration_summary",
 ]
