@@ -18,6 +18,7 @@ import torch
 from weightlab.data import (
     gaussian,
     graphs,
+    latent,
     mnist1d_shift,
     modular,
     sentences,
@@ -151,6 +152,18 @@ TASKS: dict[str, Task] = _tasks(
         vader.SENTENCES_PARAMS,
         "regression",
         "templated sentences labelled by VADER's rules (not people), stem-grouped split",
+    ),
+    Task(
+        "latent_factors",
+        latent.load_latent_factors,
+        latent.FACTOR_PARAMS,
+        summary="factor model x = Az + σε, label 1[wᵀz > 0], unlabeled pool in info [#37]",
+    ),
+    Task(
+        "latent_mixture",
+        latent.load_latent_mixture,
+        latent.MIXTURE_PARAMS,
+        summary="Gaussian mixture x = μ_z + σε, label per component, unlabeled pool [#37]",
     ),
     Task(
         "mnist1d_shift",
