@@ -120,7 +120,8 @@ def test_one_step_by_hand():
     p.grad = torch.tensor([0.3, 0.1], dtype=torch.float64)
     q.grad = torch.tensor([[-1.0]], dtype=torch.float64)
     opt.step()
-    xi_p, xi_q = split_noise(sgld_noise(13, 1, 3), [torch.Size([2]), torch.Size([1, 1])])
+    xi = sgld_noise(13, 1, 3).double()
+    xi_p, xi_q = split_noise(xi, [torch.Size([2]), torch.Size([1, 1])])
     f64 = torch.float64
     p0, g0 = torch.tensor([1.0, -2.0], dtype=f64), torch.tensor([0.3, 0.1], dtype=f64)
     want_p = p0 - 0.02 * (g0 + 2 * p0) + 0.2 * xi_p

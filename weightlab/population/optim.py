@@ -400,9 +400,9 @@ class PopulationOptimizer:
                 self._sgd(call, lr, call.weight_decay)
 
     def _draw_noise(self) -> None:
-        """Fill :attr:`noise` with every member's ``ξ_t`` (float64 draws, cast), masked."""
+        """Fill :attr:`noise` with every member's ``ξ_t`` (float32 draws, cast), masked."""
         layout, per = self.layout, self.layout.per_member
-        draws = torch.zeros(layout.n, per, dtype=torch.float64)
+        draws = torch.zeros(layout.n, per, dtype=torch.float32)
         for i in range(layout.n):
             if i not in self.frozen:
                 draws[i] = sgld_noise(self.seeds[i], self.steps, per)
