@@ -54,12 +54,12 @@ from weightlab.hyper.hourglass import (
     hourglass_factory,
     hourglass_parameters,
 )
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, no_divergence
 from weightlab.recipes.stats import mean_std, paired_difference_ci
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
+from weightlab.runs.parallel import UnitJob, run_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed, generator
@@ -110,6 +110,13 @@ class HourglassConfig(RecipeConfig):
         "35000,70000,140000", "parameter budgets (frozen lift counted) at which to compare"
     )
     control_rank: int = opt(16, "rank of the positive control's frozen lift", min=1)
+    workers: int = opt(
+        2,
+        "worker processes training grid configs at once, one thread each (on the CPU; "
+        "results do not depend on it)",
+        min=1,
+        max=64,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -248,6 +255,7 @@ class Hourglass(Recipe):
         "hg_widths": "128",
         "hg_bottlenecks": "16",
         "budgets": "40000",
+        "workers": 1,  # spawning a worker (importing torch) alone takes ~2 s
     }
     broken: ClassVar[dict] = {"lr": 10.0}
     # measured in-process, one thread, CPU time (2 cores shared by ~8-15 jobs): 2.0 s after
@@ -306,57 +314,31 @@ class Hourglass(Recipe):
         task = self._task(cfg)
         d = task.input_shape[0]
         grid = cfg.grid(d)
-        seeds = list(range(cfg.seeds))
-        timings: list[list[str]] = []
-        bar = progress_bar(len(grid), self.name, "config", progress, line_each_update=True)
-        records: dict[str, list[dict]] = {}
-        for c in grid:
-            key = config_key(c)
-            if c["family"] == "conventional":
-                fac = conventional_factory(d, c["width"], c["depth"])
-            else:
-                fac = hourglass_factory(d, c["width"], c["bottleneck"], c["depth"])
-
-            def compute(fac=fac, key=key, c=c):
-                t0 = time.perf_counter()
-                recs = self._train(
-                    cfg, task, {"grid": fac}, [("grid", s) for s in seeds], {"grid": c["params"]}
-                )
-                return {"key": key, "members": recs, "seconds": time.perf_counter() - t0}, {}
-
-            metrics, _ = rd.unit(key, compute, check=_check_unit)
-            records[key] = metrics["members"]
-            timings.append([key, f"{metrics.get('seconds', math.nan):.1f}"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        workers = cfg.workers if torch.device(cfg.device).type == "cpu" else 1
+        jobs = [UnitJob(config_key(c), _grid_unit, (cfg, c), _check_unit) for c in grid]
+        done = run_units(rd, jobs, workers=workers, progress=progress, label=self.name)
+        records = {config_key(c): m["members"] for c, (m, _) in zip(grid, done, strict=True)}
+        timings = [
+            [config_key(c), f"{m.get('seconds', math.nan):.1f}"]
+            for c, (m, _) in zip(grid, done, strict=True)
+        ]
 
         y = task.test.y.double()
         variance = float(((y - y.mean(0)) ** 2).mean())
         rows = [self.config_row(c, records[config_key(c)], variance) for c in grid]
         budgets = _ints(cfg.budgets, "budgets")
         choices = self.choose(rows, budgets)
-        lift: dict[str, list[dict]] = {}
         chosen_hg = sorted({ch["hourglass"] for ch in choices if ch["hourglass"]})
         by_key = {r["key"]: r for r in rows}
-        for key in chosen_hg:
-            r = by_key[key]
-            args = (d, r["width"], r["bottleneck"], r["depth"])
-            factories = {
-                "trained": hourglass_factory(*args, train_lift=True),
-                "low_rank": hourglass_factory(*args, lift_rank=cfg.control_rank),
-            }
-
-            def compute(factories=factories, key=key, p=r["params"]):
-                t0 = time.perf_counter()
-                arms = [(a, s) for a in LIFT_ARMS for s in seeds]
-                recs = self._train(cfg, task, factories, arms, {a: p for a in LIFT_ARMS})
-                return {"key": key, "members": recs, "seconds": time.perf_counter() - t0}, {}
-
-            metrics, _ = rd.unit(f"lift-{key}", compute, check=_check_unit)
-            lift[key] = metrics["members"]
-            timings.append([f"lift-{key}", f"{metrics.get('seconds', math.nan):.1f}"])
+        jobs = [
+            UnitJob(f"lift-{key}", _lift_unit, (cfg, by_key[key]), _check_unit) for key in chosen_hg
+        ]
+        done = run_units(rd, jobs, workers=workers, progress=progress, label=f"{self.name} lift")
+        lift = {key: m["members"] for key, (m, _) in zip(chosen_hg, done, strict=True)}
+        timings += [
+            [f"lift-{key}", f"{m.get('seconds', math.nan):.1f}"]
+            for key, (m, _) in zip(chosen_hg, done, strict=True)
+        ]
         self._measurements = [("Training time per unit (s, wall)", ["unit", "seconds"], timings)]
         return self.summarize(cfg, rows, choices, records, lift, variance)
 
@@ -724,3 +706,36 @@ def _ci(e: dict) -> str:
         else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
     )
     return f"{100 * _num(e['mean']):+.1f}%{span}"
+
+
+# -- units (module-level: run_units may compute them in spawned worker processes) ----------
+def _grid_unit(cfg: HourglassConfig, c: dict) -> tuple[dict, dict]:
+    """One grid config trained for ``cfg.seeds`` seeds as one population."""
+    t0 = time.perf_counter()
+    recipe = Hourglass()
+    task = recipe._task(cfg)
+    d = task.input_shape[0]
+    if c["family"] == "conventional":
+        fac = conventional_factory(d, c["width"], c["depth"])
+    else:
+        fac = hourglass_factory(d, c["width"], c["bottleneck"], c["depth"])
+    seeds = range(cfg.seeds)
+    recs = recipe._train(
+        cfg, task, {"grid": fac}, [("grid", s) for s in seeds], {"grid": c["params"]}
+    )
+    return {"key": config_key(c), "members": recs, "seconds": time.perf_counter() - t0}, {}
+
+
+def _lift_unit(cfg: HourglassConfig, row: dict) -> tuple[dict, dict]:
+    """The trained-lift and rank-r-lift arms at one chosen Hourglass config."""
+    t0 = time.perf_counter()
+    recipe = Hourglass()
+    task = recipe._task(cfg)
+    args = (task.input_shape[0], row["width"], row["bottleneck"], row["depth"])
+    factories = {
+        "trained": hourglass_factory(*args, train_lift=True),
+        "low_rank": hourglass_factory(*args, lift_rank=cfg.control_rank),
+    }
+    arms = [(a, s) for a in LIFT_ARMS for s in range(cfg.seeds)]
+    recs = recipe._train(cfg, task, factories, arms, {a: row["params"] for a in LIFT_ARMS})
+    return {"key": row["key"], "members": recs, "seconds": time.perf_counter() - t0}, {}
