@@ -18,13 +18,11 @@ import torch
 from weightlab.data import (
     gaussian,
     graphs,
-    hebbian,
     latent,
     mnist1d_shift,
     modular,
     sentences,
     signals,
-    single_index,
     teacher,
     vader,
     xor,
@@ -33,8 +31,6 @@ from weightlab.data.digits import load_digits
 from weightlab.data.dsd import PARAMS as DSD_PARAMS
 from weightlab.data.dsd import load_dsd
 from weightlab.data.idx import load_idx_task
-from weightlab.data.logistic_teacher import PARAMS as LOGISTIC_TEACHER_PARAMS
-from weightlab.data.logistic_teacher import load_teacher_logistic
 from weightlab.data.mnist1d import BINARY_PARAMS, load_mnist1d, load_mnist1d_binary
 from weightlab.data.params import Param, check_params
 from weightlab.data.tabular import load_breast_cancer, load_iris, load_wine
@@ -111,31 +107,12 @@ TASKS: dict[str, Task] = _tasks(
     Task("modular", modular.load_modular, modular.PARAMS, summary="a o b mod p, p classes"),
     Task("xor", xor.load_xor, xor.PARAMS, summary="XOR Gaussian clusters with label flips"),
     Task(
-        "teacher_logistic",
-        load_teacher_logistic,
-        LOGISTIC_TEACHER_PARAMS,
-        summary="logistic teacher P(y = 1 | x) = σ(β w*ᵀx), x ~ N(0, I_d) [#26]",
-    ),
-    Task(
-        "teacher_relu",
-        single_index.load_teacher_relu,
-        single_index.PARAMS,
-        "regression",
-        "centred single-ReLU teacher y = ReLU(w*ᵀx) − 1/√(2π) + noise [#98]",
-    ),
-    Task(
         "binary_gaussian",
         gaussian.load_binary_gaussian,
         gaussian.PARAMS,
         summary="two Gaussian classes N(±mu e1, I), no validation split",
     ),
     Task("dsd", load_dsd, DSD_PARAMS, summary="DSD: k Gaussian patches, one carries y*s*w*"),
-    Task(
-        "hebbian",
-        hebbian.load_hebbian,
-        hebbian.PARAMS,
-        summary="K ±1 patterns (diluted or not), cues with flipped spins -> pattern index",
-    ),
     Task("sbm", graphs.load_sbm, graphs.SBM_PARAMS, summary="SBM graph, Gaussian node features"),
     Task(
         "signal1d",
