@@ -31,6 +31,8 @@ from weightlab.data.digits import load_digits
 from weightlab.data.dsd import PARAMS as DSD_PARAMS
 from weightlab.data.dsd import load_dsd
 from weightlab.data.idx import load_idx_task
+from weightlab.data.logistic_teacher import PARAMS as LOGISTIC_TEACHER_PARAMS
+from weightlab.data.logistic_teacher import load_teacher_logistic
 from weightlab.data.mnist1d import BINARY_PARAMS, load_mnist1d, load_mnist1d_binary
 from weightlab.data.params import Param, check_params
 from weightlab.data.tabular import load_breast_cancer, load_iris, load_wine
@@ -106,6 +108,12 @@ TASKS: dict[str, Task] = _tasks(
     ),
     Task("modular", modular.load_modular, modular.PARAMS, summary="a o b mod p, p classes"),
     Task("xor", xor.load_xor, xor.PARAMS, summary="XOR Gaussian clusters with label flips"),
+    Task(
+        "teacher_logistic",
+        load_teacher_logistic,
+        LOGISTIC_TEACHER_PARAMS,
+        summary="logistic teacher P(y = 1 | x) = σ(β w*ᵀx), x ~ N(0, I_d) [#26]",
+    ),
     Task(
         "binary_gaussian",
         gaussian.load_binary_gaussian,

@@ -402,11 +402,13 @@ class PopulationOptimizer:
     def _draw_noise(self) -> None:
         """Fill :attr:`noise` with every member's ``ξ_t`` (float32 draws, cast), masked."""
         layout, per = self.layout, self.layout.per_member
-        draws = torch.zeros(layout.n, per, dtype=torch.float32)
-        for i in range(layout.n):
-            if i not in self.frozen:
-                draws[i] = sgld_noise(self.seeds[i], self.steps, per)
-        draws = draws.to(self.flat.device, self.flat.dtype)
+        zero = torch.zeros(per, dtype=torch.float32)
+        draws = torch.stack(
+            [
+                zero if i in self.frozen else sgld_noise(self.seeds[i], self.steps, per)
+                for i in range(layout.n)
+            ]
+        ).to(self.flat.device, self.flat.dtype)
         for k in layout.names:  # member i's draw is cut in the layout's (model's) order
             off, numel = layout.offsets[k]
             view = layout.view(self.noise, k)
