@@ -23,6 +23,7 @@ from weightlab.data import (
     modular,
     sentences,
     signals,
+    single_index,
     teacher,
     vader,
     xor,
@@ -113,6 +114,13 @@ TASKS: dict[str, Task] = _tasks(
         load_teacher_logistic,
         LOGISTIC_TEACHER_PARAMS,
         summary="logistic teacher P(y = 1 | x) = σ(β w*ᵀx), x ~ N(0, I_d) [#26]",
+    ),
+    Task(
+        "teacher_relu",
+        single_index.load_teacher_relu,
+        single_index.PARAMS,
+        "regression",
+        "centred single-ReLU teacher y = ReLU(w*ᵀx) − 1/√(2π) + noise [#98]",
     ),
     Task(
         "binary_gaussian",
