@@ -62,6 +62,7 @@ from weightlab.recipes.stats import pm as _pm
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields
 from weightlab.seeding import derive_seed, generator
+from weightlab.threads import intra_op_threads
 from weightlab.train.config import OptimConfig, ParamGroup, TrainConfig
 
 QUOTE = (
@@ -259,7 +260,8 @@ class UniversalityLens(Recipe):
             for arm, h, prior, steps in arms:
                 key = f"seed-{s:02d}-{arm}-h{h}"
                 args = (cfg, data, s, arm, h, prior, steps)
-                metrics, _ = rd.unit(key, lambda a=args: self.chain_unit(*a), check=_check_unit)
+                with intra_op_threads(1):  # small matmuls: a second thread only waits
+                    metrics, _ = rd.unit(key, lambda a=args: self.chain_unit(*a), check=_check_unit)
                 records.append(metrics)
                 if bar is not None:
                     bar.update(1)
