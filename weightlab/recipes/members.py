@@ -38,6 +38,7 @@ def train_members(
     callbacks: Callable[[int], Sequence[StepCallback]] | None = None,
     progress: bool = False,
     orders: Mapping[int, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[list[TrainResult], list[dict[str, torch.Tensor]]]:
     """Train every spec; return each member's :class:`TrainResult` and final weights (plain names, CPU).
 
@@ -45,7 +46,9 @@ def train_members(
     may keep state); step callbacks run only in the loop engine. ``orders``: explicit
     data orders keyed by data seed (a sampler's, :mod:`weightlab.train.samplers`), as
     :meth:`Population.fit` takes them; both engines train member ``i`` on the order of its
-    data seed."""
+    data seed. ``dtype``: train in this floating dtype (``torch.float64`` for exact
+    dynamics); ``None`` keeps each engine's default (float32 populations, the model's own
+    dtype in the loop)."""
     if callbacks is not None and engine != "loop":
         raise ConfigError(
             "step callbacks (pruning schedules, dynamic sparsity) run in the loop engine only; "
@@ -54,7 +57,8 @@ def train_members(
     if engine == "population":
         from weightlab.population import Population
 
-        pop = Population(factory, list(specs), device=device, data_seed=data_seed)
+        kw = {} if dtype is None else {"dtype": dtype}
+        pop = Population(factory, list(specs), device=device, data_seed=data_seed, **kw)
         results = pop.fit(
             data, cfg, snapshot_steps=snapshot_steps, progress=progress, orders=orders
         )
@@ -84,6 +88,7 @@ def train_members(
                 callbacks=callbacks(i) if callbacks is not None else (),
                 progress=progress,
                 order=order,
+                dtype=dtype,
             )
         )
         finals.append(take_snapshot(model))
