@@ -241,3 +241,14 @@ def test_energies_beyond_float64_exactness_raise_instead_of_rounding():
     assert math.isfinite(
         float(DenseHebbian(torch.ones(2, 1000), 4).gains(torch.ones(1, 1000))[0, 0])
     )
+
+
+def test_hebbian_task_cues_are_patterns_with_flipped_spins():
+    from weightlab.data import load_dataset
+
+    d = load_dataset("hebbian", n=50, k=5, dilution=0.2, flip=0.1, n_train=40, n_test=30)
+    xi = d.info["patterns"]
+    assert d.num_classes == 5 and abs(float((xi == 0).float().mean()) - 0.2) < 0.1
+    for split in (d.train, d.test):
+        clean = torch.where(xi[split.y] < 0, -1.0, 1.0)
+        assert ((split.x != clean).sum(1) == 5).all()

@@ -18,6 +18,7 @@ import torch
 from weightlab.data import (
     gaussian,
     graphs,
+    hebbian,
     latent,
     mnist1d_shift,
     modular,
@@ -129,6 +130,12 @@ TASKS: dict[str, Task] = _tasks(
         summary="two Gaussian classes N(±mu e1, I), no validation split",
     ),
     Task("dsd", load_dsd, DSD_PARAMS, summary="DSD: k Gaussian patches, one carries y*s*w*"),
+    Task(
+        "hebbian",
+        hebbian.load_hebbian,
+        hebbian.PARAMS,
+        summary="K ±1 patterns (diluted or not), cues with flipped spins -> pattern index",
+    ),
     Task("sbm", graphs.load_sbm, graphs.SBM_PARAMS, summary="SBM graph, Gaussian node features"),
     Task(
         "signal1d",

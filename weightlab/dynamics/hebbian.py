@@ -20,8 +20,10 @@ exact energy change at once::
 with ``u = c ξ̄`` integer-valued (``c = 1`` for ±1 or diluted patterns, ``c = M`` divided by
 the entries' gcd for supervised ones) and ``s = u σ``: one matmul ``s = σ uᵀ`` and one
 ``s^{P-k} @ u^k`` per ``k < P`` (the ``k = P`` sum ``Σ_μ u_μi^P`` does not depend on ``σ``),
-``P`` matmuls in all; a ``k`` whose ``u^k`` is constant (``u ∈ {±1}``, ``k`` even) is a row
-sum instead. ``ΔE_i = -N (cN)^{-P} D_i``, so a spin flips (zero temperature) iff
+``P`` matmuls at most. Terms ``k`` of one parity with equal ``u^k`` share one matmul (their
+``s^{P-k}`` factors summed first: ``u^k = u`` for every odd ``k`` of ±1 or 0/±1 patterns),
+and a constant ``u^k`` (``u ∈ {±1}``, ``k`` even) is a row sum: ±1 patterns at ``P = 4``
+take 2 matmuls (``s`` and ``(c_1 s³ + c_3 s) @ u``), supervised ones ``P``. ``ΔE_i = -N (cN)^{-P} D_i``, so a spin flips (zero temperature) iff
 ``D_i > 0``; ties (``ΔE = 0``) keep the spin.
 
 **Why float64.** All the quantities above are integers. A float holds integers exactly up
@@ -225,11 +227,19 @@ class DenseHebbian:
         self.umax = float(u.abs().max())
         self.shared = u.dim() == 2
         self.powers = [None] + [u**k for k in range(1, self.P + 1)]
-        self.const: list[float | None] = [None] * (self.P + 1)
+        # terms k < P grouped by (parity of k, u^k): equal powers share one matmul
+        # (±1 patterns: every odd k is u, every even k the constant 1; 0/±1: u or |u|)
+        self.groups: list[tuple[int, torch.Tensor, float | None, list[int]]] = []
         for k in range(1, self.P):
-            first = self.powers[k].flatten()[0]
-            if bool((self.powers[k] == first).all()):
-                self.const[k] = float(first)
+            pk = self.powers[k]
+            for _, mat, _, ks in self.groups:
+                if (ks[0] - k) % 2 == 0 and torch.equal(mat, pk):
+                    ks.append(k)
+                    break
+            else:
+                first = pk.flatten()[0]
+                const = float(first) if bool((pk == first).all()) else None
+                self.groups.append((k % 2, pk, const, [k]))
         self.last = self.powers[self.P].sum(-2)  # (N,) or (B, N): the k = P term
         self.coef = [float(math.comb(self.P, k) * (-2) ** k) for k in range(self.P + 1)]
         # every |s| <= umax N, so this bounds every partial sum for any state
@@ -268,8 +278,9 @@ class DenseHebbian:
 
     def gains(self, sigma: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``D_i = Σ_μ [(s_μ - 2 u_μi σ_i)^P - s_μ^P]`` for every spin (``(B, N)``, exact
-        integers): spin ``i`` lowers the energy by flipping iff ``D_i > 0``. ``P`` matmuls
-        via the binomial expansion (module docstring). ``rows``: which trials ``sigma``
+        integers): spin ``i`` lowers the energy by flipping iff ``D_i > 0``. At most ``P``
+        matmuls via the binomial expansion (module docstring); terms whose ``u^k`` and
+        parity agree are summed before one shared matmul. ``rows``: which trials ``sigma``
         holds (with per-trial patterns)."""
         sigma = sigma.to(torch.float64)
         s = self.fields(sigma, rows)
@@ -280,15 +291,17 @@ class DenseHebbian:
         out = torch.zeros_like(sigma)
         last = self.coef[self.P] * self._take(self.last, rows)
         out += last * sigma if self.P % 2 else last
-        for k in range(1, self.P):
-            a = sp[self.P - k]
-            if self.const[k] is not None:
-                h = a.sum(-1, keepdim=True) * self.const[k]
+        for odd, mat, const, ks in self.groups:
+            a = self.coef[ks[0]] * sp[self.P - ks[0]]
+            for k in ks[1:]:
+                a = a + self.coef[k] * sp[self.P - k]
+            if const is not None:
+                h = a.sum(-1, keepdim=True) * const
             elif self.shared:
-                h = a @ self.powers[k]
+                h = a @ mat
             else:
-                h = torch.bmm(a.unsqueeze(1), self._take(self.powers[k], rows)).squeeze(1)
-            out += self.coef[k] * (h * sigma if k % 2 else h)
+                h = torch.bmm(a.unsqueeze(1), self._take(mat, rows)).squeeze(1)
+            out += h * sigma if odd else h
         return out
 
     def delta_energy(self, sigma: torch.Tensor) -> torch.Tensor:
