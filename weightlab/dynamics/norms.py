@@ -14,9 +14,9 @@
 Both take weights oriented as ``nn.Linear`` stores them (``(out, in)``), with
 ``member_dims`` leading dims of population members (``1`` for a population's stacked
 ``(N, out, in)`` blocks), as the built-in probes' math in :mod:`weightlab.train.probes`
-does. :func:`path_norm_probe` and :func:`two_layer_norm_probe` wrap them as
-:class:`~weightlab.train.Probe` objects (``kind="user"``: a population runs them per member
-on a materialized module; the same values as the loop). Per-layer weight norms and relative
+does. :func:`path_norm_probe` and :func:`two_layer_norm_probe` wrap them as parameter
+probes (:func:`weightlab.train.probes.param_probe`): a population computes them once for
+all members on its stacked parameters, with the loop's values. Per-layer weight norms and relative
 change from init are the built-ins :func:`weightlab.train.probes.weight_norm` and
 :func:`~weightlab.train.probes.relative_change` (vectorized in populations).
 """
@@ -27,10 +27,9 @@ from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 
 import torch
-from torch import nn
 
 from weightlab.errors import ConfigError
-from weightlab.train.probes import Probe, ProbeContext, model_params
+from weightlab.train.probes import Probe, param_probe
 
 
 def _check_member_dims(member_dims: int) -> None:
@@ -123,15 +122,14 @@ def path_norm_probe(every: int, params: Sequence[str] = (), name: str = "path_no
     dims, i.e. an MLP's Linear weights). One value per step."""
     globs = (params,) if isinstance(params, str) else tuple(params)
 
-    def fn(model: nn.Module, ctx: ProbeContext) -> torch.Tensor:
-        ps = model_params(model)
+    def fn(ps: Mapping[str, torch.Tensor], init: object, md: int) -> torch.Tensor:
         if globs:
             names = _pick(list(ps), globs, f"probe {name!r}")
         else:
-            names = [n for n, p in ps.items() if p.ndim == 2]
-        return path_norm([ps[n] for n in names])
+            names = [n for n, p in ps.items() if p.ndim == 2 + md]
+        return path_norm([ps[n] for n in names], md)
 
-    return Probe(name, every, fn)
+    return param_probe(name, every, fn)
 
 
 def two_layer_norm_probe(
@@ -147,14 +145,13 @@ def two_layer_norm_probe(
     if not readout_scale > 0:
         raise ConfigError(f"readout_scale must be > 0, got {readout_scale!r}")
 
-    def fn(model: nn.Module, ctx: ProbeContext) -> torch.Tensor:
-        ps: Mapping[str, torch.Tensor] = model_params(model)
+    def fn(ps: Mapping[str, torch.Tensor], init: object, md: int) -> torch.Tensor:
         for n in (first, second):
             if n not in ps:
                 raise ConfigError(
                     f"probe {name!r}: the model has no parameter {n!r}; parameters are: "
                     f"{', '.join(ps)}"
                 )
-        return two_layer_norm(ps[first], readout_scale * ps[second])
+        return two_layer_norm(ps[first], readout_scale * ps[second], md)
 
-    return Probe(name, every, fn)
+    return param_probe(name, every, fn)

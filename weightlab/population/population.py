@@ -65,6 +65,7 @@ from weightlab.train.probes import (
     probe_param_names,
     relative_changes,
     run_probes,
+    to_jsonable,
     total_distance,
 )
 
@@ -544,6 +545,9 @@ class Population:
                 split = run.data.train
                 total, _ = engine.evaluate(split, self._eval_rows(len(members)))
                 per_member = {p.name: total / len(split)}
+            elif p.kind == "params":
+                self._param_probe(p, params, init_views, live, rows)
+                continue
             if per_member is not None:
                 for key, vals in per_member.items():
                     vals = vals.detach().to("cpu", torch.float64).tolist()
@@ -556,6 +560,17 @@ class Population:
                 rows[j].update(row)
         for j in live:
             results[members[j]].probes.append(rows[j])
+
+    @staticmethod
+    def _param_probe(probe, params, init_views, live, rows) -> None:
+        """A :func:`~weightlab.train.probes.param_probe`: one call on the stacked members."""
+        value = probe.stacked(params, init_views, 1)
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for key, vals in items:
+            full = probe.name if key is None else f"{probe.name}/{key}"
+            vals = torch.as_tensor(vals).detach().to("cpu")
+            for j in live:
+                rows[j][full] = to_jsonable(vals[j], full)
 
     def _user_probe(self, probe, run, members, engine, step, j, init_views) -> dict:
         i = members[j]

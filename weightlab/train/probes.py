@@ -18,7 +18,9 @@ JSON-ready (0-dim tensors -> float, other tensors -> nested lists) in
 ``TrainResult.probes`` as ``{"step": t, "<name>/<key>": value, ...}``.
 
 Built-ins (named constructors; ``Probe.kind`` tells a population engine which vectorized
-computation to run; user probes have ``kind="user"`` and run per member):
+computation to run; user probes have ``kind="user"`` and run per member; a
+:func:`param_probe` (``kind="params"``) is a function of the parameters alone, written with
+leading member dims, which a population calls once for all members):
 
 - :func:`weight_norm`: ``‖W‖_F`` of each selected parameter, key = plain parameter name;
 - :func:`distance_from_init`: ``‖θ_t − θ_0‖₂`` over all parameters (one value; 0 at step 0);
@@ -47,7 +49,15 @@ from weightlab.core.selectors import plain_name
 from weightlab.errors import ConfigError
 
 MAX_ELEMENTS = 1024
-KINDS = ("user", "weight_norm", "distance_from_init", "relative_change", "grad_norm", "train_loss")
+KINDS = (
+    "user",
+    "params",
+    "weight_norm",
+    "distance_from_init",
+    "relative_change",
+    "grad_norm",
+    "train_loss",
+)
 
 
 @dataclass
@@ -74,6 +84,10 @@ class ProbeContext:
 
 
 ProbeFn = Callable[[nn.Module, ProbeContext], object]
+#: ``fn(params, init, member_dims)``: ``{plain_name: tensor}`` of the parameters and of θ_0,
+#: each with ``member_dims`` leading member dims; returns a tensor or ``{key: tensor}`` whose
+#: leading ``member_dims`` dims are the members.
+StackedFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], int], object]
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class Probe:
         fn: ``fn(model, ctx) -> dict | float | Tensor``.
         kind: ``"user"`` or the built-in it is (set by the built-in constructors).
         params: parameter globs for the per-layer built-ins (``()`` = all with ndim >= 2).
+        stacked: for ``kind="params"``, the member-vectorized function (:data:`StackedFn`);
+            build such probes with :func:`param_probe`.
     """
 
     name: str
@@ -93,6 +109,7 @@ class Probe:
     fn: ProbeFn = field(compare=False)
     kind: str = "user"
     params: tuple[str, ...] = ()
+    stacked: StackedFn | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -111,6 +128,11 @@ class Probe:
             )
         if not callable(self.fn):
             raise ConfigError(f"probe {self.name!r}: fn must be callable")
+        if (self.kind == "params") != callable(self.stacked):
+            raise ConfigError(
+                f"probe {self.name!r}: a 'params' probe needs a callable stacked function and "
+                "no other kind takes one; build it with weightlab.train.probes.param_probe"
+            )
         if isinstance(self.params, str):
             object.__setattr__(self, "params", (self.params,))
         object.__setattr__(self, "params", tuple(self.params))
@@ -201,6 +223,23 @@ def weight_norm(every: int, params: Sequence[str] = (), name: str = "weight_norm
 
     probe = Probe(name, every, fn, "weight_norm", tuple(params))
     return probe
+
+
+def param_probe(name: str, every: int, fn: StackedFn) -> Probe:
+    """A probe of the parameters alone, vectorized over population members.
+
+    ``fn(params, init, member_dims)`` gets ``{plain_name: tensor}`` of the parameters and of
+    θ_0 with ``member_dims`` leading member dims and returns a tensor or ``{key: tensor}``
+    whose leading ``member_dims`` dims are the members. The loop calls it with one model's
+    tensors (``member_dims = 0``); a population calls it once per probed step with every
+    member's tensors stacked (``member_dims = 1``) and records row ``j`` for member ``j``,
+    so a member's values equal its solo run's.
+    """
+
+    def one(model: nn.Module, ctx: ProbeContext | None) -> object:
+        return fn(model_params(model), {} if ctx is None else ctx.init, 0)
+
+    return Probe(name, every, one, "params", stacked=fn)
 
 
 def distance_from_init(every: int, name: str = "distance_from_init") -> Probe:
