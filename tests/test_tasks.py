@@ -49,6 +49,8 @@ SMALL = {
     "vader_sentences": {"tokenizer": "tiny"},
     "mnist1d_shift": {"part": "B"},
     "binary_gaussian": {"n_train": 30, "n_val": 10, "n_test": 20, "d": 4},
+    "latent_factors": {"n_train": 30, "n_val": 10, "n_test": 20, "n_unlabeled": 40, "d": 6, "r": 2},
+    "latent_mixture": {"n_train": 30, "n_val": 10, "n_test": 20, "n_unlabeled": 40, "d": 6, "r": 3},
     "hebbian": {"n": 30, "k": 4, "dilution": 0.2, "n_train": 20, "n_val": 8, "n_test": 12},
     "teacher_relu": {"n_train": 50, "n_val": 20, "n_test": 30, "d": 6},
 }
