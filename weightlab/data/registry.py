@@ -29,6 +29,8 @@ from weightlab.data import (
     vader,
     xor,
 )
+from weightlab.data.conv_teacher import PARAMS as CONV_TEACHER_PARAMS
+from weightlab.data.conv_teacher import load_conv_teacher
 from weightlab.data.digits import load_digits
 from weightlab.data.dsd import PARAMS as DSD_PARAMS
 from weightlab.data.dsd import load_dsd
@@ -130,6 +132,13 @@ TASKS: dict[str, Task] = _tasks(
         summary="two Gaussian classes N(±mu e1, I), no validation split",
     ),
     Task("dsd", load_dsd, DSD_PARAMS, summary="DSD: k Gaussian patches, one carries y*s*w*"),
+    Task(
+        "conv_teacher",
+        load_conv_teacher,
+        CONV_TEACHER_PARAMS,
+        "regression",
+        "conv residual teacher: sum_j a*_j ReLU(Z_j v*/|v*|), v* = 1/sqrt(p) + w*",
+    ),
     Task(
         "hebbian",
         hebbian.load_hebbian,
