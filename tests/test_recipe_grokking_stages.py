@@ -191,3 +191,23 @@ def test_population_and_loop_engines_record_the_same_curves(tmp_path, one_thread
     for arm in pop:
         for key in ("train_acc_curve", "test_acc_curve", "conc_curve", "rel_top_curve"):
             assert pop[arm][key] == pytest.approx(loop[arm][key], abs=1e-4), (arm, key)
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_summary_as_one(tmp_path):
+    from weightlab.recipes.runner import run_recipe
+
+    got = []
+    for workers in (1, 2):
+        cfg = make_config(
+            "grokking-stages",
+            smoke=True,
+            seeds=1,
+            steps=20,
+            eval_every=10,
+            hidden=8,
+            workers=workers,
+        )
+        run, _ = run_recipe("grokking-stages", cfg, out=tmp_path / f"w{workers}")
+        got.append((run / "summary.json").read_bytes())
+    assert got[0] == got[1]

@@ -63,7 +63,6 @@ from weightlab.dynamics.stages import (
 from weightlab.errors import ConfigError
 from weightlab.models.factory import model_factory
 from weightlab.models.mlp import MLP
-from weightlab.progress import progress_bar
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import judge, majority_rate, no_divergence
 from weightlab.recipes.members import ENGINES
@@ -72,10 +71,10 @@ from weightlab.recipes.stats import mean_std
 from weightlab.recipes.stats import num as _num
 from weightlab.recipes.stats import pm as _pm
 from weightlab.recipes.tasks import task_opt
+from weightlab.runs.parallel import UnitJob, run_units
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
 from weightlab.seeding import derive_seed
-from weightlab.threads import intra_op_threads
 from weightlab.train import probes as P
 from weightlab.train.config import OptimConfig, TrainConfig
 
@@ -94,6 +93,7 @@ LAZY_CONC_RATIO = 1.5  # (a) median concentration at t_mem <= 1.5x its step-0 va
 LAZY_TOP_RATIO = 3.0  # (a) top layer's relative change >= 3x the hidden layer's at t_mem
 WD0_SLOWDOWN = 2.0  # (c) at weight decay 0, t_gen censored or >= 2x base's
 HIDDEN, TOP = "layers.0.weight", "layers.1.weight"
+NAME = "grokking-stages"
 ARMS = ("base", "wd0", "low_lr")  # plus one "frac<f>" arm per other train fraction
 
 
@@ -144,6 +144,13 @@ class GrokkingStagesConfig(RecipeConfig):
         3000, "full-batch steps (the budget; unreached stage times censor here)", min=1
     )
     eval_every: int = opt(50, "steps between evaluations and probes", min=1)
+    workers: int = opt(
+        2,
+        "train fractions computed at once in worker processes (one thread each; the numbers "
+        "do not depend on it)",
+        min=1,
+        max=64,
+    )
     engine: str = opt(
         "population",
         "train each fraction's members as one population, or in a loop",
@@ -234,7 +241,7 @@ def value_at(m: dict, key: str, step: int | None, steps_key: str = "probe_steps"
 
 
 class GrokkingStages(Recipe):
-    name = "grokking-stages"
+    name = NAME
     family = "dynamics"
     row = 27
     paper = (
@@ -255,6 +262,7 @@ class GrokkingStages(Recipe):
         "hidden": 32,
         "steps": 60,
         "eval_every": 10,
+        "workers": 1,  # spawning a worker (importing torch) costs more than the smoke run
     }
     # lr 1e-7 for 20 steps: nothing memorizes, so the base never groks (claims not tested)
     broken: ClassVar[dict] = {"lr": 1e-7, "low_lr": 1e-7, "steps": 20}
@@ -303,46 +311,26 @@ class GrokkingStages(Recipe):
 
     # -- run -------------------------------------------------------------------------------
     def run(self, cfg: GrokkingStagesConfig, rd: RunDir, progress: bool = False) -> dict:
-        from weightlab.population import MemberSpec
-
-        factory = model_factory(MLP, [2 * cfg.p, cfg.hidden, cfg.p])
-        seeds = list(range(cfg.seeds))
-        init_seed = {s: derive_seed(self.name, "init", s) for s in seeds}
-        arms = arm_table(cfg)
         fractions = parse_fractions(cfg.fractions, cfg.train_fraction)
-        probes = [
-            fourier_probe(cfg.eval_every, cfg.p),
-            P.relative_change(cfg.eval_every, params=(HIDDEN, TOP)),
+        arms = arm_table(cfg)
+        # the costliest population first, so two workers finish close together
+        work = {f: sum(a[1] == f for a in arms) * f for f in fractions}
+        order = sorted(fractions, key=lambda f: -work[f])
+        workers = cfg.workers if cfg.device == "cpu" else 1
+        jobs = [
+            UnitJob(
+                f"fraction-{f:g}", fraction_unit, (cfg, f, progress and workers == 1), _check_unit
+            )
+            for f in order
         ]
-        bar = progress_bar(len(fractions), self.name, "population", progress, line_each_update=True)
+        done = run_units(rd, jobs, workers=workers, threads=1, progress=progress, label=self.name)
+        by_fraction = {f: metrics for f, (metrics, _) in zip(order, done, strict=True)}
         records, cpu = [], {}
         for f in fractions:
-            data = self._task(cfg, f)
-            group = [a for a in arms if a[1] == f]
-
-            def compute(data=data, group=group, f=f):
-                t0 = time.process_time()
-                specs, meta = [], []
-                for arm, _, lr, wd in group:
-                    for s in seeds:
-                        optim = OptimConfig("adamw", lr=lr, weight_decay=wd, betas=(0.9, cfg.beta2))
-                        specs.append(MemberSpec(seed=init_seed[s], optim=optim))
-                        meta.append((arm, s))
-                train_cfg = TrainConfig(cfg.steps, len(data.train), cfg.eval_every, specs[0].optim)
-                results = _train(factory, specs, data, train_cfg, probes, cfg, progress)
-                members = [
-                    member_record(arm, s, f, r) for (arm, s), r in zip(meta, results, strict=True)
-                ]
-                return {"members": members, "cpu_seconds": time.process_time() - t0}, {}
-
-            with intra_op_threads(1):  # small matmuls: a second thread only costs (measured)
-                metrics, _ = rd.unit(f"fraction-{f:g}", compute, check=_check_unit)
+            metrics = by_fraction[f]
             records += metrics["members"]
-            cpu[f] = (metrics["cpu_seconds"], len(metrics["members"]), len(data.train))
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            n_train = len(self._task(cfg, f).train)
+            cpu[f] = (metrics["cpu_seconds"], len(metrics["members"]), n_train)
         self._measurements = [
             (
                 "CPU time per population (one intra-op thread; machine-dependent)",
@@ -720,6 +708,38 @@ class GrokkingStages(Recipe):
                 "stages.png", "Accuracy with stage times; concentration per arm", figure_png(fig)
             )
         ]
+
+
+def fraction_unit(cfg: GrokkingStagesConfig, fraction: float, progress: bool = False):
+    """One resumable unit (module-level: :func:`~weightlab.runs.parallel.run_units` may run it
+    in a spawned worker): every arm at train fraction ``fraction`` as one population (per-member
+    optimizer), probed every ``eval_every`` steps. Returns ``(metrics, {})``."""
+    from weightlab.population import MemberSpec
+
+    t0 = time.process_time()
+    raw = load_dataset(
+        "modular", cfg.device, p=cfg.p, op=cfg.op, train_fraction=fraction, seed=cfg.split_seed
+    )
+    data = grok_task(raw)
+    factory = model_factory(MLP, [2 * cfg.p, cfg.hidden, cfg.p])
+    probes = [
+        fourier_probe(cfg.eval_every, cfg.p),
+        P.relative_change(cfg.eval_every, params=(HIDDEN, TOP)),
+    ]
+    specs, meta = [], []
+    for arm, f, lr, wd in arm_table(cfg):
+        if f != fraction:
+            continue
+        for s in range(cfg.seeds):
+            optim = OptimConfig("adamw", lr=lr, weight_decay=wd, betas=(0.9, cfg.beta2))
+            specs.append(MemberSpec(seed=derive_seed(NAME, "init", s), optim=optim))
+            meta.append((arm, s))
+    train_cfg = TrainConfig(cfg.steps, len(data.train), cfg.eval_every, specs[0].optim)
+    results = _train(factory, specs, data, train_cfg, probes, cfg, progress)
+    members = [
+        member_record(arm, s, fraction, r) for (arm, s), r in zip(meta, results, strict=True)
+    ]
+    return {"members": members, "cpu_seconds": time.process_time() - t0}, {}
 
 
 def _train(factory, specs, data, train_cfg, probes, cfg, progress):
