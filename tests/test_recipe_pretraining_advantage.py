@@ -56,9 +56,13 @@ def test_claim_logic():
 
 
 def test_bad_config_is_one_line():
-    with pytest.raises(ConfigError, match="--unlabeled must increase strictly"):
+    with pytest.raises(
+        ConfigError, match=r"--unlabeled must be strictly increasing.*100 does not increase on 100"
+    ):
         PretrainingAdvantageConfig(unlabeled="10,100,100")
-    with pytest.raises(ConfigError, match="--unlabeled must be comma-separated integers"):
+    with pytest.raises(
+        ConfigError, match=r"--unlabeled must be comma-separated integers.*'x' is not an integer"
+    ):
         PretrainingAdvantageConfig(unlabeled="10,x")
     with pytest.raises(ConfigError, match="--r 100 must be below --d 100"):
         PretrainingAdvantageConfig(r=100)

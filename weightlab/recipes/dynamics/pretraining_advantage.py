@@ -39,6 +39,7 @@ import torch
 from weightlab.errors import ConfigError
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate
+from weightlab.recipes.options import int_list
 from weightlab.recipes.stats import mean_std
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
@@ -75,19 +76,7 @@ class PretrainingAdvantageConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        try:
-            ms = [int(m) for m in self.unlabeled.split(",")]
-        except ValueError:
-            raise ConfigError(
-                f"--unlabeled must be comma-separated integers like 10,100,1000; "
-                f"got {self.unlabeled!r}"
-            ) from None
-        if not ms or ms[0] < 2:
-            raise ConfigError(f"--unlabeled sizes must be >= 2; got {self.unlabeled!r}")
-        if any(b <= a for a, b in zip(ms[:-1], ms[1:], strict=False)):
-            raise ConfigError(
-                f"--unlabeled must increase strictly (a sweep in m); got {self.unlabeled!r}"
-            )
+        int_list(self.unlabeled, "unlabeled", lo=2, increasing=True, sort=False)
         if self.r >= self.d:
             raise ConfigError(
                 f"--r {self.r} must be below --d {self.d} (fewer factors than inputs)"

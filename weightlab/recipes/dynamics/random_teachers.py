@@ -42,6 +42,7 @@ import torch
 from weightlab.errors import ConfigError, DataError
 from weightlab.recipes.base import ClaimResult, Figure, Recipe, RecipeConfig, figure_png, opt
 from weightlab.recipes.claims import baseline_learned, judge, majority_rate, no_divergence
+from weightlab.recipes.options import float_list
 from weightlab.recipes.stats import mean_std
 from weightlab.runs.rundir import RunDir
 from weightlab.runs.schema import expect_fields, expect_list_of
@@ -82,16 +83,7 @@ class RandomTeachersConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        try:
-            es = [float(e) for e in self.eps.split(",")]
-        except ValueError:
-            raise ConfigError(
-                f"--eps must be comma-separated numbers like 0.001,0.5,1; got {self.eps!r}"
-            ) from None
-        if not es or any(not 0 < e <= 1 for e in es):
-            raise ConfigError(f"--eps values must lie in (0, 1]; got {self.eps!r}")
-        if any(b <= a for a, b in zip(es[:-1], es[1:], strict=False)):
-            raise ConfigError(f"--eps must increase strictly; got {self.eps!r}")
+        float_list(self.eps, "eps", gt=0, le=1, increasing=True, sort=False)
 
     @property
     def eps_values(self) -> list[float]:
