@@ -149,6 +149,12 @@ class AdvaniSaxeConfig(RecipeConfig):
     widths: str = opt("2,5,10,20,50,200,1000", "student widths h of claim (d), increasing")
     relu_steps: int = opt(6000, "full-batch GD steps of claim (d)", min=1, max=10_000_000)
     relu_seeds: int = opt(4, "seeds of claim (d)", min=1, max=1000)
+    relu_step: float = opt(
+        1.0,
+        "GD step of claim (d) as a multiple of 1/λ_max at init (2 = stability limit)",
+        gt=0,
+        max=1000,
+    )
     relu_test: int = opt(2000, "clean test inputs per seed of claim (d)", min=1, max=1_000_000)
 
     def __post_init__(self) -> None:
@@ -228,7 +234,9 @@ class AdvaniSaxe(Recipe):
         "relu_seeds": 2,
         "relu_test": 200,
     }
-    broken: ClassVar[dict] = {"eta": 5.0}
+    broken: ClassVar[dict] = {"eta": 5.0, "relu_step": 50.0}
+    # measured in-process, one thread, CPU time (the 2 cores shared by ~8 jobs): 4.7 s for
+    # the first run of a process (imports, matplotlib), 2.0 s after
     smoke_seconds = 2.0
 
     # -- linear part --------------------------------------------------------------------
@@ -343,7 +351,7 @@ class AdvaniSaxe(Recipe):
                 if arm != "full":
                     st["layers.1.weight"] = torch.zeros_like(st["layers.1.weight"])
                     st["layers.1.bias"] = torch.zeros_like(st["layers.1.bias"])
-                lr = 1.0 / gauss_newton_max(st, x, arm)
+                lr = cfg.relu_step / gauss_newton_max(st, x, arm)
                 specs.append(
                     MemberSpec(
                         seed=seed,
@@ -481,6 +489,8 @@ class AdvaniSaxe(Recipe):
             "relu_rows": relu_rows,
             "sigma0_dim": cfg.sigma0_dim,
             "claims": claims,
+            "members": sum(len(u["members"]) for u in (*linear, *relu)),
+            "diverged_members": [x for r in (*rows, *relu_rows) for x in r["diverged"]],
             "test_error": (
                 "linear: exact expected test MSE ‖w − w̄‖²/d + σ_ε² at each logged step; "
                 "ReLU: MSE against the clean teacher on fresh test inputs"
