@@ -21,7 +21,9 @@ Arms (``seeds`` seeds each, seed ``s`` starting from the same θ₀ in every arm
 ``low_lr`` (lr 3e-3). Different fractions are different data (``MemberSpec`` varies the
 data order, not the data), so the arms form one population per fraction: base, wd0 and
 low_lr share fraction 0.4 (9 members, per-member optimizer), each other fraction is its own
-population; one resumable unit per fraction. The split is one seeded permutation of the
+population; one resumable unit per fraction, ``--workers`` of them at once in spawned
+processes (:func:`weightlab.runs.parallel.run_units`, one intra-op thread each, so the
+numbers do not depend on the worker count). The split is one seeded permutation of the
 pairs (``split_seed``), so the train sets are nested (0.3 ⊂ 0.4 ⊂ 0.5) and seeds differ in
 θ₀ only.
 
