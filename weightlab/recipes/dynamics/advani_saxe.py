@@ -740,6 +740,7 @@ class AdvaniSaxe(Recipe):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         rows = summary["rows"]
         base = sorted((r for r in rows if r["sigma0"] == 0.0 and r["n"]), key=lambda r: r["d"])
@@ -750,7 +751,7 @@ class AdvaniSaxe(Recipe):
             r = next((r for r in base if abs(r["alpha"] - a) < 1e-9), None)
             if r is None:
                 continue
-            t = [max(s, 1) for s in r["steps"]]
+            t = [s if s > 0 else 0.5 for s in r["steps"]]
             ax.plot(
                 t,
                 r["mean_curve"],
@@ -761,7 +762,7 @@ class AdvaniSaxe(Recipe):
             )
             ax.plot(t, r["theory_curve"], "-", color=color, lw=1, label=f"E_g(t), α={a:g}")
         ax.set_xscale("log")
-        ax.set_xlabel("GD step (step 0 drawn at 1)")
+        ax.set_xlabel("GD step (step 0 drawn at 0.5)")
         ax.set_ylabel("test error")
         ax.set_title("(b) seed-mean curves vs theory")
         ax = axes[1]
@@ -783,13 +784,17 @@ class AdvaniSaxe(Recipe):
         )
         ax.axvline(base[0]["d"] * base[0]["alpha"] if base else 100, color="gray", lw=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ticks = [r["d"] for r in base][::2]
+        ax.set_xticks(ticks + ([base[-1]["d"]] if base and base[-1]["d"] not in ticks else []))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("input dimension d (n fixed; line: d = n)")
         ax.set_ylabel("overtraining = final − min test error")
         ax.set_title("(a) overtraining vs d")
         ax = axes[2]
         dim = summary["sigma0_dim"]
         for r in sorted((r for r in rows if r["d"] == dim and r["n"]), key=lambda r: r["sigma0"]):
-            t = [max(s, 1) for s in r["steps"]]
+            t = [s if s > 0 else 0.5 for s in r["steps"]]
             ax.plot(t, r["mean_curve"], "o", ms=2, label=f"σ0={r['sigma0']:g} (d={r['d']})")
             ax.plot(t, r["theory_curve"], "-", lw=1, color=ax.lines[-1].get_color())
         ax.set_xscale("log")
