@@ -25,12 +25,12 @@ All functions take ``member_dims`` leading dims (population members, stacked by
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
-from torch import nn
 
 from weightlab.errors import ConfigError
-from weightlab.train.probes import Probe, ProbeContext, model_params
+from weightlab.train.probes import Probe, param_probe
 
 SUMMARIES = ("median", "mean", "min", "max")
 
@@ -123,22 +123,22 @@ def fourier_probe(
     steps: keys ``<name>/median``, ``/mean``, ``/min``, ``/max`` (over hidden units and both
     operands) and ``<name>/peak_share`` (the share of units whose ``a`` and ``b`` weights
     peak at the same frequency: the shared-frequency features of modular addition). A
-    user probe: the loop and populations both call it with the member's module."""
+    parameter probe (:func:`weightlab.train.probes.param_probe`): a population computes it
+    once for all members on the stacked weights, with the loop's values."""
     _check_p(p)
 
-    def fn(model: nn.Module, ctx: ProbeContext) -> dict:
-        params = model_params(model)
+    def fn(params: Mapping[str, torch.Tensor], init: object, md: int) -> dict:
         if param not in params:
             raise ConfigError(
                 f"fourier probe: the model has no parameter {param!r}; parameters are: "
                 f"{', '.join(params)}"
             )
-        conc, freq = neuron_concentration(params[param].detach(), p)
-        out = concentration_summary(conc)
-        out["peak_share"] = (freq[..., 0] == freq[..., 1]).double().mean()
+        conc, freq = neuron_concentration(params[param].detach(), p, md)
+        out = concentration_summary(conc, md)
+        out["peak_share"] = (freq[..., 0] == freq[..., 1]).double().mean(-1)
         return out
 
-    return Probe(name, every, fn)
+    return param_probe(name, every, fn)
 
 
 __all__ = [
