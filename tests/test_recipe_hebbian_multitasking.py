@@ -46,23 +46,31 @@ def _row(d, sorted_mean, start="cascade", converged=4):
     }
 
 
+def _both(d, sorted_mean, converged=4, random=None):
+    return [_row(d, sorted_mean, converged=converged), _row(d, random or sorted_mean, "random")]
+
+
 def test_claims_on_hand_made_rows():
     rows = [
-        _row(0.1, [0.90, 0.10, 0.01]),
-        _row(0.2, [0.80, 0.18, 0.05]),
-        _row(0.9, [0.10, 0.09, 0.082]),
-        _row(0.1, [0.5, 0.5, 0.5], start="random"),  # the random start is not judged
+        *_both(0.1, [0.90, 0.10, 0.01]),
+        *_both(0.2, [0.80, 0.18, 0.05]),
+        *_both(0.9, [0.10, 0.09, 0.082]),
     ]
     a, b = HebbianMultitasking.check_claims(rows)
-    assert a.held is True and a.evidence["largest_gap"] == pytest.approx(0.02)
-    assert b.held is True and b.evidence["ratio"] == pytest.approx(0.82)
-    rows[1] = _row(0.2, [0.80, 0.20, 0.05])  # 0.04 off the cascade's 0.16
-    rows[2] = _row(0.9, [0.10, 0.09, 0.07])
+    assert a.held is True and a.evidence["cascade"]["largest_gap"] == pytest.approx(0.02)
+    assert b.held is True and b.evidence["random"]["ratio"] == pytest.approx(0.82)
+    # a mixture state from the random start fails (a), whatever the cascade start does
+    rows[1] = _row(0.1, [0.5, 0.5, 0.5], start="random")
+    a = HebbianMultitasking.check_claims(rows)[0]
+    assert a.held is False and a.evidence["cascade"]["held"] and not a.evidence["random"]["held"]
+    rows[2:4] = _both(0.2, [0.80, 0.20, 0.05])  # 0.04 off the cascade's 0.16
+    rows[4:6] = _both(0.9, [0.10, 0.09, 0.082], random=[0.10, 0.09, 0.07])
     a, b = HebbianMultitasking.check_claims(rows)
-    assert a.held is False and b.held is False
-    rows[2] = _row(0.9, [0.10, 0.09, 0.07], converged=3)
+    assert a.held is False and b.held is False and b.evidence["cascade"]["held"]
+    rows[4:6] = _both(0.9, [0.10, 0.09, 0.07], converged=3)
     assert HebbianMultitasking.check_claims(rows)[1].held is None
-    assert HebbianMultitasking.check_claims([_row(0.5, [0.5, 0.25, 0.12])])[0].held is None
+    assert HebbianMultitasking.check_claims(_both(0.5, [0.5, 0.25, 0.12]))[0].held is None
+    assert HebbianMultitasking.check_claims([_row(0.9, [0.1, 0.09, 0.08])])[1].held is None
 
 
 @pytest.mark.parametrize(

@@ -285,22 +285,23 @@ class DenseHebbian:
         sigma = sigma.to(torch.float64)
         s = self.fields(sigma, rows)
         self._check_exact(s)
-        sp = [torch.ones_like(s), s]
-        for _ in range(2, self.P):
-            sp.append(sp[-1] * s)
+        pw = {1: s}  # s^e for e = 1..P-1 (the k = P term needs none)
+        for e in range(2, self.P):
+            pw[e] = pw[e - 1] * s
         out = torch.zeros_like(sigma)
         last = self.coef[self.P] * self._take(self.last, rows)
         out += last * sigma if self.P % 2 else last
         for odd, mat, const, ks in self.groups:
-            a = self.coef[ks[0]] * sp[self.P - ks[0]]
-            for k in ks[1:]:
-                a = a + self.coef[k] * sp[self.P - k]
-            if const is not None:
-                h = a.sum(-1, keepdim=True) * const
-            elif self.shared:
-                h = a @ mat
+            if const is not None:  # a row sum: no (B, K) temporary
+                h = sum(self.coef[k] * pw[self.P - k].sum(-1, keepdim=True) for k in ks) * const
             else:
-                h = torch.bmm(a.unsqueeze(1), self._take(mat, rows)).squeeze(1)
+                a = torch.mul(pw[self.P - ks[0]], self.coef[ks[0]])
+                for k in ks[1:]:
+                    a.add_(pw[self.P - k], alpha=self.coef[k])
+                if self.shared:
+                    h = a @ mat
+                else:
+                    h = torch.bmm(a.unsqueeze(1), self._take(mat, rows)).squeeze(1)
             out += h * sigma if odd else h
         return out
 
