@@ -53,6 +53,8 @@ SMALL = {
     "latent_mixture": {"n_train": 30, "n_val": 10, "n_test": 20, "n_unlabeled": 40, "d": 6, "r": 3},
     "hebbian": {"n": 30, "k": 4, "dilution": 0.2, "n_train": 20, "n_val": 8, "n_test": 12},
     "teacher_relu": {"n_train": 50, "n_val": 20, "n_test": 30, "d": 6},
+    "dsd": {"k": 3, "d": 4, "n_train": 30, "n_val": 10, "n_test": 20},
+    "conv_teacher": {"k": 3, "p": 4, "n_train": 30, "n_val": 10, "n_test": 20},
 }
 TOKEN_TASKS = ("sentences", "vader_words", "vader_sentences")  # packed int64 token ids
 SEEDED = [n for n, p in TASKS.items() if "seed" in {q.name for q in p.params}]
@@ -129,7 +131,8 @@ def test_unknown_task_lists_the_names():
         load_dataset("mnist2d")
     msg = str(e.value)
     assert msg.startswith(
-        "unknown task 'mnist2d'; choose one of: binary_gaussian, breast_cancer, deep_linear"
+        "unknown task 'mnist2d'; choose one of: binary_gaussian, breast_cancer, conv_teacher, "
+        "deep_linear"
     )
     assert "FILE.npz or idx:DIR" in msg and "\n" not in msg
     with pytest.raises(DataError, match="unknown task"):

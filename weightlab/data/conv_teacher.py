@@ -6,7 +6,8 @@ Gaussian patches ``Z_j ~ N(0, I_p)`` and
 
 with the shortcut filter ``s = 𝟙/√p``, ``w* ~ N(0, I/p)`` and ``a* ~ N(0, I_k)``, all drawn
 from ``generator(derive_seed("conv_teacher", seed))`` (``w*``, ``a*``, then the training
-inputs; test inputs from ``derive_seed("conv_teacher", "test", seed)``). Inputs are stored
+inputs; validation and test inputs from ``derive_seed("conv_teacher", "val" | "test",
+seed)``; no validation split by default). Inputs are stored
 flattened, ``(n, k·p)`` (patch ``j`` is ``x[j·p:(j+1)·p]``); targets ``(n, 1)``; noiseless.
 The students and their two-phase training live in :mod:`weightlab.dynamics.conv_residual`.
 """
@@ -27,6 +28,7 @@ PARAMS = (
     Param("k", "int", 8, "patches", min=1),
     Param("p", "int", 16, "patch dimension", min=1),
     Param("n_train", "int", 2048, "training inputs", min=1),
+    Param("n_val", "int", 0, "validation inputs (0: none)", min=0),
     Param("n_test", "int", 1000, "test inputs", min=1),
     Param("seed", "int", 0, "seed of the teacher and the inputs", min=0),
 )
@@ -53,13 +55,14 @@ def teacher_weights(k: int, p: int, seed: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def load_conv_teacher(
-    k: int = 8, p: int = 16, n_train: int = 2048, n_test: int = 1000, seed: int = 0
+    k: int = 8, p: int = 16, n_train: int = 2048, n_val: int = 0, n_test: int = 1000, seed: int = 0
 ) -> TaskData:
-    """The registered task ``conv_teacher`` (regression; no validation split)."""
+    """The registered task ``conv_teacher`` (regression)."""
     a_star, w_star, g = teacher_weights(k, p, seed)
     v_star = shortcut_filter(p) + w_star
     z = torch.randn(n_train, k, p, generator=g)
     zt = torch.randn(n_test, k, p, generator=generator(derive_seed("conv_teacher", "test", seed)))
+    zv = torch.randn(n_val, k, p, generator=generator(derive_seed("conv_teacher", "val", seed)))
 
     def split(x: torch.Tensor) -> Split:
         return Split(x.reshape(len(x), k * p), conv_teacher(x, a_star, v_star)[:, None])
@@ -67,7 +70,7 @@ def load_conv_teacher(
     return TaskData(
         "conv_teacher",
         split(z),
-        Split(torch.empty(0, k * p), torch.empty(0, 1)),
+        split(zv),
         split(zt),
         0,
         "regression",

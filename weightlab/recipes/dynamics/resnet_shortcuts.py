@@ -179,13 +179,13 @@ class ResnetShortcuts(Recipe):
     smoke: ClassVar[dict] = {
         "seeds": 2,
         "inits": 6,
-        "n_inputs": 256,
-        "steps": 150,
-        "phase_steps": "50,100",
+        "n_inputs": 128,
+        "steps": 90,
+        "phase_steps": "30,60",
     }
     broken: ClassVar[dict] = {"lr": 1e-6}
     # measured: CPU time of the smoke run (in-process, one thread, 2 shared cores)
-    smoke_seconds = 2.5
+    smoke_seconds = 1.5
 
     def run(self, cfg: ResnetShortcutsConfig, rd: RunDir, progress: bool = False) -> dict:
         runs = []
@@ -205,7 +205,7 @@ class ResnetShortcuts(Recipe):
         """Teacher ``t``'s 4 arms × ``inits`` students; their start and final losses, final
         angle to ``v*`` and cosine of ``a`` with ``a*``."""
         k, p, m = cfg.k, cfg.p, cfg.inits
-        task = load_conv_teacher(k, p, cfg.n_inputs, 1, seed=t)
+        task = load_conv_teacher(k, p, n_train=cfg.n_inputs, n_test=1, seed=t)
         s = shortcut_filter(p)
         a_star, v_star = task.info["a_star"], task.info["v_star"]
         z = task.train.x.view(cfg.n_inputs, k, p)
