@@ -31,10 +31,10 @@ Claims (fixed rules, module constants):
 - (a) "CNNs require O(k+d) samples, whereas LCNs require Omega(kd) samples": ``n90`` of the
   CNN < the LCN's at every ``(k, d)``.
 - (b) "LCNs need O(k(k+d)) samples, compared to Omega(k^2d) samples for FCNs": ``n90`` of
-  the LCN < the FCN's at every ``(k, d)``. Expected to fail at this scale: the DSD label is
-  a function of the linear sum ``Σ_j w*ᵀx_j``'s sign only up to the other patches' noise,
-  and the FCN learns that sum directly (the issue measured FCN 32–64 vs LCN 64–128 at
-  (8, 16)).
+  the LCN < the FCN's at every ``(k, d)``. Expected to fail at this scale: the label is
+  the sign of the linear sum ``Σ_j w*ᵀx_j`` up to the other patches' noise (``s = 6``
+  against ``k − 1`` unit-variance terms), a linear function the FCN fits directly (the issue
+  measured FCN 32–64 vs LCN 64–128 at (8, 16)).
 - (c) growth: from ``(4, 8)`` to ``(8, 16)`` the CNN's ``n90`` grows <= 2.5× (additive in
   ``k + d``: 12 → 24 is 2×), the LCN's >= 3× (multiplicative in ``kd``: 32 → 128 is 4×).
 
