@@ -1,5 +1,5 @@
 """Conv residual teacher-student: a one-hidden-layer convolutional network with a shortcut
-filter on Gaussian patches (Liu, Hu, Wang, Zhang, Zhao & Li 2019, "Towards Understanding the
+filter on Gaussian patches (Liu, Chen, Zhou, Du, Zhou & Zhao 2019, "Towards Understanding the
 Importance of Shortcut Connections in Residual Networks", NeurIPS; row [#100]; the setting
 of Du et al. 2017 with a residual link).
 

@@ -1,6 +1,6 @@
 """Recipe ``locality``: Lahoti, Karp, Winston, Singh & Li 2024, "Role of Locality and Weight
 Sharing in Image-Based Tasks: A Sample Complexity Separation between CNNs, LCNs, and FCNs"
-(arXiv:2403.15707, row [#32]), a reduced version (small k, d).
+(row [#32]), a reduced version (small k, d).
 
 Task: DSD (:class:`weightlab.data.dsd.DSDTask`, signal strength ``s = 6``), for every
 ``(k, d)`` of the grid. Models (:class:`weightlab.models.local.PatchNet`, 8 channels, ReLU):
@@ -204,8 +204,7 @@ class Locality(Recipe):
     row = 32
     paper = (
         "Lahoti, Karp, Winston, Singh & Li 2024, Role of Locality and Weight Sharing in "
-        "Image-Based Tasks: A Sample Complexity Separation between CNNs, LCNs, and FCNs "
-        "(arXiv:2403.15707)"
+        "Image-Based Tasks: A Sample Complexity Separation between CNNs, LCNs, and FCNs"
     )
     claim = "samples to 90% on DSD: CNN < LCN < FCN; the CNN's grows additively, the LCN's with kd"
     Config = LocalityConfig

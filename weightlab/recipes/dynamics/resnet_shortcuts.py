@@ -1,4 +1,4 @@
-"""Recipe ``resnet-shortcuts``: Liu, Hu, Wang, Zhang, Zhao & Li 2019, "Towards Understanding
+"""Recipe ``resnet-shortcuts``: Liu, Chen, Zhou, Du, Zhou & Zhao 2019, "Towards Understanding
 the Importance of Shortcut Connections in Residual Networks" (NeurIPS 2019; row [#100]; the
 project's seed text is the NeurIPS review, not the abstract), a reduced version: the
 review's model at small size.
@@ -166,7 +166,7 @@ class ResnetShortcuts(Recipe):
     family = "dynamics"
     row = 100
     paper = (
-        "Liu, Hu, Wang, Zhang, Zhao & Li 2019, Towards Understanding the Importance of "
+        "Liu, Chen, Zhou, Du, Zhou & Zhao 2019, Towards Understanding the Importance of "
         "Shortcut Connections in Residual Networks (NeurIPS 2019; the review's summary)"
     )
     claim = (
