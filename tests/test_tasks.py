@@ -53,6 +53,7 @@ SMALL = {
     "latent_mixture": {"n_train": 30, "n_val": 10, "n_test": 20, "n_unlabeled": 40, "d": 6, "r": 3},
     "hebbian": {"n": 30, "k": 4, "dilution": 0.2, "n_train": 20, "n_val": 8, "n_test": 12},
     "teacher_relu": {"n_train": 50, "n_val": 20, "n_test": 30, "d": 6},
+    "teacher_logistic": {"n_train": 30, "n_val": 10, "n_test": 20, "d": 4},
     "dsd": {"k": 3, "d": 4, "n_train": 30, "n_val": 10, "n_test": 20},
     "conv_teacher": {"k": 3, "p": 4, "n_train": 30, "n_val": 10, "n_test": 20},
 }
