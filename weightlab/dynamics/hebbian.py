@@ -7,7 +7,7 @@ symmetric picture of supervised learning", row [#42]): the network stores
 ``ξ̄_μ = (1/M) Σ_a χ_μ^a ⊙ ξ_μ``, the mean of ``M`` noisy examples, ``P(χ = 1) = (1+r)/2``,
 ``P(χ = -1) = (1-r)/2`` (``r`` the dataset quality).
 
-The energy of a state ``σ ∈ {±1}^N`` is (the papers' Hamiltonian)::
+The energy of a state ``σ ∈ {±1}^N`` is (the form issue 23 specifies)::
 
     E(σ) = -N Σ_μ m_μ^P,     m_μ = ξ̄_μ · σ / N,     P ≥ 2,
 

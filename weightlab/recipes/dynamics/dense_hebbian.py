@@ -1,6 +1,5 @@
-"""Recipe ``dense-hebbian``: Agliari, Albanese, Alemanno, Alessandrelli, Barra, Giannotti,
-Lotito & Pedreschi (2022), "Dense Hebbian neural networks: a replica symmetric picture of
-supervised learning" (row [#42]).
+"""Recipe ``dense-hebbian``: Agliari et al. (2022, 8 authors), "Dense Hebbian neural
+networks: a replica symmetric picture of supervised learning" (row [#42]).
 
 Zero-temperature retrieval in dense Hebbian networks ``E = -N Σ_μ m_μ^P``
 (:mod:`weightlab.dynamics.hebbian`; exact single-flip energy changes, no ``N^P`` tensor).
@@ -160,7 +159,7 @@ class DenseHebbianRecipe(Recipe):
     row = 42
     paper = (
         "Agliari et al. 2022, Dense Hebbian neural networks: a replica symmetric picture of "
-        "supervised learning (arXiv:2212.00606)"
+        "supervised learning"
     )
     claim = (
         "a P = 4 dense Hebbian network retrieves >= 10x more patterns than a pairwise one at "

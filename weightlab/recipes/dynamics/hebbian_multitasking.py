@@ -1,4 +1,4 @@
-"""Recipe ``hebbian-multitasking``: Agliari, Alessandrelli, Barra & Ricci-Tersenghi (2023),
+"""Recipe ``hebbian-multitasking``: Agliari et al. (2023, 4 authors),
 "Parallel Learning by Multitasking Neural Networks" (row [#86]).
 
 A pairwise Hebbian network (``E = -N Σ_μ m_μ²``, the zero-diagonal Hopfield rule,
@@ -133,8 +133,7 @@ class HebbianMultitasking(Recipe):
     family = "dynamics"
     row = 86
     paper = (
-        "Agliari, Alessandrelli, Barra & Ricci-Tersenghi 2023, Parallel Learning by "
-        "Multitasking Neural Networks (arXiv:2308.04106)"
+        "Agliari et al. 2023, Parallel Learning by Multitasking Neural Networks"
     )
     claim = (
         "a pairwise Hebbian network on diluted patterns retrieves them hierarchically, "
