@@ -132,9 +132,7 @@ class HebbianMultitasking(Recipe):
     name = "hebbian-multitasking"
     family = "dynamics"
     row = 86
-    paper = (
-        "Agliari et al. 2023, Parallel Learning by Multitasking Neural Networks"
-    )
+    paper = "Agliari et al. 2023, Parallel Learning by Multitasking Neural Networks"
     claim = (
         "a pairwise Hebbian network on diluted patterns retrieves them hierarchically, "
         "overlaps (1-d) d^(k-1), at mild dilution and with equal strength at strong dilution"
