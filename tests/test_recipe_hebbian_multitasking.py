@@ -98,3 +98,10 @@ def test_a_small_run_follows_the_cascade_at_mild_dilution(tmp_path):
     for got, want in zip(mild["sorted_mean"], cascade(0.2, 3), strict=True):
         assert abs(got - want) < 0.05  # N = 1000: a few 1/sqrt(N)
     assert summary["members"] == 3 * 2 * 2 * 2
+
+
+def test_cli_rejects_a_bad_dilution_with_exit_code_2_and_writes_nothing(cli, tmp_path):
+    out = tmp_path / "r"
+    rc, _, err = cli("run", "hebbian-multitasking", "--dilutions", "0.5,1", "--out", out)
+    assert rc == 2 and "dilution d must lie in [0, 1)" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
