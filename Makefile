@@ -44,3 +44,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/probes.py
 	$(BIN)/python bench/quant.py
+	$(BIN)/python bench/growth.py
+	$(BIN)/python bench/dynamics.py

@@ -11,6 +11,10 @@ import importlib
 from weightlab.lazy import guard_shadowed_names
 
 _EXPORTS: dict[str, str] = {
+    "linear_probe": "linear_probe",
+    "LinearProbe": "linear_probe",
+    "fit_logistic": "linear_probe",
+    "standardize": "linear_probe",
     "layer_matrices": "spectra",
     "esd": "spectra",
     "spectra": "spectra",
