@@ -32,9 +32,9 @@ Claims (thresholds fixed below, seed means, spread shown):
   budget the chosen Hourglass config has a lower mean test MSE than the chosen
   conventional one, and a lower one in at least 2 of 3 seeds (⌈2n/3⌉ of n).
 
-Cost (default run, 2026-11-26, one intra-op thread on the 2-core machine shared at load
-9–16): 485.6 s CPU (user + sys), 30:30 wall; 69 members, 22 units. Over the ~6 min CPU
-guide: the grid is the issue's, and the units run one after another on one core.
+Cost (default run, 2026-11-26, alone on the idle 2-core machine): 4:43 wall, 496 s CPU
+(user + sys); 69 members, 22 units, the grid's configs trained two at a time in worker
+processes (``--workers 2``, one intra-op thread each; the numbers do not depend on it).
 """
 
 from __future__ import annotations
