@@ -16,34 +16,15 @@ every side.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
-from pathlib import Path
+
+from parts import run_parts
 
 PARTS = ("hebbian", "population")
 
 
-def _load(part: str):
-    path = Path(__file__).parent / f"dynamics_{part}.py"
-    spec = importlib.util.spec_from_file_location(f"dynamics_{part}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main(argv: list[str]) -> None:
-    parts = [a for a in argv if not a.startswith("-")] or list(PARTS)
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        print(f"unknown part(s) {bad}; choose from {', '.join(PARTS)}", file=sys.stderr)
-        raise SystemExit(2)
-    for part in parts:
-        print(f"\n=== dynamics: {part} ===", flush=True)
-        result = _load(part).run([1, 2], quiet=False)
-        out = Path(__file__).parent / "results" / f"dynamics_{part}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    run_parts("dynamics", PARTS, argv, lambda mod: mod.run([1, 2], quiet=False))
 
 
 if __name__ == "__main__":

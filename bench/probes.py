@@ -17,34 +17,15 @@ every side.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
-from pathlib import Path
+
+from parts import run_parts
 
 PARTS = ("spectra", "cka", "grand")
 
 
-def _load(part: str):
-    path = Path(__file__).parent / f"probes_{part}.py"
-    spec = importlib.util.spec_from_file_location(f"probes_{part}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main(argv: list[str]) -> None:
-    parts = [a for a in argv if not a.startswith("-")] or list(PARTS)
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        print(f"unknown part(s) {bad}; choose from {', '.join(PARTS)}", file=sys.stderr)
-        raise SystemExit(2)
-    for part in parts:
-        print(f"\n=== probes: {part} ===", flush=True)
-        result = _load(part).run(quiet=False)
-        out = Path(__file__).parent / "results" / f"probes_{part}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    run_parts("probes", PARTS, argv, lambda mod: mod.run(quiet=False))
 
 
 if __name__ == "__main__":
