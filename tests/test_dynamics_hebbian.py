@@ -252,3 +252,17 @@ def test_hebbian_task_cues_are_patterns_with_flipped_spins():
     for split in (d.train, d.test):
         clean = torch.where(xi[split.y] < 0, -1.0, 1.0)
         assert ((split.x != clean).sum(1) == 5).all()
+
+
+@pytest.mark.parametrize(("order", "k", "n"), [(2, 100, 1000), (3, 12, 300), (4, 40, 60)])
+def test_float32_gains_are_the_exact_integers_where_the_bound_allows(order, k, n):
+    g = generator(7)
+    xi = random_patterns(k, n, g, dilution=0.2)
+    net = DenseHebbian(xi, order)
+    assert (net.work_dtype == torch.float32) == (net.work_bound < 2.0**24)
+    sigma = torch.where(torch.rand(16, n, generator=g) < 0.5, -1.0, 1.0).double()
+    s = sigma @ xi.double().T  # (B, K)
+    flipped = s[:, :, None] - 2 * xi.double()[None] * sigma[:, None, :]  # (B, K, N)
+    want = (flipped**order - s[:, :, None] ** order).sum(1)
+    got = net.gains(sigma)
+    assert got.dtype == torch.float64 and torch.equal(got, want)

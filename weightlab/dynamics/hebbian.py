@@ -34,7 +34,11 @@ K = 67,500: sums up to ~4e13; the benchmark's N = 1,000, K = 2,000: ~2e15) float
 round, so the module computes in float64. It checks that ``K (max|u| (N+2))^P`` bounds
 every partial sum below ``2^53``; where it does not (large supervised ``M``), it checks the
 state's own bound ``Σ_μ (|s_μ| + 2 max|u|)^P`` at every update and raises instead of
-returning rounded dynamics.
+returning rounded dynamics. Where a bound on every product and partial sum of the gains'
+matmuls (``DenseHebbian.work_bound``: ``max|s| = max|u| N``, the grouped coefficients and
+``K``) stays below ``2^24``, as for ±1 patterns at P = 2, N = 1,000, K = 100 (~4e5), the gains
+are computed in float32 (``DenseHebbian.work_dtype``): the same integers at twice the
+matmul rate, returned as float64.
 
 Zero-temperature dynamics, trials batched (``σ`` is ``(B, N)``; patterns are shared
 ``(K, N)`` or per trial ``(B, K, N)``):
@@ -59,6 +63,7 @@ import torch
 from weightlab.errors import ConfigError
 
 EXACT_LIMIT = 2.0**53  # float64 holds every integer below this exactly
+FLOAT32_EXACT = 2.0**24  # float32 holds every integer below this exactly
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -244,6 +249,20 @@ class DenseHebbian:
         self.coef = [float(math.comb(self.P, k) * (-2) ** k) for k in range(self.P + 1)]
         # every |s| <= umax N, so this bounds every partial sum for any state
         self.static_bound = self.K * (self.umax * (self.N + 2)) ** self.P
+        # float32 holds every integer below 2^24 exactly: where every product and partial
+        # sum of the gains' matmuls stays below it (P = 2 at N = 1,000, K = 100: ~4e5),
+        # the gains are computed in float32, the same integers at twice the matmul rate
+        smax = self.umax * self.N
+        mm = sum(
+            self.K * sum(abs(self.coef[k]) * smax ** (self.P - k) for k in ks) * self.umax ** ks[0]
+            for _, _, _, ks in self.groups
+        )
+        self.work_bound = smax + mm + abs(self.coef[self.P]) * self.K * self.umax**self.P
+        self.work_dtype = torch.float32 if self.work_bound < FLOAT32_EXACT else torch.float64
+        wd = self.work_dtype
+        self._u_work = self.u.to(wd)
+        self._groups_work = [(o, m.to(wd), c, ks) for o, m, c, ks in self.groups]
+        self._last_work = self.last.to(wd)
 
     # -- pieces ----------------------------------------------------------------------
     def _take(self, t: torch.Tensor | None, rows: torch.Tensor | None):
@@ -282,16 +301,20 @@ class DenseHebbian:
         matmuls via the binomial expansion (module docstring); terms whose ``u^k`` and
         parity agree are summed before one shared matmul. ``rows``: which trials ``sigma``
         holds (with per-trial patterns)."""
-        sigma = sigma.to(torch.float64)
-        s = self.fields(sigma, rows)
-        self._check_exact(s)
+        if self.work_dtype == torch.float64:
+            sigma = sigma.to(torch.float64)
+            s = self.fields(sigma, rows)
+            self._check_exact(s)
+        else:  # work_bound < 2^24: exact in float32 for any state
+            sigma = sigma.to(self.work_dtype)
+            u = self._take(self._u_work, rows)
+            s = sigma @ u.T if self.shared else torch.bmm(u, sigma.unsqueeze(-1)).squeeze(-1)
         pw = {1: s}  # s^e for e = 1..P-1 (the k = P term needs none)
         for e in range(2, self.P):
             pw[e] = pw[e - 1] * s
-        out = torch.zeros_like(sigma)
-        last = self.coef[self.P] * self._take(self.last, rows)
-        out += last * sigma if self.P % 2 else last
-        for odd, mat, const, ks in self.groups:
+        last = self.coef[self.P] * self._take(self._last_work, rows)
+        out = last * sigma if self.P % 2 else last.expand_as(sigma).clone()
+        for odd, mat, const, ks in self._groups_work:
             if const is not None:  # a row sum: no (B, K) temporary
                 h = sum(self.coef[k] * pw[self.P - k].sum(-1, keepdim=True) for k in ks) * const
             else:
@@ -302,8 +325,11 @@ class DenseHebbian:
                     h = a @ mat
                 else:
                     h = torch.bmm(a.unsqueeze(1), self._take(mat, rows)).squeeze(1)
-            out += h * sigma if odd else h
-        return out
+            if odd:
+                out.addcmul_(h, sigma)
+            else:
+                out += h
+        return out.to(torch.float64)
 
     def delta_energy(self, sigma: torch.Tensor) -> torch.Tensor:
         """``ΔE_i = E(σ with spin i flipped) - E(σ)`` (``(B, N)``, float64)."""
