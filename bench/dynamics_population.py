@@ -15,7 +15,7 @@ computation per architecture) against ``engine="loop"`` (each member trained alo
   (weight decay 1, β₂ 0.98), float32.
 
 Each side trains ``STEPS[config]`` steps (a fixed slice of the recipes' runs: per-step cost
-is constant). Reported per configuration: wall time of each side (best of ``ROUNDS``), the
+is constant). Reported per configuration: wall time of each side (median and range over ``ROUNDS``), the
 speedup loop / population (must be ≥ 1: the population is never slower), the final weights'
 largest difference between the two sides, the useful matmul FLOPs (forward, input- and
 weight-gradients: ``Σ_l 2 B n_{l−1} n_l (3 if l > 1 else 2)`` per member-step) and their
@@ -32,6 +32,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from weightlab.recipes.members import train_members
 from weightlab.seeding import generator
 from weightlab.train.config import OptimConfig, ParamGroup, TrainConfig
 
-ROUNDS = 2
+ROUNDS = 3
 STEPS = {"advani-saxe": 100, "dynamical-decoupling": 100, "grokking-stages": 30}
 DIMS = (20, 50, 67, 80, 90, 100, 110, 125, 150, 200, 500)
 
@@ -59,21 +60,8 @@ def _growth():
 
 
 def peak_flops_dtype(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
-    """Best-of ``size × size`` matmul rate (FLOP/s) in ``dtype``; fp32 is
-    :func:`bench.growth.peak_flops`."""
-    if dtype == torch.float32:
-        return _growth().peak_flops(size, seconds)
-    g = generator(0)
-    a = torch.randn(size, size, generator=g, dtype=dtype)
-    b = torch.randn(size, size, generator=g, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    torch.mm(a, b, out=out)
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = max(best, 2 * size**3 / (time.perf_counter() - t))
-    return best
+    """Best-of ``size × size`` matmul rate (FLOP/s) in ``dtype``: :func:`bench.growth.peak_flops`."""
+    return _growth().peak_flops(size, seconds, dtype)
 
 
 def mlp_flops(widths: list[int], batch: int) -> int:
@@ -179,8 +167,9 @@ CONFIGS = {
 }
 
 
-def _side(jobs: list[tuple], engine: str) -> tuple[float, list[dict]]:
-    best, finals = math.inf, None
+def _side(jobs: list[tuple], engine: str) -> tuple[float, float, float, list[dict]]:
+    """``(median, min, max)`` seconds over ``ROUNDS`` runs, and the final weights."""
+    times, finals = [], None
     for _ in range(ROUNDS):
         t = time.perf_counter()
         out = []
@@ -188,9 +177,9 @@ def _side(jobs: list[tuple], engine: str) -> tuple[float, list[dict]]:
             out += train_members(
                 factory, specs, data, cfg, engine=engine, orders=orders, dtype=dtype
             )[1]
-        best = min(best, time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
         finals = out
-    return best, finals
+    return statistics.median(times), min(times), max(times), finals
 
 
 def run(threads: list[int] | None = None, quiet: bool = False) -> dict:
@@ -214,8 +203,8 @@ def run(threads: list[int] | None = None, quiet: bool = False) -> dict:
                 steps = STEPS[name]
                 flops = steps * sum(j[6] for j in jobs)
                 dtype = jobs[0][5]
-                t_pop, f_pop = _side(jobs, "population")
-                t_loop, f_loop = _side(jobs, "loop")
+                t_pop, lo_pop, hi_pop, f_pop = _side(jobs, "population")
+                t_loop, lo_loop, hi_loop, f_loop = _side(jobs, "loop")
                 diff = max(
                     float((a[k].double() - b[k].double()).abs().max())
                     for a, b in zip(f_pop, f_loop, strict=True)
@@ -227,7 +216,9 @@ def run(threads: list[int] | None = None, quiet: bool = False) -> dict:
                     "steps": steps,
                     "dtype": str(dtype).removeprefix("torch."),
                     "population_s": t_pop,
+                    "population_min_max_s": [lo_pop, hi_pop],
                     "loop_s": t_loop,
+                    "loop_min_max_s": [lo_loop, hi_loop],
                     "speedup": t_loop / t_pop,
                     "max_abs_weight_diff": diff,
                     "matmul_flops": flops,
@@ -239,7 +230,8 @@ def run(threads: list[int] | None = None, quiet: bool = False) -> dict:
                 if not quiet:
                     print(
                         f"[{th} thread(s)] {name}: {members} members × {steps} steps "
-                        f"({row['dtype']}): population {t_pop:.2f} s, loop {t_loop:.2f} s, "
+                        f"({row['dtype']}): population {t_pop:.2f} s [{lo_pop:.2f}-{hi_pop:.2f}], "
+                        f"loop {t_loop:.2f} s [{lo_loop:.2f}-{hi_loop:.2f}] (median [min-max]), "
                         f"speedup {row['speedup']:.2f}× (must ≥ 1), "
                         f"{row['population_pct_of_peak']:.2f}% vs {row['loop_pct_of_peak']:.2f}% "
                         f"of the {row['dtype']} peak; max |Δw| {diff:.1e}",

@@ -48,11 +48,12 @@ REPS = 5
 WIDTHS = [64, 64, 64, 2]
 
 
-def peak_flops(size: int = 1024, seconds: float = 1.0) -> float:
-    """Best-of fp32 ``size × size`` matmul rate (FLOP/s) at the current thread count."""
+def peak_flops(size: int = 1024, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of ``size × size`` matmul rate (FLOP/s) in ``dtype`` at the current thread count."""
     g = generator(0)
-    a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
-    out = torch.empty(size, size)
+    a = torch.randn(size, size, generator=g, dtype=dtype)
+    b = torch.randn(size, size, generator=g, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)
     best, start = 0.0, time.perf_counter()
     while time.perf_counter() - start < seconds:
