@@ -60,6 +60,11 @@ BROKEN = [_broken_param(n) for n in REGISTRY]
 def _check_claims(summary: dict) -> list[str]:
     expect_summary(summary)
     assert summary["claims"], "a recipe checks at least one claim"
+    # the flat numbers the claims decide on, for the catalog and sweep plots
+    assert isinstance(summary.get("metrics"), dict), "every summary has a flat 'metrics' dict"
+    tested = [c for c in summary["claims"] if c["held"] is not None]
+    if tested:
+        assert summary["metrics"], "a claim was decided, so its deciding numbers are in metrics"
     for c in summary["claims"]:
         assert c["quote"].strip() and c["statement"].strip() and c["detail"].strip()
         assert c["verdict"] in VERDICTS and VERDICTS[c["verdict"]] is c["held"]

@@ -223,19 +223,43 @@ def _add_quant_parser(sub) -> None:
     i.add_argument("file", help="a packed safetensors file")
 
 
+# subcommands with their own parsers: name -> (module with main(argv), help)
+_SUBCOMMANDS = {
+    "sweep": (
+        "weightlab.sweep.cli",
+        "run a grid of configs: weightlab sweep RECIPE --grid K=V1,V2",
+    ),
+    "reproduce": (
+        "weightlab.sweep.reproduce",
+        "run every recipe (--all or --family F), then the site",
+    ),
+    "runs": ("weightlab.catalog.cli", "the catalog of runs: list, show, compare, reindex"),
+    "site": ("weightlab.site.cli", "write the static verdicts site: weightlab site OUT_DIR"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if argv and argv[0] == "run":
             return _cmd_run(argv[1:])
+        if argv and argv[0] in _SUBCOMMANDS:
+            import importlib
+
+            module = importlib.import_module(_SUBCOMMANDS[argv[0]][0])
+            return module.main(argv[1:])
         parser = _Parser(
             prog="weightlab", description="weightlab: the science and engineering of layer weights"
         )
-        sub = parser.add_subparsers(dest="command", metavar="{recipes,run,report,quant}")
+        sub = parser.add_subparsers(
+            dest="command", metavar="{recipes,run,sweep,reproduce,runs,site,report,quant}"
+        )
         lst = sub.add_parser("recipes", help="list recipes by family: name, row, paper, claim")
         lst.add_argument("--family", default=None, help="only this family")
         sub.add_parser("run", help="run (or resume) a recipe: weightlab run RECIPE --help")
+        for name, (_, help_) in _SUBCOMMANDS.items():
+            sub.add_parser(name, help=help_, add_help=False)
         rep = sub.add_parser("report", help="render a run's report again")
         rep.add_argument("run_dir", help="a run directory")
         _add_quant_parser(sub)

@@ -139,6 +139,10 @@ class Recipe:
         trains: false for recipes that train nothing (e.g. analytic kernels).
         smoke_seconds: the smoke run's measured wall time on 2 cores; the conformance
             test marks a recipe over :data:`SMOKE_BUDGET_S` as ``slow``.
+        member_fields: config fields that change only what each population member gets
+            (its optimizer settings, its init via ``init_state``, the number of seeds): a
+            sweep batches runs that differ only in these into one population per
+            ``train_members`` call (``weightlab sweep``). Empty: never batched.
     """
 
     name: ClassVar[str]
@@ -154,6 +158,7 @@ class Recipe:
     broken: ClassVar[dict[str, Any]] = {}
     trains: ClassVar[bool] = True
     smoke_seconds: ClassVar[float | None] = None
+    member_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._data_cache: dict[tuple, Any] = {}
@@ -197,3 +202,16 @@ class Recipe:
         report shows them in a section of their own. A recipe sets ``self._measurements``
         in ``run`` (read back from its units, so a resumed run reports them too)."""
         return list(getattr(self, "_measurements", []))
+
+    def members_per_call(self, cfg: Any) -> int:
+        """The most members one of this run's ``train_members`` calls holds (a sweep's
+        batch groups are packed up to ``--batch-members`` by it). Default: ``cfg.seeds``."""
+        return int(getattr(cfg, "seeds", 1))
+
+    def metrics(self, summary: dict) -> dict[str, float]:
+        """The flat numbers this run's claims decide on, ``{name: value}`` (written to
+        ``summary["metrics"]``). Default: every claim's numeric evidence,
+        :func:`weightlab.recipes.metrics.claim_metrics`."""
+        from weightlab.recipes.metrics import claim_metrics
+
+        return claim_metrics(summary["claims"])

@@ -24,6 +24,10 @@ from weightlab.train.loop import TrainResult, train
 
 ENGINES = ("population", "loop")
 
+# Set by weightlab.sweep.batching while a sweep's batch group runs: population calls of the
+# group's runs are parked there and trained together.
+_batcher = None
+
 
 def train_members(
     factory: Callable[[int], nn.Module],
@@ -54,6 +58,35 @@ def train_members(
             "step callbacks (pruning schedules, dynamic sparsity) run in the loop engine only; "
             "pass engine='loop'"
         )
+    kw = dict(
+        device=device,
+        data_seed=data_seed,
+        snapshot_steps=tuple(snapshot_steps),
+        progress=progress,
+        orders=orders,
+        dtype=dtype,
+    )
+    if engine == "population" and _batcher is not None:
+        return _batcher.park(factory, specs, data, cfg, **kw)
+    return train_members_now(factory, specs, data, cfg, engine=engine, callbacks=callbacks, **kw)
+
+
+def train_members_now(
+    factory: Callable[[int], nn.Module],
+    specs: Sequence,
+    data: TaskData,
+    cfg: TrainConfig,
+    *,
+    engine: str = "population",
+    device: str | torch.device = "cpu",
+    data_seed: int = 0,
+    snapshot_steps: Sequence[int] = (),
+    callbacks: Callable[[int], Sequence[StepCallback]] | None = None,
+    progress: bool = False,
+    orders: Mapping[int, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[list[TrainResult], list[dict[str, torch.Tensor]]]:
+    """:func:`train_members` itself, never parked by a sweep's batch group."""
     if engine == "population":
         from weightlab.population import Population
 

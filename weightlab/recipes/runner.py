@@ -9,6 +9,8 @@ finished, removes only what this process created.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -47,26 +49,43 @@ def run_recipe(
     out: Path | None = None,
     root: Path = Path("runs"),
     progress: bool = False,
+    *,
+    recipe: Any = None,
+    on_open: Any = None,
 ) -> tuple[Path, dict]:
     """Run (or resume) ``recipe_name`` with ``cfg``; return the run directory and summary.
 
     ``timing.json`` records this invocation's wall time, the units it computed (empty on
     a re-run of a finished run) and the recipe's machine-dependent measurements
-    (:meth:`~weightlab.recipes.base.Recipe.measurements`)."""
+    (:meth:`~weightlab.recipes.base.Recipe.measurements`). ``recipe``: the instance to use
+    (default a fresh one); ``on_open(rd)`` is called once the run directory is open (a
+    sweep records the run's batch group and catalog row there)."""
     from weightlab.report.render import render_report
 
-    recipe = get_recipe(recipe_name)
+    recipe = recipe if recipe is not None else get_recipe(recipe_name)
     cfg = cfg if cfg is not None else recipe.Config()
     recipe.validate(cfg, data_sizes(recipe.load_data(cfg)))
     path = Path(out) if out is not None else default_run_dir(root, recipe.name, cfg)
     rd = RunDir(path, recipe.name, cfg).open()
+    if on_open is not None:
+        on_open(rd)
     recipe._measurements = []
     t0 = time.perf_counter()
+    # present while this process works on the run (the catalog and tests find its pid here)
+    rd.write_json(
+        "running.json",
+        {"pid": os.getpid(), "host": socket.gethostname(), "start": time.time()},
+    )
     try:
         summary = recipe.run(cfg, rd, progress=progress)
     except WeightlabError:
+        (path / "running.json").unlink(missing_ok=True)
         rd.discard_if_empty()
         raise
+    except BaseException:
+        (path / "running.json").unlink(missing_ok=True)
+        raise
+    summary = {**summary, "metrics": recipe.metrics(summary)}
     expect_summary(summary)  # a recipe bug, not a user error, if this fails
     rd.write_json("summary.json", summary)
     rd.write_json(
@@ -82,4 +101,5 @@ def run_recipe(
         },
     )
     render_report(path)
+    (path / "running.json").unlink(missing_ok=True)
     return path, summary

@@ -42,6 +42,10 @@ from weightlab.runs.schema import check_config, check_unit
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# Set while a sweep's batch group runs (weightlab.sweep.batching): ``unit_gate(key)`` says
+# whether a finished unit may be reused; False recomputes it with the whole group.
+unit_gate: Callable[[str], bool] | None = None
+
 
 def non_default_fields(config: Any) -> dict[str, Any]:
     """The dataclass fields of ``config`` whose values differ from the defaults."""
@@ -148,7 +152,7 @@ class RunDir:
         if not _KEY.match(key):
             raise ValueError(f"bad unit key {key!r}")
         jpath, tpath = self.units_dir / f"{key}.json", self.units_dir / f"{key}.safetensors"
-        if jpath.exists():
+        if jpath.exists() and (unit_gate is None or unit_gate(key)):
             record = check_unit(read_json(jpath, "unit file"), jpath, check)
             try:
                 tensors = load_tensors(tpath, device) if record.get("has_tensors") else {}

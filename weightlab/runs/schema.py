@@ -12,6 +12,7 @@ problem; the ``check_*`` functions turn that into the one-line ``RunFileError``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,19 @@ def expect_summary(s: Any) -> dict:
             raise ValueError("'diverged_members' is not a list of strings")
     if "members" in s and not _is(s["members"], int):
         raise ValueError("'members' is not a number")
+    if "metrics" in s:
+        expect_metrics(s["metrics"])
     return s
+
+
+def expect_metrics(metrics: Any) -> dict:
+    """A summary's ``metrics``: a flat ``{str: finite number}`` object."""
+    if not isinstance(metrics, dict):
+        raise ValueError("'metrics' is not an object")
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"'metrics' entry {k!r} is not a finite number")
+    return metrics
 
 
 def expect_config_record(r: Any) -> dict:

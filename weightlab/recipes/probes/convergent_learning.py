@@ -476,6 +476,27 @@ class ConvergentLearning(Recipe):
             ),
         ]
 
+    def metrics(self, summary: dict) -> dict[str, float]:
+        """Per (dataset, layer) cell, the seed means each claim compares: matched r of
+        trained and untrained pairs (a), the two tails' fractions (b), sparse and one-to-one
+        held-out R² (c)."""
+        out: dict[str, float] = {}
+        picks = (
+            ("a", "trained", "matched_r"),
+            ("a", "untrained", "matched_r"),
+            ("b", "trained", "frac_high"),
+            ("b", "trained", "frac_low"),
+            ("c", "trained", "sparse_r2"),
+            ("c", "trained", "one_to_one_r2"),
+        )
+        for d in summary["datasets"]:
+            for lay in d["layers"]:
+                for claim, arm, key in picks:
+                    value = lay.get(arm, {}).get(key, {}).get("mean")
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        out[f"{claim}.{d['dataset']}.{lay['name']}.{arm}_{key}"] = float(value)
+        return out
+
     def tables(self, summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         st = summary["setup"]
 

@@ -170,6 +170,13 @@ class LotteryTicket(Recipe):
     # measured in-process on this 2-core CPU, one thread, MNIST-1D cached: 1.7 s for the
     # first run of a process (report imports included), 0.9 s after
     smoke_seconds = 1.7
+    # a sweep batches runs differing only in these (each member keeps its optimizer
+    # settings; its init reaches the population through init_state)
+    member_fields = ("lr", "init", "optimizer", "seeds")
+
+    def members_per_call(self, cfg) -> int:
+        """Each pruning round trains ticket, reinit and random-mask arms per seed."""
+        return 3 * cfg.seeds
 
     # -- setup ------------------------------------------------------------------
     def _setup(self, cfg: LotteryTicketConfig):
