@@ -60,6 +60,20 @@ class SweepSpec:
             "executor": dict(self.executor),
         }
 
+    @classmethod
+    def from_json(cls, d: dict) -> SweepSpec:
+        """The spec back from :meth:`to_json` (a sweep record, or a Ray task's argument)."""
+        return cls(
+            recipe=d["recipe"],
+            grid=tuple((k, tuple(v)) for k, v in d["grid"].items()),
+            set=tuple(d["set"].items()),
+            seeds=d["seeds"],
+            smoke=d["smoke"],
+            batch=d["batch"],
+            batch_members=d["batch_members"],
+            executor=dict(d.get("executor", {})),
+        )
+
     @property
     def id(self) -> str:
         """Hash of what decides the runs and their batch groups (not of the executor: the
