@@ -1,7 +1,12 @@
 """The ``weightlab`` command line.
 
     weightlab recipes [--family F]
-    weightlab run RECIPE [--seeds N] [--data NAME] [--device cpu|cuda] [--out DIR] [--smoke] [--quiet] [recipe flags]
+    weightlab run RECIPE [--seeds N] [--data NAME] [--device cpu|cuda] [--out DIR] [--root ROOT]
+                         [--smoke] [--quiet] [--log mlflow|tensorboard] [recipe flags]
+    weightlab sweep RECIPE --grid KEY=V1,V2 [...] | FILE.toml   (weightlab sweep --help)
+    weightlab reproduce (--all | --family F) [--smoke]
+    weightlab runs list|show|compare|reindex [--root ROOT] [--json]
+    weightlab site OUT_DIR [--root ROOT]
     weightlab report RUN_DIR
     weightlab quant pack IN.safetensors OUT.safetensors --bits B [--levels L] [--scale S]
                          [--granularity tensor|channel|K] [--exponent A]
@@ -87,9 +92,12 @@ def _cmd_recipes(args) -> int:
 
 
 def _cmd_run(argv: list[str]) -> int:
+    import time
+
     from weightlab.recipes.registry import get_recipe
     from weightlab.recipes.runner import make_config, run_recipe
     from weightlab.report.render import diverged_line
+    from weightlab.sweep.recorder import RunRecorder
 
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
@@ -115,6 +123,21 @@ def _cmd_run(argv: list[str]) -> int:
         "--smoke", action="store_true", help="tiny sizes for a quick check (own run directory)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("runs"),
+        help="root of run directories and of the catalog ROOT/catalog.sqlite [runs]",
+    )
+    parser.add_argument(
+        "--log",
+        choices=("mlflow", "tensorboard"),
+        default=None,
+        help="also log the finished run (needs the extra)",
+    )
+    parser.add_argument(
+        "--mlflow-uri", default=None, help="MLflow tracking URI [sqlite:///ROOT/mlflow.db]"
+    )
     _add_config_flags(parser, recipe.Config)
     args = parser.parse_args(argv[1:])
     overrides = {
@@ -123,7 +146,37 @@ def _cmd_run(argv: list[str]) -> int:
         if getattr(args, f.name) is not None
     }
     cfg = make_config(recipe.name, smoke=args.smoke, **overrides)
-    path, summary = run_recipe(recipe.name, cfg, out=args.out, progress=not args.quiet)
+    recorder = RunRecorder(args.root, log=args.log, log_uri=args.mlflow_uri)
+    recorder.check()
+    opened: list[Path] = []
+
+    def on_open(rd) -> None:
+        opened.append(rd.path)
+        recorder.started(rd.path)
+
+    t0 = time.perf_counter()
+    try:
+        path, summary = run_recipe(
+            recipe.name,
+            cfg,
+            out=args.out,
+            root=args.root,
+            progress=not args.quiet,
+            on_open=on_open,
+        )
+    except KeyboardInterrupt:
+        if opened:
+            recorder.finished(opened[0], "incomplete", wall_s=time.perf_counter() - t0)
+        raise
+    except Exception as e:
+        if opened:
+            recorder.finished(opened[0], "failed", error=f"{e}", wall_s=time.perf_counter() - t0)
+        raise
+    finally:
+        if not opened:
+            recorder.close()
+    recorder.finished(path, "done", wall_s=time.perf_counter() - t0)
+    recorder.close()
     for title, header, rows in recipe.tables(summary):
         print(f"\n{title}")
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
