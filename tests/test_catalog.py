@@ -321,3 +321,37 @@ def test_a_corrupt_catalog_is_moved_aside_and_rebuilt(tmp_path, capfd, kind):
     with open_catalog(root, recipe_info=fake_info):  # healthy now: no warning
         pass
     assert capfd.readouterr().err == ""
+
+
+def test_list_filters_and_run_references(tmp_path):
+    from weightlab.catalog.query import list_runs, resolve
+
+    root = tmp_path / "runs"
+    _mixed_root(root)
+    reindex(root, recipe_info=fake_info)
+    other = make_run(tmp_path / "elsewhere", "fake-zz", lr=0.7)
+    with open_catalog(root, recipe_info=fake_info) as cat:
+
+        def listed(**kw) -> list[str]:
+            return sorted(r["id"] for r in list_runs(cat.con, **kw))
+
+        assert listed(held=True) == ["fake-c"]  # every claim held
+        assert listed(held=False) == ["fake-b"]  # one did not hold
+        assert listed(sweep="sw") == ["fake-b", "fake-c"]
+        assert listed(status="incomplete") == ["fake-e", "fake-f"]
+        assert listed(family="sparsity", recipe="fake-recipe", status="done") == [
+            "fake-a", "fake-b", "fake-c"
+        ]  # fmt: skip
+        with pytest.raises(ConfigError, match="unknown status 'gone'"):
+            listed(status="gone")
+        assert resolve(cat, "fake-c")["metrics"] == {"a.gap": 0.3, "a.n.0": 1.0, "a.n.1": 2.0,
+                                                      "b.gap": 0.6, "b.n.0": 1.0, "b.n.1": 2.0}  # fmt: skip
+        assert resolve(cat, "oth")["id"] == "other-d"  # a unique prefix
+        assert resolve(cat, str(root / "fake-a"))["id"] == "fake-a"
+        run = resolve(cat, str(other))  # outside the catalog: read from its files
+        assert (run["id"], run["family"], run["status"]) == ("fake-zz", "sparsity", "done")
+        assert not listed(recipe="fake-zz")
+        with pytest.raises(ConfigError, match=r"matches 5 runs: fake-a, fake-b, fake-c, fake-e"):
+            resolve(cat, "fake")
+        with pytest.raises(ConfigError, match="unknown run 'FAKE-A'"):
+            resolve(cat, "FAKE-A")  # names are case-sensitive
