@@ -159,8 +159,9 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def read_run(run_dir: Path) -> tuple[RunRecord | None, list[str]]:
-    """The catalog row of ``run_dir`` from its files, and the problems found.
+def read_run(run_dir: Path, summary: bool = True) -> tuple[RunRecord | None, list[str]]:
+    """The catalog row of ``run_dir`` from its files, and the problems found
+    (``summary=False``: config, batch, timing and running files only, status unset).
 
     ``None`` when ``config.json`` is unreadable (no recipe, so no row). Timestamps from
     files: ``start`` is ``running.json``'s start if present, else ``config.json``'s
@@ -195,17 +196,19 @@ def read_run(run_dir: Path) -> tuple[RunRecord | None, list[str]]:
         pid = running.get("pid")
         rec.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
         rec.start = _number(running.get("start")) or rec.start
-    summary = run_dir / "summary.json"
-    if summary.exists():
+    if not summary:
+        return rec, problems
+    path = run_dir / "summary.json"
+    if path.exists():
         try:
             rec.claims, rec.metrics = read_summary(run_dir)
             rec.status = "done"
-            rec.end = _mtime(summary)
+            rec.end = _mtime(path)
             return rec, problems
         except _Bad as e:
-            problems.append(f"{summary}: {e}")
+            problems.append(f"{path}: {e}")
             rec.error = f"summary.json {e}"
-    alive = rec.pid is not None and rec.host == socket.gethostname() and _pid_alive(rec.pid)
+    alive = rec.pid is not None and rec.host == hostname() and _pid_alive(rec.pid)
     rec.status = "running" if alive else "incomplete"
     return rec, problems
 
@@ -222,6 +225,11 @@ def config_device(config: dict | None) -> str | None:
     """The config's ``device`` field, if it has one."""
     d = (config or {}).get("device")
     return d if isinstance(d, str) else None
+
+
+@cache
+def hostname() -> str:
+    return socket.gethostname()
 
 
 @cache

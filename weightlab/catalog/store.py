@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -41,6 +40,7 @@ from weightlab.catalog.records import (
     STATUSES,
     RunRecord,
     config_device,
+    hostname,
     read_run,
     read_summary,
     registry_info,
@@ -261,7 +261,7 @@ class Catalog:
         values = {
             "id": rec.id, "recipe": rec.recipe, "family": family, "row": row,
             "config": _json(rec.config), "non_default": _json(rec.non_default),
-            "status": "running", "error": None, "host": socket.gethostname(),
+            "status": "running", "error": None, "host": hostname(),
             "pid": os.getpid(), "start": time.time(), "end": None, "wall_s": None,
             "device": rec.device, "threads": threads(), "versions": _json(versions()),
             "sweep": sweep if sweep is not None else rec.sweep,
@@ -315,7 +315,7 @@ class Catalog:
                 f"INSERT INTO runs ({_COLS}) VALUES ({_MARKS}) ON CONFLICT (id) DO NOTHING",
                 (
                     rec.id, rec.recipe, family, row, _json(rec.config), _json(rec.non_default),
-                    status, error, socket.gethostname(), os.getpid(), None, now, None,
+                    status, error, hostname(), os.getpid(), None, now, None,
                     rec.device, threads(), _json(versions()), rec.sweep, rec.batch_group,
                 ),
             )  # fmt: skip
@@ -348,7 +348,7 @@ class Catalog:
 def _files_record(run_dir: Path) -> RunRecord:
     """What the run directory says (config, batch, timing); a run directory without a
     readable config (a run that failed before it was opened) keeps only its name."""
-    rec, _ = read_run(run_dir)
+    rec, _ = read_run(run_dir, summary=False)
     if rec is None:
         rec = RunRecord(id=run_dir.name)
     rec.device = rec.device or config_device(rec.config)
