@@ -20,6 +20,7 @@ from weightlab.sweep.plan import batch_groups, plan_sweep
 from weightlab.sweep.spec import spec_from_args, spec_from_toml
 
 GRID = ["--grid", "lr=1e-3,2e-3", "--grid", "init=glorot_normal,kaiming_normal", "--smoke"]
+PAIR = ["--grid", "lr=1e-3,2e-3", "--smoke"]  # two runs, one batch group
 
 
 def _summaries(root: Path) -> dict[str, bytes]:
@@ -164,15 +165,15 @@ def test_batched_sweep_matches_config_by_config_and_reruns_byte_identical(tmp_pa
 
 def test_a_group_step_killed_between_unit_writes_resumes_with_the_whole_group(tmp_path):
     root, ref = tmp_path / "r", tmp_path / "ref"
-    assert main(["sweep", "lottery-ticket", *GRID, "--out", str(ref)]) == 0
-    assert main(["sweep", "lottery-ticket", *GRID, "--out", str(root)]) == 0
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(ref)]) == 0
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(root)]) == 0
     runs = sorted(p for p in root.iterdir() if p.name.startswith("lottery"))
     # as if killed after run 0 wrote its round-01 unit and before the others did
     for p in runs:
         (p / "summary.json").unlink()
         for k in ("round-02",) + (() if p == runs[0] else ("round-01",)):
             (p / "units" / f"{k}.json").unlink()
-    assert main(["sweep", "lottery-ticket", *GRID, "--out", str(root)]) == 0
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(root)]) == 0
     assert _summaries(root) == _summaries(ref)
     computed = json.loads((runs[0] / "timing.json").read_text())["computed_units"]
     assert computed == ["round-01", "round-02"]  # run 0 retrained round 1 with its group
@@ -190,16 +191,16 @@ def test_a_failed_run_is_marked_and_the_sweep_goes_on(tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(LotteryTicket, "run", run)
     root = tmp_path / "r"
-    assert main(["sweep", "lottery-ticket", *GRID, "--out", str(root)]) == 1
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(root)]) == 1
     out = capsys.readouterr().out
-    assert out.count("FAILED: RuntimeError: boom") == 2 and out.count(" done in ") == 2, out
-    assert len(_summaries(root)) == 2
+    assert out.count("FAILED: RuntimeError: boom") == 1 and out.count(" done in ") == 1, out
+    assert len(_summaries(root)) == 1
 
 
 @pytest.mark.timeout(120)
 def test_sigkill_of_a_sweep_then_rerun_gives_the_uninterrupted_summaries(tmp_path):
     ref, root = tmp_path / "ref", tmp_path / "r"
-    args = ["lottery-ticket", "--grid", "lr=1e-3,2e-3", "--smoke", "--set", "epochs=6"]
+    args = ["lottery-ticket", "--grid", "lr=1e-3,2e-3", "--smoke", "--set", "epochs=4"]
     assert main(["sweep", *args, "--out", str(ref)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "weightlab", "sweep", *args, "--out", str(root)]
