@@ -132,6 +132,8 @@ def test_list_filters(root, capsys):
     assert listed("--sweep", "s1") == [] and listed("--status", "failed") == []
     code, out, _ = run_cli(capsys, "list", "--root", str(root), "--held")
     assert out == f"no runs in {root / 'catalog.sqlite'} match\n"
+    code, out, _ = run_cli(capsys, "--root", str(root), "--json", "list", "--not-held")
+    assert code == 0 and [r["id"] for r in json.loads(out)["runs"]] == [both[0]]
 
 
 # -- bad input ----------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -35,15 +37,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --root/--json before or after the command; SUPPRESS so a subparser does not reset them
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--root",
         type=Path,
-        default=Path("runs"),
+        default=argparse.SUPPRESS,
         help="folder of the run directories and catalog.sqlite (default: runs)",
     )
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p = _Parser(prog="weightlab runs", description="the catalog of runs (ROOT/catalog.sqlite)")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
+    )
+    p = _Parser(
+        prog="weightlab runs",
+        description="the catalog of runs (ROOT/catalog.sqlite)",
+        parents=[common],
+    )
     sub = p.add_subparsers(dest="cmd", metavar="{list,show,compare,reindex}", parser_class=_Parser)
     ls = sub.add_parser("list", parents=[common], help="runs with status, verdicts, wall time")
     ls.add_argument("--recipe", help="only this recipe")
@@ -75,11 +84,15 @@ def _open(root: Path) -> Catalog:
 
 
 def _print(args: argparse.Namespace, data: dict, text: str) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False) if args.json else text)
+    try:
+        print(json.dumps(data, indent=2) if args.json else text, flush=True)
+    except BrokenPipeError:  # `weightlab runs list | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    args.root, args.json = getattr(args, "root", Path("runs")), getattr(args, "json", False)
     if args.cmd is None:
         raise ConfigError(
             "choose a command: list, show, compare or reindex (see 'weightlab runs --help')"
