@@ -269,3 +269,86 @@ def test_parity_with_hypnettorch_chunked_hmlp_and_regularizer():
     val = output_regularizer(ours.generate(range(task_id)), mine)
     assert float(ref) > 0
     assert math.isclose(float(val), float(ref), rel_tol=1e-5)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| / max |b|."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("num_outputs", "layers"), [(P, (64, 64)), (8700, (64, 64)), (50, ()), (50, (8, 9, 7))]
+)
+def test_fused_mlp_hypernet_equals_the_autograd_path(num_outputs, layers):
+    """ChunkedMLPHypernet.forward (split first layer, scale in the last matmul, padded
+    backward) = forward_autograd (concatenation, chunks, cut, scale): outputs and every
+    gradient (condition, chunk embeddings, weights) within 1e-6 relative."""
+    chunk = 300 if num_outputs > 1000 else 12
+    hnet = ChunkedMLPHypernet(num_outputs, chunk_size=chunk, layers=layers, seed=3)
+    z = torch.randn(5, 32, generator=generator(4), requires_grad=True)
+    w = torch.randn(5, num_outputs, generator=generator(5))
+    results = []
+    for fwd in (hnet.forward, hnet.forward_autograd):
+        hnet.zero_grad()
+        z.grad = None
+        out = fwd(z)
+        (out * w).sum().backward()
+        grads = [p.grad for n, p in hnet.named_parameters() if not n.startswith("cond")]
+        results.append([out.detach(), z.grad, *grads])
+    assert results[0][0].shape == (5, num_outputs)
+    for a, b in zip(*results, strict=True):
+        assert _rel(a, b) <= 1e-6
+    single = hnet(z[1].detach())
+    assert single.shape == (num_outputs,)
+    torch.testing.assert_close(single, results[1][0][1], rtol=1e-6, atol=1e-7)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        out = hnet(z)
+        (gz,) = torch.autograd.grad(out.square().sum(), z, create_graph=True)
+        gz.sum().backward()
+
+
+def test_hyper_population_fused_call_equals_the_vmapped_autograd_path():
+    """HyperPopulation's fused hypernetwork call on the stacked parameters and fused MLP
+    targets = vmap(functional_call) of the autograd path: outputs, regularizer and every
+    stacked gradient within 1e-6 relative."""
+    target = build(MLP, TARGET, seed=0)
+    hnets = [ChunkedMLPHypernet(P, num_conds=3, seed=s) for s in range(3)]
+    pop = HyperPopulation(hnets, target, beta=0.5)
+    pop.start_task(2)
+    with torch.no_grad():  # move away from the frozen targets: a nonzero regularizer
+        for i, p in enumerate(pop.parameters()):
+            p.add_(0.05 * torch.randn(p.shape, generator=generator(30 + i)))
+    x = torch.randn(7, 3, 64, generator=generator(8))
+    y = torch.randint(0, 2, (7, 3), generator=generator(9))
+    template = hnets[0]
+
+    def reference():
+        def gen(p):
+            z = torch.stack([p[f"cond_embs.{j}"] for j in (2, 0, 1)])
+            return functional_call(template, p, (z,))  # under vmap: the autograd path
+
+        out = vmap(gen)(pop._params())
+        reg = (out[:, 1:] - pop.targets).square().sum(dim=2).mean(dim=1)
+
+        def one(w, xx):
+            return functional_call(target, dict(zip(pop.shapes, _cut(w), strict=True)), (xx,))
+
+        pred = vmap(one, in_dims=(0, 1))(out[:, 0], x).movedim(0, 1)
+        return pred, reg
+
+    def _cut(w):
+        sizes = [math.prod(s) for s in pop.shapes.values()]
+        parts = torch.split(w, sizes)
+        return [p.reshape(s) for p, s in zip(parts, pop.shapes.values(), strict=True)]
+
+    results = []
+    for fused in (True, False):
+        pop.zero_grad()
+        pred, reg = (pop(x), pop.last_reg) if fused else reference()
+        loss = torch.nn.functional.cross_entropy(pred.flatten(0, 1), y.flatten(0, 1)) + reg.sum()
+        loss.backward()
+        grads = [p.grad for p in pop.parameters() if p.grad is not None]
+        results.append([pred.detach(), reg.detach(), *grads])
+    assert len(results[0]) == len(results[1]) == 2 + 8  # 6 layer tensors, chunk embs, e_2
+    for a, b in zip(*results, strict=True):
+        assert _rel(a, b) <= 1e-6

@@ -35,7 +35,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from weightlab.errors import ConfigError
-from weightlab.hyper.generated import parameter_shapes, split_flat
+from weightlab.hyper.fused import chunked_mlp, mlp_targets
+from weightlab.hyper.generated import fast_mlp_dims, parameter_shapes, split_flat
 from weightlab.hyper.lstm import LSTM
 from weightlab.seeding import generator as make_generator
 
@@ -50,6 +51,12 @@ __all__ = [
 ]
 
 OUTPUT_SCALE = 0.1
+
+
+def _functorch_active() -> bool:
+    """True inside a ``torch.func`` transform (``vmap``, ``grad``): the fused functions
+    have no batching rule, so the autograd path runs there."""
+    return torch._C._functorch.maybe_current_level() is not None
 
 
 def _init_linear(layer: nn.Linear, g: torch.Generator) -> None:
@@ -131,7 +138,7 @@ class ChunkedHypernet(nn.Module):
     def _chunks(self, inp: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def _conditions(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
         single = z.dim() == 1
         if single:
             z = z.unsqueeze(0)
@@ -140,13 +147,22 @@ class ChunkedHypernet(nn.Module):
                 f"hypernetwork condition has shape {tuple(z.shape)}; expected (N, "
                 f"{self.cond_emb_size})"
             )
+        return z, single
+
+    def forward_autograd(self, z: torch.Tensor) -> torch.Tensor:
+        """The plain autograd path: ``[c_k, z_n]`` concatenated ``(N, K, c + d)``, the
+        chunks, joined, cut and scaled (the reference the fused MLP path is tested against)."""
+        z, single = self._conditions(z)
         n = z.shape[0]
         c = self.chunk_embs.unsqueeze(0).expand(n, -1, -1)
         e = z.unsqueeze(1).expand(-1, self.num_chunks, -1)
         out = self._chunks(torch.cat([c, e], dim=-1))  # (N, K, chunk)
         out = out.reshape(n, self.num_chunks * self.chunk_size)[:, : self.num_outputs]
         out = self.scale * out
-        return out[0] if single else out
+        return out.squeeze(0) if single else out
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.forward_autograd(z)
 
 
 class ChunkedMLPHypernet(ChunkedHypernet):
@@ -185,6 +201,24 @@ class ChunkedMLPHypernet(ChunkedHypernet):
             if i < len(self.layers) - 1:
                 h = F.relu(h)
         return h
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, d)`` -> ``(N, P)`` (``(d,)`` -> ``(P,)``) by the fused path
+        (:func:`~weightlab.hyper.fused.chunked_mlp`: split first layer, scale inside the
+        last matmul, hand-written backward); a view into the padded ``(N, K · chunk)``
+        result, so not contiguous unless ``P = K · chunk``."""
+        if _functorch_active():  # vmap / grad transforms: the autograd path
+            return self.forward_autograd(z)
+        z, single = self._conditions(z)
+        out = chunked_mlp(
+            z.unsqueeze(0),
+            self.chunk_embs.unsqueeze(0),
+            [layer.weight.unsqueeze(0) for layer in self.layers],
+            [layer.bias.unsqueeze(0) for layer in self.layers],
+            self.scale,
+            self.num_outputs,
+        ).squeeze(0)
+        return out.squeeze(0) if single else out
 
 
 class ChunkedRNNHypernet(ChunkedHypernet):
@@ -304,8 +338,9 @@ class HyperClassifier(nn.Module):
 
 class HyperPopulation(nn.Module):
     """``N`` hypernetworks of one architecture (e.g. ``N`` seeds) trained as one module by
-    the ONE loop: their parameters stacked ``(N, ...)``, one vmapped hypernetwork call and
-    one vmapped target forward for all members, one backward.
+    the ONE loop: their parameters stacked ``(N, ...)``, one hypernetwork call and one
+    target forward for all members (fused functions for MLP hypernetworks and plain MLP
+    targets, :mod:`weightlab.hyper.fused`; ``vmap`` otherwise), one backward.
 
     ``forward(x)``: ``x`` of shape ``(B, N, in)`` (member ``n`` sees ``x[:, n]``: each member
     keeps its own data order) -> logits ``(B, N, classes)``. :meth:`loss` takes labels
@@ -363,9 +398,22 @@ class HyperPopulation(nn.Module):
             self.targets = self.generate(list(range(t))).detach().clone() if t else None
 
     def generate(self, ids: Sequence[int]) -> torch.Tensor:
-        """Every member's ``h(e_j)`` for ``j`` in ``ids``, one vmapped call: ``(N, len(ids), P)``."""
+        """Every member's ``h(e_j)`` for ``j`` in ``ids`` in one call: ``(N, len(ids), P)``
+        (MLP hypernetworks: :func:`~weightlab.hyper.fused.chunked_mlp` on the stacked
+        parameters; others: ``vmap(functional_call)``)."""
         template = self._template[0]
         ids = [int(j) for j in ids]
+        if type(template) is ChunkedMLPHypernet:
+            p = self._params()
+            layers = range(len(template.layers))
+            return chunked_mlp(
+                torch.stack([p[f"cond_embs.{j}"] for j in ids], dim=1),
+                p["chunk_embs"],
+                [p[f"layers.{i}.weight"] for i in layers],
+                [p[f"layers.{i}.bias"] for i in layers],
+                template.scale,
+                template.num_outputs,
+            )
 
         def one(p: dict[str, torch.Tensor]) -> torch.Tensor:
             z = torch.stack([p[f"cond_embs.{j}"] for j in ids])
@@ -374,7 +422,13 @@ class HyperPopulation(nn.Module):
         return vmap(one)(self._params())
 
     def _run_targets(self, flat: torch.Tensor, x: torch.Tensor, x_dim: int | None) -> torch.Tensor:
+        """``(N, B, out)``: plain MLP targets by :func:`~weightlab.hyper.fused.mlp_targets`,
+        others by ``vmap(functional_call)``."""
         target = self._target[0]
+        dims = fast_mlp_dims(target)
+        if dims is not None:
+            xx = x.flatten(1) if x_dim is None else x.movedim(x_dim, 0).flatten(2)
+            return mlp_targets(flat, xx, dims, target.activation)
 
         def one(w: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
             return functional_call(target, split_flat(w, self.shapes), (xx,))
@@ -409,7 +463,7 @@ class HyperPopulation(nn.Module):
     @torch.no_grad()
     def accuracy(self, tasks: Sequence, upto: int) -> torch.Tensor:
         """Test accuracy (%) of every member on tasks ``0 … upto``: ``(N, upto + 1)``; one
-        vmapped hypernetwork call generates all of them. NaN where outputs are not finite."""
+        hypernetwork call generates all of them. NaN where outputs are not finite."""
         flat = self.generate(list(range(upto + 1)))  # (N, T, P)
         out = torch.empty(self.num_members, upto + 1, dtype=torch.float64)
         for j in range(upto + 1):

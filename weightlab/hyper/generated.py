@@ -37,6 +37,7 @@ from weightlab.errors import ConfigError
 __all__ = [
     "GeneratedWeight",
     "attach_generated",
+    "fast_mlp_dims",
     "generate_population",
     "generated_params",
     "parameter_shapes",
@@ -80,6 +81,25 @@ def split_flat(flat: torch.Tensor, shapes: Mapping[str, torch.Size]) -> dict[str
         name: part.reshape(*lead, *shape)
         for (name, shape), part in zip(shapes.items(), parts, strict=True)
     }
+
+
+def fast_mlp_dims(target: nn.Module) -> tuple[tuple[int, int], ...] | None:
+    """Each layer's ``(out, in)`` when ``target`` is a plain
+    :class:`~weightlab.models.mlp.MLP` that :func:`~weightlab.hyper.fused.mlp_targets`
+    computes exactly (activation relu, tanh or linear; no transforms, no buffers), else
+    ``None``."""
+    from weightlab.hyper.fused import TARGET_ACTIVATIONS
+    from weightlab.models.mlp import MLP
+
+    if type(target) is not MLP or target.activation not in TARGET_ACTIVATIONS:
+        return None
+    if list(target.buffers()):
+        return None
+    names = [n for n, _ in target.named_parameters()]
+    want = [f"layers.{i}.{k}" for i in range(len(target.layers)) for k in ("weight", "bias")]
+    if names != want:
+        return None
+    return tuple((layer.out_features, layer.in_features) for layer in target.layers)
 
 
 def _as_dict(
@@ -262,18 +282,32 @@ def generate_population(
     over the generated parameters (``target``'s other parameters and buffers are shared).
     ``x`` is ``(B, ...)`` for all members, or ``(N, B, ...)`` with ``x_per_member=True``.
     ``target`` must be a plain module (no transforms attached). A loss on the result
-    backpropagates into the generator in one backward pass.
+    backpropagates into the generator in one backward pass. A plain
+    :class:`~weightlab.models.mlp.MLP` target (:func:`fast_mlp_dims`) fed one flat tensor
+    of all its parameters (``replace`` mode) runs by
+    :func:`~weightlab.hyper.fused.mlp_targets` instead (``baddbmm``, hand-written backward).
     """
-    params = generated_params(
-        generator, target, conditions, names=names, mode=mode, outputs=outputs
-    )
-
-    def one(p: dict[str, torch.Tensor], xx: torch.Tensor) -> torch.Tensor:
-        return functional_call(target, p, (xx,))
-
+    if mode not in MODES:
+        raise ConfigError(f"unknown generation mode {mode!r}; choose replace or add")
     if x_per_member and x.shape[0] != conditions.shape[0]:
         raise ConfigError(
             f"x_per_member=True needs x of shape (N={conditions.shape[0]}, B, ...), got "
             f"{tuple(x.shape)}"
         )
+    out = generator(conditions) if outputs is None else outputs
+    dims = fast_mlp_dims(target) if mode == "replace" else None
+    if dims is not None and isinstance(out, torch.Tensor):
+        every = names is None or list(names) == list(parameter_shapes(target))
+        total = sum(a * (b + 1) for a, b in dims)
+        n = conditions.shape[0]
+        if every and tuple(out.shape) == (n, total) and out.dtype == x.dtype:
+            from weightlab.hyper.fused import mlp_targets
+
+            xx = x.flatten(2) if x_per_member else x.flatten(1)
+            return mlp_targets(out, xx, dims, target.activation)
+    params = generated_params(generator, target, conditions, names=names, mode=mode, outputs=out)
+
+    def one(p: dict[str, torch.Tensor], xx: torch.Tensor) -> torch.Tensor:
+        return functional_call(target, p, (xx,))
+
     return vmap(one, in_dims=(0, 0 if x_per_member else None))(params, x)
