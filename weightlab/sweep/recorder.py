@@ -17,12 +17,8 @@ class RunRecorder:
     log_uri: str | None = None
 
     def __post_init__(self) -> None:
-        import importlib.util
-
         self.root = Path(self.root)
         self._cat = None
-        if importlib.util.find_spec("weightlab.catalog") is None:  # TEMP until the catalog lands
-            self.catalog = False
 
     def check(self) -> None:
         """Before anything is written: a ``--log`` kind whose package is missing is a
