@@ -93,13 +93,18 @@ def fast_mlp_dims(target: nn.Module) -> tuple[tuple[int, int], ...] | None:
 
     if type(target) is not MLP or target.activation not in TARGET_ACTIVATIONS:
         return None
-    if list(target.buffers()):
+    # checked without walking named_parameters (this runs on every call): the MLP holds
+    # only ``layers``, a ModuleList of plain Linear layers (a parametrized layer's type
+    # differs), with biases and no buffers
+    if target._parameters or target._buffers or list(target._modules) != ["layers"]:
         return None
-    names = [n for n, _ in target.named_parameters()]
-    want = [f"layers.{i}.{k}" for i in range(len(target.layers)) for k in ("weight", "bias")]
-    if names != want:
+    layers = target.layers
+    if type(layers) is not nn.ModuleList or layers._parameters or layers._buffers:
         return None
-    return tuple((layer.out_features, layer.in_features) for layer in target.layers)
+    for layer in layers:
+        if type(layer) is not nn.Linear or layer.bias is None or layer._buffers:
+            return None
+    return tuple((layer.out_features, layer.in_features) for layer in layers)
 
 
 def _as_dict(
