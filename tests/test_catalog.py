@@ -246,9 +246,21 @@ def test_reindex_equals_the_incremental_catalog(tmp_path):
                    "other-d": "done -", "fake-e": "incomplete sparsity",
                    "fake-f": "incomplete sparsity"}  # fmt: skip
     con.close()
-    # reindex over an existing catalog replaces it (no stale WAL), and is idempotent
+    # reindex over an existing catalog replaces its rows, and is idempotent; a writer
+    # that has the catalog open (a running sweep) keeps writing to the live file
+    writer = open_catalog(inc, recipe_info=fake_info)
+    writer.record_start(dirs[0])  # status running, claims cleared, WAL frames pending
     assert reindex(inc, recipe_info=fake_info) == []
     assert rows(inc / "catalog.sqlite", ENVIRONMENT) == b
+    new = make_run(inc, "fake-g", lr=0.9)
+    writer.record_start(new)
+    writer.record_end(new, "done")
+    writer.close()
+    after = rows(inc / "catalog.sqlite", ENVIRONMENT)
+    assert [r[0] for r in after["runs"]] == sorted([r[0] for r in b["runs"]] + ["fake-g"])
+    con = sqlite3.connect(inc / "catalog.sqlite")
+    assert con.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    con.close()
     assert not list(inc.glob(".*.tmp"))
 
 

@@ -2,13 +2,18 @@
 
 Every ``ROOT/*/config.json`` (but ``ROOT/sweeps`` and ``ROOT/tensorboard``) is read into a
 row (:func:`weightlab.catalog.records.read_run`) of a new database written to a temporary
-file ``ROOT/.catalog.sqlite.<pid>.tmp``, which is then renamed over the catalog: a reader
-sees the old catalog or the new one, never half of one. What the files do not hold stays
-empty after a rebuild: ``threads``, ``versions`` and ``error`` (a failed run reads as
-``incomplete``), ``host``/``pid`` of finished runs; ``start``/``end`` come from file
-times and ``wall_s`` from the last invocation's ``timing.json`` (the incremental catalog
-sums every invocation's). Run it while no process writes the catalog: a writer that has
-the old file open keeps writing to it.
+file ``ROOT/.catalog.sqlite.<pid>.tmp``. Where there is no readable catalog (none yet, or
+a corrupt one moved aside) the temporary file is renamed into place; otherwise its rows
+replace the catalog's in one write transaction, so a process that has the catalog open
+(a running sweep) keeps writing to the live file: a rename over an open SQLite database
+would leave its writes in the old, unlinked file, and its WAL beside the new one. Either
+way a reader sees the old catalog or the new one, never half of one.
+
+What the files do not hold stays empty after a rebuild: ``threads``, ``versions`` and
+``error`` (a failed run reads as ``incomplete``), ``host``/``pid`` of finished runs;
+``start``/``end`` come from file times and ``wall_s`` from the last invocation's
+``timing.json`` (the incremental catalog sums every invocation's). A run recorded by a
+writer while the rebuild reads the directories is rebuilt as its files stood then.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from pathlib import Path
 from weightlab.catalog.records import list_run_dirs, read_run
 from weightlab.catalog.store import (
     CATALOG_NAME,
+    RUN_COLUMNS,
     RecipeInfo,
     cached_info,
     catalog_lock,
     catalog_path,
+    connect,
     create_tables,
+    init_schema,
     insert_record,
+    transaction,
+    unreadable_reason,
 )
 from weightlab.errors import ConfigError
 
@@ -69,17 +79,48 @@ def rebuild(root: Path, info: RecipeInfo) -> tuple[int, list[str]]:
             con.execute("PRAGMA journal_mode = WAL")
         finally:
             con.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _retire_old(catalog_path(root))
-        os.replace(tmp, catalog_path(root))
+        path = catalog_path(root)
+        if path.exists() and unreadable_reason(path) is None:
+            _copy_into(path, tmp)
+            tmp.unlink()
+        else:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _retire_old(path)
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return len(records), problems
+
+
+def _copy_into(path: Path, fresh: Path) -> None:
+    """Replace every row of the readable catalog ``path`` by those of ``fresh`` in one
+    write transaction: processes that have the catalog open keep a valid file (a rename
+    over an open SQLite database would leave their writes in the old, unlinked file)."""
+    cols = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+    con = connect(path)
+    try:
+        init_schema(con)
+        con.execute("ATTACH DATABASE ? AS fresh", (str(fresh),))
+        with transaction(con):
+            for table in ("runs", "claims", "metrics"):
+                con.execute(f"DELETE FROM main.{table}")
+            con.execute(f"INSERT INTO main.runs ({cols}) SELECT {cols} FROM fresh.runs")
+            con.execute(
+                "INSERT INTO main.claims (run, claim, verdict, statement, detail) "
+                "SELECT run, claim, verdict, statement, detail FROM fresh.claims ORDER BY rowid"
+            )
+            con.execute(
+                "INSERT INTO main.metrics (run, name, value) "
+                "SELECT run, name, value FROM fresh.metrics ORDER BY rowid"
+            )
+        con.execute("DETACH DATABASE fresh")
+    finally:
+        con.close()
 
 
 def _retire_old(path: Path) -> None:
