@@ -25,6 +25,7 @@ rounding (tested, max relative difference ≤ 1e-6).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -50,6 +51,46 @@ def _times_derivative_(g: torch.Tensor, a: torch.Tensor, act: str) -> torch.Tens
     if act == "tanh":
         return g.mul_(1 - a * a)
     return g
+
+
+# Gradient buffers that mlp_targets allocated in its input's padded row layout (uninitialized
+# padding, referenced by nothing else); the chunked MLP's backward may write their padding.
+_PADDED: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+
+def _grad_like(flat: torch.Tensor) -> torch.Tensor:
+    """An uninitialized gradient for ``flat (N, P)``: when ``flat`` is the row-cut view of a
+    contiguous ``(…, N, W ≥ P)`` tensor (the chunked MLP's output), a buffer of that
+    padded layout (registered in ``_PADDED``) viewed like ``flat``; else a new ``(N, P)``."""
+    base = flat._base
+    if (
+        base is not None
+        and flat.dim() == 2
+        and flat.stride(1) == 1
+        and base.is_contiguous()
+        and flat.storage_offset() == base.storage_offset()
+        and flat.shape[0] * flat.stride(0) == base.numel()
+    ):
+        buf = torch.empty(base.numel(), dtype=flat.dtype, device=flat.device)
+        _PADDED[id(buf)] = buf
+        return buf.as_strided(flat.shape, flat.stride())
+    return flat.new_empty(flat.shape)
+
+
+def _owned_padding(grad: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """``grad``'s padded buffer viewed as ``shape`` when :func:`_grad_like` made it in
+    exactly that layout, else ``None``."""
+    base = grad._base
+    if base is None or _PADDED.get(id(base)) is not base:
+        return None
+    m, n, width = shape
+    if (
+        base.numel() != m * n * width
+        or grad.storage_offset() != 0
+        or grad.stride() != (n * width, width, 1)
+    ):
+        return None
+    return base.view(shape)
 
 
 class _ChunkedMLP(torch.autograd.Function):
@@ -88,14 +129,18 @@ class _ChunkedMLP(torch.autograd.Function):
         m, n, _ = z.shape
         c = chunk_embs.shape[2]
         chunk = ws[-1].shape[1]
-        # the cut's backward: the grad into the padded (M, N, K·chunk) layout; only the
-        # last chunk's tail is zero-filled
-        g = grad.new_empty(m, n, k * chunk)
-        g[:, :, :num_outputs].copy_(grad)
+        # the cut's backward: the grad in the padded (M, N, K·chunk) layout, only the last
+        # chunk's tail zero-filled; a grad that mlp_targets already wrote in that layout
+        # is used in place, any other is copied
+        width = k * chunk
+        g = _owned_padding(grad, (m, n, width))
+        if g is None:
+            g = grad.new_empty(m, n, width)
+            g[:, :, :num_outputs].copy_(grad)
         g[:, :, num_outputs:].zero_()
         grads: list[torch.Tensor | None] = [None] * (2 * layers)
         if layers == 1:
-            g = g.view(m, n, k, chunk).mul_(scale)
+            g = g.view(m, n, k, chunk) * scale
         else:
             g = g.view(m, n * k, chunk)
             for i in range(layers - 1, 0, -1):
@@ -168,13 +213,17 @@ class _MLPTargets(torch.autograd.Function):
         dims, offsets, act, shared = ctx.meta
         flat, *acts = ctx.saved_tensors
         n = flat.shape[0]
-        parts: list[torch.Tensor] = []
+        # written part by part into the flat layout (the generator's padded one if it is)
+        grad_flat = _grad_like(flat) if ctx.needs_input_grad[0] else None
         g = grad
         gx = None
         for i in range(len(dims) - 1, -1, -1):
             fan_out, fan_in = dims[i]
-            parts.append(g.sum(1))
-            parts.append(torch.bmm(g.mT, acts[i]).view(n, -1))
+            if grad_flat is not None:
+                o = offsets[i] + fan_out * fan_in
+                torch.sum(g, 1, out=grad_flat[:, o : o + fan_out])
+                gw = grad_flat[:, offsets[i] : o].view(n, fan_out, fan_in)
+                gw.copy_(torch.bmm(g.mT, acts[i]))
             if i > 0 or ctx.needs_input_grad[1]:
                 w = flat[:, offsets[i] : offsets[i] + fan_out * fan_in].view(n, fan_out, fan_in)
                 g = torch.bmm(g, w)
@@ -182,7 +231,6 @@ class _MLPTargets(torch.autograd.Function):
                     g = _times_derivative_(g, acts[i], act)
                 else:
                     gx = g.sum(0) if shared else g
-        grad_flat = torch.cat(parts[::-1], dim=1) if ctx.needs_input_grad[0] else None
         return grad_flat, gx, None, None
 
 
