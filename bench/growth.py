@@ -5,18 +5,25 @@ Rows (forward + backward each, float32, CPU):
 
 - ``population``: the continual recipe's MLP hypernetwork (29 chunks of 300, embeddings of
   32, hidden 64-64) generates 64 targets 64-64-64-2 in ONE call
-  (:func:`weightlab.hyper.generated.generate_population`: ``vmap(functional_call)``), the 64
-  targets run on a batch of 32 digits, one cross-entropy, one backward;
-- ``loop``: the same modules in plain torch, 64 times: one generator call, one target
-  forward (``F.linear``), one backward per target;
-- ``generator`` / ``generator_loop``: the generator alone, ``G(Z)`` for 64 conditions vs
-  64 calls ``G(z_n)`` (loss = sum of squares of the outputs);
+  (:func:`weightlab.hyper.generated.generate_population`; the hypernetwork and the MLP
+  targets by the fused functions of :mod:`weightlab.hyper.fused`: split first layer, output
+  scale inside the last matmul, hand-written backward, ``baddbmm`` targets), the 64
+  targets run on a batch of 32 random inputs, one cross-entropy, one backward;
+- ``population_autograd``: the same in one call by the plain autograd path (the
+  concatenated ``[c_k, z_n]`` chunks, ``ChunkedHypernet.forward_autograd``, and
+  ``vmap(functional_call)`` targets: the implementation before the fused functions);
+- ``loop``: the same modules in plain torch, 64 times: one generator call
+  (``forward_autograd``), one target forward (``F.linear``), one backward per target;
+- ``generator`` / ``generator_autograd`` / ``generator_loop``: the generator alone,
+  ``G(Z)`` for 64 conditions (fused; autograd path) vs 64 autograd calls ``G(z_n)``
+  (loss = sum of squares of the outputs);
 - ``hypnettorch``: hypnettorch 0.0.4's ``ChunkedHMLP(..., num_cond_embs=64)`` batched
   ``forward(cond_id=range(64))`` with the same weights, same loss (skipped if not installed).
 
 Each row reports the median of ``ROUNDS`` timings (each ``REPS`` repetitions), its matmul
-FLOPs (``torch.utils.flop_counter``) and the share of the machine's measured fp32 matmul
-peak (best-of 1024×1024 ``torch.mm`` rate at the same thread count). Ratios are printed
+FLOPs as executed (``torch.utils.flop_counter``; the fused path's split first layer does
+45 MFLOP less than the autograd path for the same result) and the share of the machine's
+measured fp32 matmul peak (best-of 1024×1024 ``torch.mm`` rate at the same thread count). Ratios are printed
 against the loop. Run: ``.venv/bin/python bench/growth.py [--threads 1,2]``; numbers go to
 ``bench/results/growth.json``. Run it on an idle machine: other load inflates every side
 (the load average is recorded).
@@ -32,11 +39,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch.func import functional_call, vmap
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from weightlab.hyper.continual import ChunkedMLPHypernet
-from weightlab.hyper.generated import generate_population, parameter_shapes, split_flat
+from weightlab.hyper.generated import (
+    generate_population,
+    generated_params,
+    parameter_shapes,
+    split_flat,
+)
 from weightlab.models.factory import build
 from weightlab.models.mlp import MLP
 from weightlab.seeding import generator
@@ -82,9 +95,16 @@ class Setup:
         out = generate_population(self.hnet, self.target, self.z, self.x)  # (N, B, 2)
         F.cross_entropy(out.reshape(-1, 2), self.y.repeat(N_TARGETS), reduction="sum").backward()
 
+    def population_autograd(self) -> None:
+        params = generated_params(
+            None, self.target, self.z, outputs=self.hnet.forward_autograd(self.z)
+        )
+        out = vmap(lambda p: functional_call(self.target, p, (self.x,)))(params)
+        F.cross_entropy(out.reshape(-1, 2), self.y.repeat(N_TARGETS), reduction="sum").backward()
+
     def loop(self) -> None:
         for n in range(N_TARGETS):
-            w = split_flat(self.hnet(self.z[n]), self.shapes)
+            w = split_flat(self.hnet.forward_autograd(self.z[n]), self.shapes)
             h = F.relu(F.linear(self.x, w["layers.0.weight"], w["layers.0.bias"]))
             h = F.relu(F.linear(h, w["layers.1.weight"], w["layers.1.bias"]))
             out = F.linear(h, w["layers.2.weight"], w["layers.2.bias"])
@@ -93,9 +113,12 @@ class Setup:
     def generator(self) -> None:
         self.hnet(self.z).square().sum().backward()
 
+    def generator_autograd(self) -> None:
+        self.hnet.forward_autograd(self.z).square().sum().backward()
+
     def generator_loop(self) -> None:
         for n in range(N_TARGETS):
-            self.hnet(self.z[n]).square().sum().backward()
+            self.hnet.forward_autograd(self.z[n]).square().sum().backward()
 
 
 def hypnettorch_row(setup: Setup):
@@ -156,8 +179,10 @@ def run(threads: list[int], quiet: bool = False, save=None) -> dict:
     setup = Setup()
     rows_fns = {
         "population": setup.population,
+        "population_autograd": setup.population_autograd,
         "loop": setup.loop,
         "generator": setup.generator,
+        "generator_autograd": setup.generator_autograd,
         "generator_loop": setup.generator_loop,
     }
     hyp = hypnettorch_row(setup)
@@ -197,6 +222,10 @@ def run(threads: list[int], quiet: bool = False, save=None) -> dict:
                 "population_vs_loop": by["loop"]["median_ms"] / by["population"]["median_ms"],
                 "generator_vs_loop": by["generator_loop"]["median_ms"]
                 / by["generator"]["median_ms"],
+                "population_vs_autograd": by["population_autograd"]["median_ms"]
+                / by["population"]["median_ms"],
+                "generator_vs_autograd": by["generator_autograd"]["median_ms"]
+                / by["generator"]["median_ms"],
             }
             if "hypnettorch" in by:
                 ratios["hypnettorch_vs_generator"] = (
@@ -207,10 +236,10 @@ def run(threads: list[int], quiet: bool = False, save=None) -> dict:
             )
             if not quiet:
                 print(f"\n{th} thread(s), matmul peak {peak / 1e9:.1f} GFLOP/s")
-                print(f"{'row':<16}{'median ms':>10}{'min-max ms':>16}{'MFLOP':>9}{'% peak':>8}")
+                print(f"{'row':<20}{'median ms':>10}{'min-max ms':>16}{'MFLOP':>9}{'% peak':>8}")
                 for r in rows:
                     print(
-                        f"{r['row']:<16}{r['median_ms']:>10.2f}"
+                        f"{r['row']:<20}{r['median_ms']:>10.2f}"
                         f"{r['min_ms']:>8.2f}-{r['max_ms']:<7.2f}"
                         f"{r['matmul_flops'] / 1e6:>9.1f}{r['pct_of_peak']:>8.1f}"
                     )

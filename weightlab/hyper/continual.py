@@ -211,13 +211,13 @@ class ChunkedMLPHypernet(ChunkedHypernet):
             return self.forward_autograd(z)
         z, single = self._conditions(z)
         out = chunked_mlp(
-            z.unsqueeze(0),
-            self.chunk_embs.unsqueeze(0),
-            [layer.weight.unsqueeze(0) for layer in self.layers],
-            [layer.bias.unsqueeze(0) for layer in self.layers],
+            z,
+            self.chunk_embs,
+            [layer.weight for layer in self.layers],
+            [layer.bias for layer in self.layers],
             self.scale,
             self.num_outputs,
-        ).squeeze(0)
+        )
         return out.squeeze(0) if single else out
 
 

@@ -99,6 +99,10 @@ class _ChunkedMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, chunk_embs, scale, num_outputs, *params):
+        ctx.unbatched = z.dim() == 2  # one hypernetwork: M = 1 inside, no autograd views
+        if ctx.unbatched:
+            z, chunk_embs = z.unsqueeze(0), chunk_embs.unsqueeze(0)
+            params = tuple(p.unsqueeze(0) for p in params)
         m, n, _ = z.shape
         k, c = chunk_embs.shape[1:]
         ws, bs = params[0::2], params[1::2]
@@ -117,13 +121,16 @@ class _ChunkedMLP(torch.autograd.Function):
             out = torch.baddbmm(bs[-1].unsqueeze(1), h, ws[-1].mT, beta=scale, alpha=scale)
         ctx.save_for_backward(z, chunk_embs, *params, *hidden)
         ctx.meta = (float(scale), int(num_outputs), len(ws), k)
-        return out.view(m, n, -1)[:, :, :num_outputs]
+        out = out.view(m, n, -1)[:, :, :num_outputs]
+        return out[0] if ctx.unbatched else out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         scale, num_outputs, layers, k = ctx.meta
         z, chunk_embs, *rest = ctx.saved_tensors
+        if ctx.unbatched:
+            grad = grad.unsqueeze(0)
         params, hidden = rest[: 2 * layers], rest[2 * layers :]
         ws = params[0::2]
         m, n, _ = z.shape
@@ -162,6 +169,10 @@ class _ChunkedMLP(torch.autograd.Function):
             grads[1] = g_cond.sum(1)
         gz = torch.bmm(g_cond, ws[0][:, :, c:]) if ctx.needs_input_grad[0] else None
         gc = torch.bmm(g_chunk, ws[0][:, :, :c]) if ctx.needs_input_grad[1] else None
+        if ctx.unbatched:
+            grads = [None if t is None else t.squeeze(0) for t in grads]
+            gz = None if gz is None else gz.squeeze(0)
+            gc = None if gc is None else gc.squeeze(0)
         return (gz, gc, None, None, *grads)
 
 
@@ -179,7 +190,8 @@ def chunked_mlp(
     Shapes: ``z (M, N, d)``, ``chunk_embs (M, K, c)``, ``weights[l] (M, out, in)`` (the
     first ``in = c + d``, the last ``out`` = the chunk size), ``biases[l] (M, out)``, with
     ``K · chunk ≥ num_outputs``; returns ``(M, N, num_outputs)``, a view into the padded
-    ``(M, N, K · chunk)`` result (not contiguous unless ``num_outputs = K · chunk``)."""
+    ``(M, N, K · chunk)`` result (not contiguous unless ``num_outputs = K · chunk``). One
+    hypernetwork: the same without the ``M`` dimension everywhere."""
     params = [t for pair in zip(weights, biases, strict=True) for t in pair]
     return _ChunkedMLP.apply(z, chunk_embs, float(scale), int(num_outputs), *params)
 
