@@ -16,8 +16,11 @@ They run as PyTorch's fused multi-tensor kernels (``torch._fused_adam_``,
 from the member's :class:`~weightlab.train.Schedule`. Members sharing one
 :class:`~weightlab.train.OptimConfig` without parameter groups take one call over the whole
 buffer; otherwise there is one call per (setting, parameter group), each over views of the
-buffer. Where torch has no fused kernel for the device, the same arithmetic runs as a
-reference implementation.
+buffer, one per parameter and range of consecutive members. The views are built once (and
+again only when members are frozen), and :meth:`weightlab.population.Population.fit` puts
+each setting's members on consecutive positions (:func:`config_blocks`), so mixed settings
+in any member order cost one view per (setting, parameter). Where torch has no fused
+kernel for the device, the same arithmetic runs as a reference implementation.
 
 SGLD (``OptimConfig(name="sgld")``, Welling & Teh 2011, Eq. 4, full batch) runs
 :func:`weightlab.dynamics.sgld.sgld_update_`, the loop's arithmetic, with each member's
@@ -36,7 +39,7 @@ stops a member's updates (its weights and moments stay as they are).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -194,6 +197,23 @@ def _spans(blocks: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return spans
 
 
+def config_blocks(configs: Sequence[Hashable]) -> list[int]:
+    """Positions ``0..n-1`` reordered so that members with equal configs are adjacent:
+    configs in order of first appearance, each config's members in their own order.
+
+    Engines index members by position, and :class:`PopulationOptimizer` updates each
+    config's members as maximal ranges of consecutive positions (:func:`_runs`), one view
+    per range and parameter. Interleaved configs (member ``i`` with learning rate
+    ``i % 8``) would cost one small view per member and parameter in every call;
+    :meth:`weightlab.population.Population.fit` therefore builds each chunk's engine in
+    this order (mapping positions back to members everywhere), so each config is one
+    range. The identity for configs already in blocks (a single config included)."""
+    blocks: dict[Hashable, list[int]] = {}
+    for i, c in enumerate(configs):
+        blocks.setdefault(c, []).append(i)
+    return [i for block in blocks.values() for i in block]
+
+
 def _runs(members: Sequence[int]) -> list[tuple[int, int]]:
     """Sorted member indices as maximal ``[start, stop)`` ranges."""
     runs: list[tuple[int, int]] = []
@@ -223,6 +243,8 @@ class _Call:
         self.adam = self.cfg.name in ("adam", "adamw")
         self.sgld = self.cfg.name == "sgld"
         self.weight_decay = self.cfg.weight_decay * self.wd_mult
+        self.base_lr = self.cfg.lr * self.lr_mult  # the loop's lr * lr_mult, before the factor
+        self.step_ts: list[torch.Tensor] = []  # the shared step counter, once per view
 
 
 class PopulationOptimizer:
@@ -328,6 +350,7 @@ class PopulationOptimizer:
                     state = ()
                 params = self._pieces(self.flat, keys, runs)
                 call = _Call(cfg, slot, lr_mult, wd_mult, keys, runs, params, state)
+                call.step_ts = [self._step_t] * len(params)
                 self._calls.append(call)
             if cfg.clip_value > 0:
                 self._clip_runs.append((cfg.clip_value, runs))
@@ -389,7 +412,7 @@ class PopulationOptimizer:
             self._draw_noise()
         for call in self._calls:
             # as the loop's set_lr: lr * lr_mult * schedule factor
-            lr = call.cfg.lr * call.lr_mult * factors[call.slot]
+            lr = call.base_lr * factors[call.slot]
             if call.sgld:
                 sgld_update_(
                     call.params, call.grads, call.state[0], lr=lr, weight_decay=call.weight_decay
@@ -452,7 +475,7 @@ class PopulationOptimizer:
             m,
             v,
             [],
-            [self._step_t] * len(call.params),
+            call.step_ts,
             lr=lr,
             beta1=cfg.betas[0],
             beta2=cfg.betas[1],

@@ -32,6 +32,7 @@ from weightlab.population import mlp_engine
 from weightlab.population.func_engine import FuncEngine
 from weightlab.population.loss import EngineLoss
 from weightlab.population.mlp_engine import MLPEngine
+from weightlab.population.optim import config_blocks
 from weightlab.population.seq_engine import (
     SequentialEngine,
     log_path,
@@ -403,6 +404,9 @@ class Population:
             bar = progress_bar(total * len(self.specs), "population", "member-step", leave=False)
         x_all = _rows(data.train.x) if self._is_fast() else data.train.x
         for members in chunks:
+            # equal optimizer configs on consecutive engine positions (one range per config
+            # in every optimizer call); positions map back through ``members`` everywhere
+            members = [members[p] for p in config_blocks([optims[i] for i in members])]
             opt_kwargs = {
                 "total_steps": total,
                 "multipliers": run.multipliers,
