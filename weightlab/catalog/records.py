@@ -166,9 +166,9 @@ def read_run(run_dir: Path, summary: bool = True) -> tuple[RunRecord | None, lis
     ``None`` when ``config.json`` is unreadable (no recipe, so no row). Timestamps from
     files: ``start`` is ``running.json``'s start if present, else ``config.json``'s
     modification time; ``end`` is ``summary.json``'s modification time (done runs);
-    ``wall_s`` is ``timing.json``'s (the last invocation only). ``host``/``pid`` come
-    from ``running.json``; ``threads``, ``versions`` and ``error`` are not in the files
-    and stay ``None``."""
+    ``wall_s``, ``host``, ``threads`` and ``versions`` are ``timing.json``'s (the last
+    invocation only); a left-behind ``running.json`` gives ``host``/``pid``; ``error`` is
+    not in the files and stays ``None``."""
     run_dir = Path(run_dir)
     problems: list[str] = []
     try:
@@ -190,6 +190,11 @@ def read_run(run_dir: Path, summary: bool = True) -> tuple[RunRecord | None, lis
     timing = _optional(run_dir, "timing.json", problems)
     if timing is not None:
         rec.wall_s = _number(timing.get("wall_s"))
+        t = timing.get("threads")
+        rec.threads = t if isinstance(t, int) and not isinstance(t, bool) else None
+        v = timing.get("versions")
+        rec.versions = v if isinstance(v, dict) else None
+        rec.host = timing.get("host") if isinstance(timing.get("host"), str) else None
     running = _optional(run_dir, "running.json", problems)
     if running is not None:
         rec.host = running.get("host") if isinstance(running.get("host"), str) else None

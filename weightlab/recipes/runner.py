@@ -60,6 +60,9 @@ def run_recipe(
     (:meth:`~weightlab.recipes.base.Recipe.measurements`). ``recipe``: the instance to use
     (default a fresh one); ``on_open(rd)`` is called once the run directory is open (a
     sweep records the run's batch group and catalog row there)."""
+    import torch
+
+    from weightlab.catalog.records import versions
     from weightlab.report.render import render_report
 
     recipe = recipe if recipe is not None else get_recipe(recipe_name)
@@ -93,6 +96,10 @@ def run_recipe(
         {
             "wall_s": time.perf_counter() - t0,
             "computed_units": rd.computed,
+            # where this invocation ran (the catalog's reindex reads them back)
+            "host": socket.gethostname(),
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
             "note": "this invocation only; resumed work is not re-timed",
             "measurements": [
                 {"title": t, "header": list(h), "rows": [list(r) for r in rows]}
