@@ -301,6 +301,15 @@ def test_fused_mlp_hypernet_equals_the_autograd_path(num_outputs, layers):
     single = hnet(z[1].detach())
     assert single.shape == (num_outputs,)
     torch.testing.assert_close(single, results[1][0][1], rtol=1e-6, atol=1e-7)
+    # the output may be modified in place (as the autograd path's), gradients stay right
+    hnet.zero_grad()
+    out = hnet(z.detach())
+    out.mul_(2.0)
+    (out * w).sum().backward()
+    hnet_w = hnet.layers[-1].weight.grad.clone()
+    hnet.zero_grad()
+    (2.0 * hnet.forward_autograd(z.detach()) * w).sum().backward()
+    assert _rel(hnet_w, hnet.layers[-1].weight.grad) <= 1e-6
     with pytest.raises(RuntimeError, match="once_differentiable|twice"):
         out = hnet(z)
         (gz,) = torch.autograd.grad(out.square().sum(), z, create_graph=True)

@@ -59,21 +59,18 @@ _PADDED: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDicti
 
 
 def _grad_like(flat: torch.Tensor) -> torch.Tensor:
-    """An uninitialized gradient for ``flat (N, P)``: when ``flat`` is the row-cut view of a
-    contiguous ``(…, N, W ≥ P)`` tensor (the chunked MLP's output), a buffer of that
-    padded layout (registered in ``_PADDED``) viewed like ``flat``; else a new ``(N, P)``."""
-    base = flat._base
-    if (
-        base is not None
-        and flat.dim() == 2
-        and flat.stride(1) == 1
-        and base.is_contiguous()
-        and flat.storage_offset() == base.storage_offset()
-        and flat.shape[0] * flat.stride(0) == base.numel()
-    ):
-        buf = torch.empty(base.numel(), dtype=flat.dtype, device=flat.device)
-        _PADDED[id(buf)] = buf
-        return buf.as_strided(flat.shape, flat.stride())
+    """An uninitialized gradient for ``flat (N, P)``: when ``flat`` holds the first ``P``
+    values of each row of a whole ``(N, W > P)`` storage (the chunked MLP's output), a buffer
+    of that padded layout (registered in ``_PADDED``) viewed like ``flat``; else a new
+    ``(N, P)``."""
+    if flat.dim() == 2 and flat.stride(1) == 1 and flat.storage_offset() == 0:
+        n, width = flat.shape[0], flat.stride(0)
+        if width > flat.shape[1] and flat.untyped_storage().nbytes() == (
+            n * width * flat.element_size()
+        ):
+            buf = torch.empty(n * width, dtype=flat.dtype, device=flat.device)
+            _PADDED[id(buf)] = buf
+            return buf.as_strided(flat.shape, flat.stride())
     return flat.new_empty(flat.shape)
 
 
@@ -121,8 +118,13 @@ class _ChunkedMLP(torch.autograd.Function):
             out = torch.baddbmm(bs[-1].unsqueeze(1), h, ws[-1].mT, beta=scale, alpha=scale)
         ctx.save_for_backward(z, chunk_embs, *params, *hidden)
         ctx.meta = (float(scale), int(num_outputs), len(ws), k)
-        out = out.view(m, n, -1)[:, :, :num_outputs]
-        return out[0] if ctx.unbatched else out
+        # the cut to P values shares the padded result's memory but is not an autograd
+        # view of it (a view made inside a Function may not be modified in place)
+        width = out.numel() // (m * n)
+        shape, stride = (n, num_outputs), (width, 1)
+        if not ctx.unbatched:
+            shape, stride = (m, *shape), (n * width, *stride)
+        return out.new_empty(0).set_(out.untyped_storage(), 0, shape, stride)
 
     @staticmethod
     @once_differentiable
@@ -141,7 +143,9 @@ class _ChunkedMLP(torch.autograd.Function):
         # is used in place, any other is copied
         width = k * chunk
         g = _owned_padding(grad, (m, n, width))
-        if g is None:
+        if g is None and num_outputs == width and grad.is_contiguous():
+            g = grad.view(m, n, width)  # nothing cut: the grad as it is (read only)
+        elif g is None:
             g = grad.new_empty(m, n, width)
             g[:, :, :num_outputs].copy_(grad)
         g[:, :, num_outputs:].zero_()
