@@ -19,7 +19,21 @@ the first layer, weight-gradient; padding never counts) per second over the fp32
 once per round between the methods (the best of the rounds; a peak taken once at the start
 of a run would not see the load the later rows ran under). Ratios use the faster loop.
 
+Rows ``mixed-small`` and ``mixed-lottery`` ("mixed-lr (8 lrs vs 1)", issue 24) time the
+population engine alone, as :meth:`Population.fit` builds it (members in config blocks,
+:func:`weightlab.population.optim.config_blocks`): N = 64 members with one Adam setting
+(lr 1e-3; the lottery shape with random masks at density 0.5 on every weight matrix)
+against the same members with 8 learning rates ``2.5e-4 * 2^k`` (k = 0..7), in
+blocks (members 8k..8k+7 share lr k) and interleaved (member i has lr i % 8; also, for
+reference, without config blocks: one view per member and parameter), at 1 thread
+and at the process's thread count, in interleaved rounds (each round alternates the
+methods in 40 short slices). Each round's ratio is mixed / single member-steps/s;
+reported: median and range over the rounds (3 by default), against must >= 0.9x and goal
+>= 0.97x.
+
     .venv/bin/python bench/population.py [--rows small,lottery] [--rounds 5] [--quick]
+
+The results file keeps the entries of rows not run this time (rows run replace theirs).
 """
 
 from __future__ import annotations
@@ -40,6 +54,16 @@ from torch.nn import functional as F
 RESULTS = Path(__file__).parent / "results" / "population.json"
 LOOP_MEMBERS = 8
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024)
+# mixed-lr rows: 8 learning rates against one (issue 24, Performance)
+MIXED_LRS = tuple(2.5e-4 * 2**k for k in range(8))
+MIXED_SINGLE_LR = 1e-3
+MIXED_MUST, MIXED_GOAL = 0.9, 0.97
+MIXED_ROUNDS = 3
+MIXED_SECONDS = 2.0  # target time of one method in one round (quick: a fifth)
+MIXED_SLICES = 40  # slices per round, the methods interleaved in each
+# "interleaved-unsorted": the interleaved members on their own positions (no config_blocks),
+# reported for reference (one view per member and parameter), no must/goal
+MIXED_ORDERS = ("single", "blocks", "interleaved", "interleaved-unsorted")
 
 # name: (kind, architecture, batch size, members, optimizer setting)
 ROWS: dict[str, dict] = {
@@ -56,6 +80,21 @@ ROWS: dict[str, dict] = {
     "cnn1d": {"kind": "cnn1d", "batch": 60, "n": 64},
     "siren": {"kind": "siren", "widths": [1, 256, 256, 1], "batch": 1024, "n": 16},
     "sweep": {"kind": "sweep", "widths": list(SWEEP_WIDTHS), "batch": 60, "n": 60},
+    "mixed-small": {
+        "kind": "mixed",
+        "title": "mixed-lr (8 lrs vs 1), small shape",
+        "widths": [40, 100, 100, 10],
+        "batch": 32,
+        "n": 64,
+    },
+    "mixed-lottery": {
+        "kind": "mixed",
+        "title": "mixed-lr (8 lrs vs 1), lottery shape",
+        "widths": [40, 300, 100, 10],
+        "batch": 60,
+        "n": 64,
+        "density": 0.5,  # random masks on every weight matrix, as a pruned lottery round
+    },
 }
 
 
@@ -95,7 +134,7 @@ class Row:
         self.name, self.device, self.spec = name, device, spec
         self.batch, self.n = spec["batch"], spec["n"]
         kind = spec["kind"]
-        if kind in ("mlp", "cnn1d", "sweep"):
+        if kind in ("mlp", "cnn1d", "sweep", "mixed"):
             from weightlab.data import load_dataset
 
             data = load_dataset("mnist1d", device)
@@ -107,7 +146,7 @@ class Row:
             self.x = t.to(device)
             self.y = (torch.sin(12 * t) + 0.3 * torch.randn(t.shape, generator=g)).to(device)
             self.regression = True
-        if kind == "mlp":
+        if kind in ("mlp", "mixed"):
             self.factories = {"": model_factory(MLP, spec["widths"])}
         elif kind == "cnn1d":
             self.factories = {"": model_factory(CNN1D, channels=(32, 32), kernel=5, batchnorm=True)}
@@ -308,8 +347,149 @@ def _task(row: Row):
     return TaskData(row.name, split, split, split, 10)
 
 
+def mixed_runner(row: Row, order: str):
+    """The population engine's training step for ``row.n`` Adam members: one lr
+    (``single``) or :data:`MIXED_LRS` in ``blocks`` or ``interleaved`` member order, the
+    engine's positions in config blocks as :meth:`Population.fit` builds them."""
+    from weightlab.population import MemberSpec, Population
+    from weightlab.population.loss import EngineLoss
+    from weightlab.population.optim import config_blocks
+    from weightlab.seeding import derive_seed, generator
+    from weightlab.train import OptimConfig
+
+    n, k = row.n, len(MIXED_LRS)
+    lrs = {
+        "single": [MIXED_SINGLE_LR] * n,
+        "blocks": [MIXED_LRS[i * k // n] for i in range(n)],
+        "interleaved": [MIXED_LRS[i % k] for i in range(n)],
+        "interleaved-unsorted": [MIXED_LRS[i % k] for i in range(n)],
+    }[order]
+    widths, density = row.spec["widths"], row.spec.get("density")
+    specs = []
+    for i in range(n):
+        masks = None
+        if density is not None:
+            masks = {
+                f"layers.{j}.weight": (
+                    torch.rand(
+                        widths[j + 1], widths[j], generator=generator(derive_seed("mask", i, j))
+                    )
+                    < density
+                ).float()
+                for j in range(len(widths) - 1)
+            }
+        specs.append(MemberSpec(seed=i, optim=OptimConfig("adam", lr=lrs[i]), masks=masks))
+    pop = Population(row.factories[""], specs, row.device)
+    pop._measure(_task(row))
+    chunks = pop._chunks(row.batch)
+    assert len(chunks) == 1, f"{row.name}: benchmark expects one chunk, got {len(chunks)}"
+    optims = [s.optim for s in specs]
+    members = chunks[0]
+    if order != "interleaved-unsorted":
+        members = [members[p] for p in config_blocks([optims[i] for i in members])]
+    loss = EngineLoss.resolve("auto", "classification", ())
+    engine = pop._engine(members, [optims[i] for i in members], loss, {"total_steps": 10_000})
+    views = sum(len(c.params) for c in engine.opt._calls)
+    pos = [0]
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            idx = row.order[pos[0] % row.order.shape[0]]
+            pos[0] += 1
+            engine.train_step(row.x[idx], row.y[idx])
+
+    return run, views
+
+
+def mixed_worker(name: str, device: str, rounds: int, quick: bool) -> dict:
+    """Member-steps/s of one lr against 8 (both orders), at 1 thread and at the process's
+    thread count. A round gives every method about :data:`MIXED_SECONDS`, in
+    :data:`MIXED_SLICES` slices: each slice runs every method for a few steps, in an order
+    that rotates, so slow drifts of the machine's load hit all methods alike."""
+    row = Row(name, device)
+    made = {o: mixed_runner(row, o) for o in MIXED_ORDERS}
+    runners = {o: r for o, (r, _) in made.items()}
+    threads = sorted({1, torch.get_num_threads()})
+    target = MIXED_SECONDS / MIXED_SLICES / (5 if quick else 1)
+    steps = {}
+    for t in threads:  # warm up and size each slice to about `target` seconds per method
+        torch.set_num_threads(t)
+        for run in runners.values():
+            run(3)
+        _sync(device)
+        start = time.perf_counter()
+        runners["single"](5)
+        _sync(device)
+        steps[t] = max(1, round(target * 5 / (time.perf_counter() - start)))
+    rates = {t: {o: [] for o in runners} for t in threads}
+    for _ in range(rounds):
+        for t in threads:
+            torch.set_num_threads(t)
+            spent = dict.fromkeys(runners, 0.0)
+            for s in range(MIXED_SLICES):
+                k = s % len(MIXED_ORDERS)
+                for o in MIXED_ORDERS[k:] + MIXED_ORDERS[:k]:
+                    _sync(device)
+                    start = time.perf_counter()
+                    runners[o](steps[t])
+                    _sync(device)
+                    spent[o] += time.perf_counter() - start
+            for o, sec in spent.items():
+                rates[t][o].append(row.n * steps[t] * MIXED_SLICES / sec)
+    return {
+        "rates": {str(t): v for t, v in rates.items()},
+        "steps": {str(t): v * MIXED_SLICES for t, v in steps.items()},
+        "optimizer_views": {o: v for o, (_, v) in made.items()},
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def report_mixed(name: str, r: dict) -> dict:
+    """Print a mixed-lr row (ratio median and range per thread count and order, must and
+    goal) and return its results entry."""
+    spec = ROWS[name]
+    entry = {"row": name, **spec, "must": MIXED_MUST, "goal": MIXED_GOAL, "threads": {}}
+    entry.update(optimizer_views=r["optimizer_views"], peak_rss_mib=r["peak_rss_mib"])
+    for t, rates in r["rates"].items():
+        single = rates["single"]
+        entry["threads"][t] = {"steps_per_round": r["steps"][t], "single": {"rounds": single}}
+        entry["threads"][t]["single"]["median"] = statistics.median(single)
+        for o in MIXED_ORDERS[1:]:
+            ratios = [m / s for m, s in zip(rates[o], single, strict=True)]
+            med = statistics.median(ratios)
+            if o == "interleaved-unsorted":  # reference only: what config_blocks avoids
+                verdict = "reference (no config blocks)"
+            elif med >= MIXED_GOAL:
+                verdict = f"goal >= {MIXED_GOAL}x met"
+            elif med >= MIXED_MUST:
+                verdict = f"must >= {MIXED_MUST}x met, goal >= {MIXED_GOAL}x not"
+            else:
+                verdict = f"MUST >= {MIXED_MUST}x NOT MET"
+            entry["threads"][t][o] = {
+                "rounds": rates[o],
+                "median": statistics.median(rates[o]),
+                "ratios": ratios,
+                "ratio_median": med,
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "verdict": verdict,
+            }
+            print(
+                f"{spec['title']:38} N {spec['n']} threads {t}: {o:20} "
+                f"{med:.3f}x ({min(ratios):.3f}-{max(ratios):.3f}) of one lr's "
+                f"{statistics.median(single):.0f} member-steps/s: {verdict}",
+                flush=True,
+            )
+    views = ", ".join(f"{o} {v}" for o, v in r["optimizer_views"].items())
+    print(f"{'':38} optimizer views per step: {views}; load average {os.getloadavg()[0]:.2f}")
+    entry["load_average"] = os.getloadavg()[0]
+    return entry
+
+
 # -- measurement ---------------------------------------------------------------------------
 def worker(name: str, device: str, rounds: int, quick: bool) -> dict:
+    if ROWS[name]["kind"] == "mixed":
+        return mixed_worker(name, device, rounds, quick)
     row = Row(name, device)
     loop, timed, loop_flops = loop_runner(row, fused=False)
     loop_f, _, _ = loop_runner(row, fused=True)
@@ -352,6 +532,18 @@ def _spawn(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _merge(path: Path, entries: list[dict]) -> list[dict]:
+    """The results file's entries with ``entries`` replacing those of the same rows, in
+    :data:`ROWS` order (rows not run this time keep their last results)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = []
+    by_row = {e["row"]: e for e in old if isinstance(e, dict) and e.get("row") in ROWS}
+    by_row.update({e["row"]: e for e in entries})
+    return [by_row[r] for r in ROWS if r in by_row]
+
+
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -362,7 +554,9 @@ def _atomic_json(path: Path, obj) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--rounds", type=int, default=None, help=f"default 5 ({MIXED_ROUNDS} for mixed rows)"
+    )
     p.add_argument("--quick", action="store_true", help="fewer steps per round (smoke check)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS))
@@ -382,13 +576,20 @@ def main() -> None:
         f"{peak / 1e9:.1f} GFLOP/s (each row uses its own, measured in its rounds), "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    print(
-        f"{'row':14} {'N':>4} {'method':11} {'member-steps/s (median, min-max)':>34} "
-        f"{'% peak':>7} {'vs loop':>8}"
-    )
+    engine_rows = [r for r in rows if ROWS[r]["kind"] != "mixed"]
+    if engine_rows:
+        print(
+            f"{'row':14} {'N':>4} {'method':11} {'member-steps/s (median, min-max)':>34} "
+            f"{'% peak':>7} {'vs loop':>8}"
+        )
     out = []
     for name in rows:
-        r = _spawn([name, a.device, str(a.rounds), "1" if a.quick else "0"])
+        mixed = ROWS[name]["kind"] == "mixed"
+        rounds = a.rounds or (MIXED_ROUNDS if mixed else 5)
+        r = _spawn([name, a.device, str(rounds), "1" if a.quick else "0"])
+        if mixed:
+            out.append(report_mixed(name, r))
+            continue
         med = {m: statistics.median(v) for m, v in r["rates"].items()}
         peak = max(r["peaks"])  # best mm rate seen while this row ran
         best_loop = max(med["loop"], med["loop-fused"])
@@ -423,8 +624,9 @@ def main() -> None:
             flush=True,
         )
         out.append(entry)
-    print(f"loops time {LOOP_MEMBERS} members at every N; rates are per member-step")
-    _atomic_json(Path(a.out), out)
+    if engine_rows:
+        print(f"loops time {LOOP_MEMBERS} members at every N; rates are per member-step")
+    _atomic_json(Path(a.out), _merge(Path(a.out), out))
     print(f"wrote {a.out}")
 
 
