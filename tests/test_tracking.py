@@ -226,6 +226,21 @@ def test_mlflow_relogs_a_killed_logger(mlflow_client, root):
     assert client.get_run(half.info.run_id).info.lifecycle_stage == "deleted"
 
 
+@pytest.mark.parametrize("name", ["it's a run", 'say "it\'s"'])
+def test_mlflow_run_names_with_quotes(mlflow_client, root, name):
+    shutil.copytree(root / RUN, root / name)
+    assert log_finished_run("mlflow", root / name, root=root) is True
+    assert log_finished_run("mlflow", root / name, root=root) is False
+    client, _ = mlflow_client
+    exp = client.get_experiment_by_name("lottery-ticket")
+    tagged = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags["weightlab.run_id"] == name
+    ]
+    assert len(tagged) == 1 and tagged[0].info.run_name == name
+
+
 # -- TensorBoard -----------------------------------------------------------------------
 
 

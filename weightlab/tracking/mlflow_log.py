@@ -78,6 +78,22 @@ def _experiment_id(client, name: str, root: Path, uri: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def _tagged(client, eid: str, run_id: str) -> list:
+    """The experiment's (not deleted) MLflow runs tagged ``weightlab.run_id = run_id``."""
+    quote = "'" if "'" not in run_id else '"'
+    if quote not in run_id:
+        return list(
+            client.search_runs([eid], filter_string=f"tags.`{RUN_ID_TAG}` = {quote}{run_id}{quote}")
+        )
+    found, token = [], None  # a name with both quotes: no filter string can hold it
+    while True:
+        page = client.search_runs([eid], max_results=1000, page_token=token)
+        found += [r for r in page if r.data.tags.get(RUN_ID_TAG) == run_id]
+        token = page.token
+        if not token:
+            return found
+
+
 def _description(run: TrackedRun) -> str:
     lines = [f"weightlab run `{run.run_id}` of recipe `{run.recipe}`", ""]
     for cid, verdict in run.verdicts.items():
@@ -96,9 +112,7 @@ def log_run(run_dir: Path, *, root: Path, uri: str | None = None) -> bool:
 
         client = MlflowClient(tracking_uri=uri)
         eid = _experiment_id(client, run.recipe, root, uri)
-        found = client.search_runs(
-            [eid], filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'", max_results=100
-        )
+        found = _tagged(client, eid, run.run_id)
         if any(r.info.status == "FINISHED" for r in found):
             return False
         for r in found:  # left unfinished by a killed logger
