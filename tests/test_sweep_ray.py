@@ -9,6 +9,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -25,6 +26,8 @@ from weightlab.sweep.ray_executor import RayContext, check_nodes, check_ray, res
 
 PAIR = ["lottery-ticket", "--grid", "lr=1e-3,2e-3", "--smoke"]  # two runs, one batch group
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+# the local reference runs with the Ray tasks' thread count (1 CPU per task)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def need_ray() -> None:
@@ -65,17 +68,6 @@ def cluster():
                 os.environ[k] = v
 
 
-@pytest.fixture
-def one_thread():
-    """The local reference runs with the Ray tasks' thread count (1 CPU per task)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _summaries(root: Path) -> dict[str, bytes]:
     return {p.parent.name: p.read_bytes() for p in sorted(root.glob("*/summary.json"))}
 
@@ -87,7 +79,7 @@ def _closed_port() -> int:
 
 
 def test_ray_sweep_matches_the_local_summaries_byte_for_byte(
-    cluster, tmp_path, capsys, monkeypatch, one_thread
+    cluster, tmp_path, capsys, monkeypatch
 ):
     local, remote = tmp_path / "local", tmp_path / "ray"
     assert main(["sweep", *PAIR, "--out", str(local)]) == 0
@@ -155,11 +147,17 @@ def test_an_exception_in_a_task_is_not_retried(cluster, tmp_path, capsys, monkey
 def test_a_node_running_another_weightlab_is_named(cluster, tmp_path, monkeypatch):
     import weightlab
 
+    real = weightlab.__version__  # what the node's worker imports
     monkeypatch.setattr(weightlab, "__version__", "0.0.0-driver")
     ctx = RayContext(cluster, "--address")
     root = tmp_path / "new"
-    with pytest.raises(ConfigError, match=r"Ray node \w+ \(.+\) runs weightlab 0\.1\.0, this "):
+    with pytest.raises(ConfigError) as e:
         check_nodes(ctx, root)
+    assert re.fullmatch(
+        rf"Ray node \w+ \(\S+\) runs weightlab {re.escape(real)}, this driver 0\.0\.0-driver; "
+        "install the same version on every node",
+        str(e.value),
+    ), str(e.value)
     assert not root.exists()  # the marker and the folder made for it are removed
 
 
