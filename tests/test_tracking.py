@@ -93,6 +93,35 @@ def test_check_logger_imports_no_extra():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("runs/mlflow.db", "is not an MLflow tracking URI; give one such as sqlite:///PATH"),
+        ("ftp://host/x", "is not an MLflow tracking URI"),
+        ("file:///tmp/mlruns", "is a file store, which MLflow 3 refuses unless"),
+    ],
+)
+def test_check_logger_bad_mlflow_uri(uri, message, tmp_path, monkeypatch):
+    need("mlflow")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        check_logger("mlflow", root=tmp_path, uri=uri)
+    check_logger("mlflow", root=tmp_path, uri="http://127.0.0.1:5000")
+    check_logger("mlflow", root=tmp_path, uri="postgresql+psycopg2://u@h/db")
+
+
+def test_check_logger_mlflow_skinny(tmp_path, monkeypatch):
+    """mlflow-skinny has no SQLAlchemy: a database store is refused, a server is not."""
+    need("mlflow")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "sqlalchemy" else real(n, *a)
+    )
+    with pytest.raises(ConfigError, match="with a sqlite store needs sqlalchemy .mlflow-skinny"):
+        check_logger("mlflow", root=tmp_path)
+    check_logger("mlflow", root=tmp_path, uri="http://127.0.0.1:5000")
+
+
 # -- records ---------------------------------------------------------------------------
 
 
@@ -239,6 +268,13 @@ def test_mlflow_run_names_with_quotes(mlflow_client, root, name):
         if r.data.tags["weightlab.run_id"] == name
     ]
     assert len(tagged) == 1 and tagged[0].info.run_name == name
+
+
+def test_mlflow_store_error_is_one_line(mlflow_client, root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=f"could not log {RUN} to sqlite:.*check --mlflow-uri"):
+        log_finished_run("mlflow", root / RUN, root=root, uri=f"sqlite:///{blocker}/x.db")
 
 
 # -- TensorBoard -----------------------------------------------------------------------

@@ -11,7 +11,9 @@ over a second). What is logged, and how ``metrics.jsonl`` becomes scalars by ste
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import os
 from pathlib import Path
 
 from weightlab.errors import ConfigError
@@ -22,7 +24,9 @@ KINDS = ("mlflow", "tensorboard")
 def check_logger(kind: str | None, *, root: Path, uri: str | None = None) -> None:
     """Check ``--log kind`` (and ``--mlflow-uri``) before anything is written:
     :class:`~weightlab.errors.ConfigError` with one line for an unknown kind, a missing
-    extra, or a URI without MLflow. The extra is looked up, not imported."""
+    extra, a URI without ``--log mlflow``, a URI that is not an MLflow tracking URI, a file
+    store (MLflow 3 refuses one unless ``MLFLOW_ALLOW_FILE_STORE=true``), or a SQL store
+    without SQLAlchemy/alembic (``mlflow-skinny``). Packages are looked up, not imported."""
     if kind is None:
         if uri is not None:
             raise ConfigError("--mlflow-uri needs --log mlflow; add --log mlflow or drop the URI")
@@ -33,6 +37,47 @@ def check_logger(kind: str | None, *, root: Path, uri: str | None = None) -> Non
         raise ConfigError(f"--mlflow-uri applies to --log mlflow, not --log {kind}; drop the URI")
     if importlib.util.find_spec(kind) is None:
         raise ConfigError(f"--log {kind} needs the {kind} package: pip install 'weightlab[{kind}]'")
+    if kind == "mlflow":
+        _check_uri(uri)
+
+
+# MLflow tracking stores by URI scheme; the SQL ones need SQLAlchemy and alembic, which
+# the full ``mlflow`` package brings and ``mlflow-skinny`` does not.
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_OTHER_SCHEMES = ("http", "https", "databricks", "databricks-uc", "file")
+
+
+def _major(package: str) -> int:
+    """The installed distribution's major version (0 if unknown), read without importing."""
+    try:
+        return int(importlib.metadata.version(package).split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return 0
+
+
+def _check_uri(uri: str | None) -> None:
+    scheme = "sqlite" if uri is None else uri.split(":", 1)[0].split("+", 1)[0]
+    if uri is not None and (":" not in uri or scheme not in _SQL_SCHEMES + _OTHER_SCHEMES):
+        raise ConfigError(
+            f"--mlflow-uri {uri!r} is not an MLflow tracking URI; give one such as "
+            "sqlite:///PATH/mlflow.db or http://HOST:PORT"
+        )
+    if (
+        scheme == "file"
+        and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true"
+        and _major("mlflow") >= 3
+    ):
+        raise ConfigError(
+            f"--mlflow-uri {uri!r} is a file store, which MLflow 3 refuses unless "
+            "MLFLOW_ALLOW_FILE_STORE=true; give sqlite:///PATH/mlflow.db instead"
+        )
+    if scheme in _SQL_SCHEMES:
+        missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                f"--log mlflow with a {scheme} store needs {' and '.join(missing)} "
+                "(mlflow-skinny lacks them): pip install 'weightlab[mlflow]'"
+            )
 
 
 def log_finished_run(kind: str, run_dir: Path, *, root: Path, uri: str | None = None) -> bool:

@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from weightlab.errors import ConfigError
 from weightlab.tracking.records import TrackedRun, read_run
 
 RUN_ID_TAG = "weightlab.run_id"
@@ -107,39 +108,52 @@ def log_run(run_dir: Path, *, root: Path, uri: str | None = None) -> bool:
     run = read_run(run_dir)  # file errors before anything is logged
     uri = uri or default_uri(root)
     with quiet():
-        from mlflow.entities import Metric, Param, RunStatus, RunTag
-        from mlflow.tracking import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        client = MlflowClient(tracking_uri=uri)
-        eid = _experiment_id(client, run.recipe, root, uri)
-        found = _tagged(client, eid, run.run_id)
-        if any(r.info.status == "FINISHED" for r in found):
-            return False
-        for r in found:  # left unfinished by a killed logger
-            client.delete_run(r.info.run_id)
-        tags = {
-            RUN_ID_TAG: run.run_id,
-            "weightlab.recipe": run.recipe,
-            "mlflow.note.content": _description(run),
-        }
-        mrun = client.create_run(eid, run_name=run.run_id, tags=tags)
-        rid = mrun.info.run_id
-        ms = int(time.time() * 1000)
-        params = [Param(k, v[:6000]) for k, v in run.params().items()]
-        run_tags = [RunTag(k, v) for k, v in run.tags().items()]
-        run_tags.append(RunTag("weightlab.non_default", str(sorted(run.non_default))[:5000]))
-        metrics = [Metric(k, v, ms, s) for k, v, s in run.points]
-        last = run.last_step
-        metrics += [Metric(k, v, ms, last) for k, v in run.summary_metrics.items()]
-        for chunk in _chunks(params, _MAX_PARAMS):
-            client.log_batch(rid, params=chunk)
-        for chunk in _chunks(run_tags, _MAX_TAGS):
-            client.log_batch(rid, tags=chunk)
-        for chunk in _chunks(metrics, _MAX_METRICS):
-            client.log_batch(rid, metrics=chunk)
-        for path in run.artifacts:
-            client.log_artifact(rid, str(path))
-        client.set_terminated(rid, RunStatus.to_string(RunStatus.FINISHED))
+        try:
+            return _log(run, root, uri)
+        except (MlflowException, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"--log mlflow could not log {run.run_id} to {uri}: {first}; check "
+                "--mlflow-uri (and that ROOT is writable)"
+            ) from None
+
+
+def _log(run: TrackedRun, root: Path, uri: str) -> bool:
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    eid = _experiment_id(client, run.recipe, root, uri)
+    found = _tagged(client, eid, run.run_id)
+    if any(r.info.status == "FINISHED" for r in found):
+        return False
+    for r in found:  # left unfinished by a killed logger
+        client.delete_run(r.info.run_id)
+    tags = {
+        RUN_ID_TAG: run.run_id,
+        "weightlab.recipe": run.recipe,
+        "mlflow.note.content": _description(run),
+    }
+    mrun = client.create_run(eid, run_name=run.run_id, tags=tags)
+    rid = mrun.info.run_id
+    ms = int(time.time() * 1000)
+    params = [Param(k, v[:6000]) for k, v in run.params().items()]
+    run_tags = [RunTag(k, v) for k, v in run.tags().items()]
+    run_tags.append(RunTag("weightlab.non_default", str(sorted(run.non_default))[:5000]))
+    metrics = [Metric(k, v, ms, s) for k, v, s in run.points]
+    last = run.last_step
+    metrics += [Metric(k, v, ms, last) for k, v in run.summary_metrics.items()]
+    for chunk in _chunks(params, _MAX_PARAMS):
+        client.log_batch(rid, params=chunk)
+    for chunk in _chunks(run_tags, _MAX_TAGS):
+        client.log_batch(rid, tags=chunk)
+    for chunk in _chunks(metrics, _MAX_METRICS):
+        client.log_batch(rid, metrics=chunk)
+    for path in run.artifacts:
+        client.log_artifact(rid, str(path))
+    client.set_terminated(rid, RunStatus.to_string(RunStatus.FINISHED))
     return True
 
 
