@@ -169,6 +169,15 @@ def test_read_run_of_smoke_run(root, summary):
     ]
     assert run.last_step == max(s for _, _, s in run.points) > 0
     assert {p.name for p in run.artifacts} >= {"report.md", "summary.json"}
+    assert run.sweep is None and "weightlab.sweep" not in run.tags()
+
+
+def test_read_run_of_a_sweep_run(root, tmp_path):
+    shutil.copytree(root / RUN, tmp_path / RUN)
+    batch = {"sweep": "abc123", "group": "g01", "group_runs": [RUN]}
+    (tmp_path / RUN / "batch.json").write_text(json.dumps(batch))
+    tags = read_run(tmp_path / RUN).tags()
+    assert (tags["weightlab.sweep"], tags["weightlab.batch_group"]) == ("abc123", "g01")
 
 
 def test_unfinished_run_is_refused(root, tmp_path):

@@ -22,6 +22,7 @@ silenced while logging.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import warnings
@@ -141,7 +142,7 @@ def _log(run: TrackedRun, root: Path, uri: str) -> bool:
     ms = int(time.time() * 1000)
     params = [Param(k, v[:6000]) for k, v in run.params().items()]
     run_tags = [RunTag(k, v) for k, v in run.tags().items()]
-    run_tags.append(RunTag("weightlab.non_default", str(sorted(run.non_default))[:5000]))
+    run_tags.append(RunTag("weightlab.non_default", json.dumps(sorted(run.non_default))[:5000]))
     metrics = [Metric(k, v, ms, s) for k, v, s in run.points]
     last = run.last_step
     metrics += [Metric(k, v, ms, last) for k, v in run.summary_metrics.items()]

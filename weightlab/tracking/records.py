@@ -58,6 +58,8 @@ class TrackedRun:
     statements: dict[str, str]  # claim id -> statement
     details: dict[str, str]  # claim id -> detail (the deciding numbers)
     artifacts: list[Path] = field(default_factory=list)
+    sweep: str | None = None  # batch.json's sweep id and group, for a run of a sweep
+    batch_group: str | None = None
 
     @property
     def last_step(self) -> int:
@@ -70,8 +72,14 @@ class TrackedRun:
         }
 
     def tags(self) -> dict[str, str]:
-        """``claim.<id>`` = verdict for every claim, in the summary's order."""
-        return {clean_key(f"claim.{cid}"): v for cid, v in self.verdicts.items()}
+        """``claim.<id>`` = verdict for every claim, in the summary's order; for a run of
+        a sweep also ``weightlab.sweep`` and ``weightlab.batch_group``."""
+        tags = {clean_key(f"claim.{cid}"): v for cid, v in self.verdicts.items()}
+        if self.sweep is not None:
+            tags["weightlab.sweep"] = self.sweep
+        if self.batch_group is not None:
+            tags["weightlab.batch_group"] = self.batch_group
+        return tags
 
 
 def clean_key(key: str) -> str:
@@ -192,6 +200,18 @@ def _read_json(path: Path, what: str) -> Any:
         raise RunFileError(f"{path} is unreadable ({e}); re-run the run to rebuild it") from None
 
 
+def _batch(path: Path) -> dict[str, str]:
+    """``batch.json``'s string ``sweep`` and ``group`` (none if absent or unreadable: they
+    are labels, not needed to log the run)."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(rec, dict):
+        return {}
+    return {k: rec[k] for k in ("sweep", "group") if isinstance(rec.get(k), str)}
+
+
 def read_run(run_dir: Path) -> TrackedRun:
     """A finished run directory (it has ``summary.json``) as a :class:`TrackedRun`;
     :class:`~weightlab.errors.RunFileError` naming the file otherwise."""
@@ -219,7 +239,10 @@ def read_run(run_dir: Path) -> TrackedRun:
             verdicts[cid] = str(c.get("verdict", ""))
             statements[cid] = str(c.get("statement", ""))
             details[cid] = str(c.get("detail", ""))
+    batch = _batch(run_dir / "batch.json")
     return TrackedRun(
+        sweep=batch.get("sweep"),
+        batch_group=batch.get("group"),
         run_id=run_dir.name,
         recipe=rec["recipe"],
         config=rec["config"],

@@ -58,6 +58,8 @@ def _config_text(run: TrackedRun) -> str:
     rows = ["| field | value | |", "|---|---|---|"]
     for k, v in run.config.items():
         rows.append(f"| {k} | {v} | {'non-default' if k in run.non_default else ''} |")
+    if run.sweep is not None:
+        rows.append(f"| (sweep) | {run.sweep} | batch group {run.batch_group} |")
     return "\n".join(rows)
 
 
