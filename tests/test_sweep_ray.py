@@ -161,6 +161,15 @@ def test_a_node_running_another_weightlab_is_named(cluster, tmp_path, monkeypatc
     assert not root.exists()  # the marker and the folder made for it are removed
 
 
+def test_a_cluster_without_the_resources_a_task_asks_for_is_refused(cluster, tmp_path):
+    root = tmp_path / "r"
+    with pytest.raises(ConfigError, match=r"has 3 CPU\(s\) for a task \(most: 2\)"):
+        check_nodes(RayContext(cluster, "--address", cpus_per_task=3), root)
+    with pytest.raises(ConfigError, match="has a GPU and 1 CPU"):
+        check_nodes(RayContext(cluster, "--address"), root, gpu=True)
+    assert not root.exists()
+
+
 def test_an_unreachable_address_exits_2_within_5_s_and_writes_nothing(tmp_path, capsys):
     need_ray()
     port = _closed_port()

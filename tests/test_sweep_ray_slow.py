@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -164,6 +165,39 @@ def test_a_killed_worker_is_retried_and_resumes_to_the_local_summaries(head, tmp
     computed = json.loads((first.path / "timing.json").read_text())["computed_units"]
     assert "round-00" not in computed and computed[-1] == "round-02"
     assert not (first.path / "running.json").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_killed_with_no_retry_left_fails_its_group(head, tmp_path):
+    from weightlab.sweep.plan import plan_sweep
+    from weightlab.sweep.spec import spec_from_args
+
+    root = tmp_path / "ray"
+    args = [*PAIR, "--set", "epochs=20"]
+    first = plan_sweep(spec_from_args("lottery-ticket", [PAIR[2]], ["epochs=20"], None, True), root)
+    first = first.runs[0].path
+    proc = subprocess.Popen(
+        cli_command("sweep", *args, "--executor", "ray", "--address", head.address)
+        + ["--max-retries", "0", "--out", str(root)],
+        env=head.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    t0, pid = time.perf_counter(), None
+    while pid is None and time.perf_counter() - t0 < 120 and proc.poll() is None:
+        try:
+            pid = json.loads((first / "running.json").read_text())["pid"]
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    lost = "FAILED: the Ray task of group g00 was lost (WorkerCrashedError) after 0 retries"
+    assert out.count(lost) == 2, out
+    with sqlite3.connect(root / "catalog.sqlite") as con:
+        assert con.execute("SELECT DISTINCT status FROM runs").fetchall() == [("failed",)]
 
 
 @pytest.mark.timeout(180)

@@ -331,11 +331,12 @@ def _node_name(node: dict) -> str:
     return f"{node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
 
 
-def check_nodes(ctx: RayContext, root: Path) -> None:
-    """One probe task per alive node with ``cpus_per_task`` CPUs: it must see the marker
-    ``ROOT/.weightlab-probe-<uuid>`` the driver writes (a shared filesystem) and run this
-    weightlab version; else a one-line error naming the node. The marker (and ``root``,
-    if this made it) is removed again; done once per root and connection."""
+def check_nodes(ctx: RayContext, root: Path, gpu: bool = False) -> None:
+    """One probe task per alive node with ``cpus_per_task`` CPUs (and a GPU if ``gpu``):
+    it must see the marker ``ROOT/.weightlab-probe-<uuid>`` the driver writes (a shared
+    filesystem) and run this weightlab version; else a one-line error naming the node. No
+    such node is an error too (Ray would leave the tasks pending). The marker (and
+    ``root``, if this made it) is removed again; done once per root and connection."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -352,6 +353,12 @@ def check_nodes(ctx: RayContext, root: Path) -> None:
         raise ConfigError(
             f"no alive node of the Ray cluster ({ctx.address}) has {ctx.cpus_per_task} CPU(s) "
             f"for a task (most: {most:g}); lower --cpus-per-task or add nodes"
+        )
+    if gpu and not any(n.get("Resources", {}).get("GPU", 0) >= 1 for n in usable):
+        raise ConfigError(
+            f"no alive node of the Ray cluster ({ctx.address}) has a GPU and "
+            f"{ctx.cpus_per_task} CPU(s) for a --device cuda task; add a GPU node or use "
+            "--device cpu"
         )
     made = not root.exists()
     token = uuid.uuid4().hex
@@ -495,7 +502,7 @@ def run_plan_ray(
         echo(outcome_line(len(outcomes), n, o))
 
     try:
-        check_nodes(ctx, plan.root)
+        check_nodes(ctx, plan.root, gpu=any(_is_cuda(r.cfg) for r in plan.runs))
         root = os.path.abspath(plan.root)
         spec_json = plan.spec.to_json()
         task = ray.remote(GROUP_TASK)
