@@ -245,9 +245,13 @@ def check_ray(executor: dict) -> RayContext:
     if address == "local":
         # a private cluster listens on loopback only, and needs no token there
         os.environ.setdefault(LOOPBACK_ENV, "0")
-        from ray._private import ray_constants
+        try:
+            from ray._private import ray_constants
 
-        if not ray_constants.ENABLE_RAY_CLUSTER:
+            loopback = not ray_constants.ENABLE_RAY_CLUSTER
+        except (ImportError, AttributeError):  # another Ray: its own defaults
+            loopback = False
+        if loopback:
             os.environ.setdefault(AUTH_ENV, "disabled")
         return ctx
     host, port = parse_host_port(address, source)
@@ -256,11 +260,12 @@ def check_ray(executor: dict) -> RayContext:
     if _is_loopback(host):
         os.environ.setdefault(LOOPBACK_ENV, "0")
     import ray  # noqa: F401 - after the loopback setting
-    from ray._private.services import canonicalize_bootstrap_address
 
     try:
+        from ray._private.services import canonicalize_bootstrap_address
+
         dialed = canonicalize_bootstrap_address(f"{host}:{port}")
-    except Exception:  # noqa: BLE001 - Ray dials what it was given
+    except Exception:  # noqa: BLE001 - another Ray: it dials what it was given
         dialed = f"{host}:{port}"
     if dialed and dialed != f"{host}:{port}":
         dhost, dport = parse_host_port(dialed, "as Ray dials it")
