@@ -18,9 +18,9 @@ from weightlab.recipes.registry import all_recipes
 from weightlab.recipes.runner import make_config, run_recipe
 from weightlab.site import MARKER, build_site
 from weightlab.site import cli as site_cli
-from weightlab.site.collect import RunInfo, SweepInfo
+from weightlab.site.collect import RunInfo, SweepInfo, grid_order
 from weightlab.site.pages import fmt
-from weightlab.site.plots import arrange, use_log_x
+from weightlab.site.plots import arrange, sweep_png, use_log_x
 
 RECIPE = "random-pruning"  # a real smoke run of ~1 s
 LRS = [1e-4, 1e-3, 1e-2]
@@ -178,18 +178,26 @@ def test_arrange_lines_panels_and_log_x(root):
     assert panel.lines["init=xx"] == []  # its run is missing
     assert use_log_x(LRS) and not use_log_x([1, 5, 10]) and not use_log_x([0.0, 100.0])
     assert not use_log_x(["a", "b"])
-    # a third key: one panel per value, in grid order
-    spec = {"grid": {"w": [8, 16], "lr": [0.1], "depth": [1, 2, 3]}}
+    # a third key: one panel per value, in grid order; runs of depth 2 did not finish, and
+    # the record lists the runs in product order (w slowest) with depth's values 3, 1, 2
+    spec = {"grid": {"w": [16, 8], "lr": [0.1, 0.2], "depth": [3, 1, 2]}}
     entries, mem = [], {}
-    for w in (8, 16):
-        for d in (3, 1):
-            name = f"r{w}-{d}"
-            entries.append({"run": name, "point": {"w": w, "lr": 0.1, "depth": d}})
-            mem[name] = RunInfo(name, Path(name), "x", {}, {}, summary={"metrics": {"m": w * d}})
+    for w in (16, 8):
+        for lr in (0.1, 0.2):
+            for d in (3, 1, 2):
+                name = f"r{w}-{lr}-{d}"
+                entries.append({"run": name, "point": {"w": w, "lr": lr, "depth": d}})
+                if d != 2:
+                    m = {"m": w * d + lr}
+                    mem[name] = RunInfo(name, Path(name), "x", {}, {}, summary={"metrics": m})
     panels = arrange(SweepInfo("s", Path("s.json"), spec, entries, []), mem, "m")
-    assert [p.title for p in panels] == ["depth=1", "depth=2", "depth=3"]
-    assert panels[0].lines == {"lr=0.1": [(8, 8.0), (16, 16.0)]}
-    assert panels[1].lines == {}
+    assert [p.title for p in panels] == ["depth=3", "depth=1", "depth=2"]
+    assert panels[1].lines == {
+        "lr=0.1": [(16, 16.1), (8, 8.1)],
+        "lr=0.2": [(16, 16.2), (8, 8.2)],
+    }
+    assert panels[2].lines == {"lr=0.1": [], "lr=0.2": []}
+    assert sweep_png(SweepInfo("s", Path("s.json"), spec, entries, []), mem, "m")[:4] == b"\x89PNG"
 
 
 def test_metric_option_and_unknown_metric(root, tmp_path):
@@ -243,3 +251,20 @@ def test_bad_out_dir_writes_nothing_and_rebuild_replaces(root, tmp_path):
     build_site(out, root)
     assert not (out / "stale.html").exists() and (out / "index.html").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "other", "site"]
+
+
+def test_grid_order_recovered_from_the_runs():
+    # the record's grid object may come back with sorted keys; the runs are the product in
+    # the given order (lr slowest, then init, then rate), as `weightlab sweep` writes them
+    import itertools
+
+    grid = {"init": ["g", "k"], "lr": [1e-4, 1e-3, 1e-2], "rate": [0.3, 0.5], "seeds": [2]}
+    given = ["lr", "init", "rate", "seeds"]
+    points = [
+        dict(zip(given, p, strict=True)) for p in itertools.product(*(grid[k] for k in given))
+    ]
+    assert grid_order(grid, points) == given
+    runs = [{"run": f"r{i}", "point": p} for i, p in enumerate(points)]
+    assert SweepInfo("s", Path("s"), {"grid": grid}, runs, []).grid_keys == given
+    explicit = {"grid": grid, "grid_order": ["rate", "lr", "init", "seeds"]}
+    assert SweepInfo("s", Path("s"), explicit, runs, []).grid_keys[0] == "rate"

@@ -70,7 +70,29 @@ class SweepInfo:
 
     @property
     def grid_keys(self) -> list[str]:
-        return list(self.spec.get("grid", {}))
+        """The grid's keys in the order given (first = the plot's x axis): the record's
+        ``grid_order`` when present, else inferred from the runs (:func:`grid_order`)."""
+        grid = self.spec.get("grid", {})
+        order = self.spec.get("grid_order")
+        if isinstance(order, list) and sorted(map(str, order)) == sorted(grid):
+            return [str(k) for k in order]
+        return grid_order(grid, [e.get("point", {}) for e in self.runs])
+
+
+def grid_order(grid: dict[str, list], points: list[dict]) -> list[str]:
+    """The keys of ``grid`` in the order the sweep was given, recovered from its points.
+
+    A sweep record's ``grid`` is a JSON object whose keys may have been sorted on
+    writing, but its runs are the Cartesian product in the given order (the first key
+    varies slowest), so a key given earlier changes value fewer times between consecutive
+    points. Keys with a single value (they never change) go last; ties keep the record's
+    order."""
+    keys = list(grid)
+
+    def changes(k: str) -> int:
+        return sum(a.get(k) != b.get(k) for a, b in zip(points, points[1:], strict=False))
+
+    return sorted(keys, key=lambda k: (len(grid[k]) <= 1, changes(k), keys.index(k)))
 
 
 def _read(path: Path) -> Any:
