@@ -61,6 +61,11 @@ def root(tmp_path_factory) -> Path:
     evil = copy.deepcopy(summary)
     evil["claims"][0]["detail"] = "<script>alert(1)</script> & <b>bold</b>"
     _fake_run(root, "random-pruning-0000000evil", real, {"lr": 0.5}, evil)
+    busy = _fake_run(root, "random-pruning-000000busy", real, {"lr": 0.25}, summary)
+    (busy / "summary.json").unlink()
+    (busy / "running.json").write_text(json.dumps({"pid": 1, "host": "h", "start": 0.0}))
+    bad = _fake_run(root, "random-pruning-0000000bad", real, {"lr": 0.125}, summary)
+    (bad / "summary.json").write_text('{"recipe": "random-pruning"}')
     runs, groups = [], {}
     for lr in LRS:
         for init in INITS:
@@ -132,6 +137,9 @@ def test_index_lists_every_recipe_and_links_the_newest_default_run(site, root):
     assert "torch:" in index and "CPUs:" in index
     assert 'href="sweeps/sw1.html"' in index
     assert "broken.json" in index  # the unreadable sweep record is listed, not fatal
+    assert "0000000bad/summary.json: the summary has no &#x27;claims&#x27;" in index
+    assert "random-pruning-000000busy</a> (lr=0.25; running)" in index
+    assert "random-pruning-0000000bad</a> (lr=0.125; incomplete)" in index
     assert (site / MARKER).exists()
 
 
