@@ -33,6 +33,7 @@ th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
 .not-tested{color:#777;font-weight:bold}.no-run{color:#999;font-style:italic}
 .nd{background:#fff6d8}.smoke{background:#eef;padding:.4em .8em;border:1px solid #99c}
 blockquote{color:#555;border-left:3px solid #ccc;margin:.3em 0;padding-left:1em}
+.wide{overflow-x:auto}.wide td{white-space:nowrap}
 img{max-width:100%}code{background:#f3f3f3;padding:1px 3px}.small{font-size:12px;color:#555}
 """
 
@@ -125,7 +126,8 @@ def recipe_section(cls: type, runs: list[RunInfo], main: RunInfo | None, smoke: 
     others = [r for r in runs if r is not main]
     if others:
         items = "".join(_run_line(r, smoke) for r in others)
-        out.append(f"<details open><summary>other runs ({len(others)})</summary><ul>{items}</ul>")
+        label = "other runs" if main is not None else "runs"
+        out.append(f"<details open><summary>{label} ({len(others)})</summary><ul>{items}</ul>")
         out.append("</details>")
     out.append("</section>")
     return "\n".join(out)
@@ -294,6 +296,7 @@ def sweep_html(
     keys = sweep.grid_keys
     b = [f"<p>{link('../index.html', 'all recipes')}</p>", f"<h1>sweep {esc(sweep.id)}</h1>"]
     spec_rows = [[k, fmt(v)] for k, v in sweep.spec.items()]
+    spec_rows.append(["grid key order (x, lines, panels, ...)", ", ".join(keys) or "(no grid)"])
     b.append(table(["spec", ""], spec_rows))
     members = [runs.get(e["run"]) for e in sweep.runs]
     claim_ids: list[str] = []
@@ -324,5 +327,5 @@ def sweep_html(
         ms = r.metrics if r is not None else {}
         cells += [esc(fmt(ms[m])) if m in ms else "" for m in metric_names]
         rows.append(cells)
-    b.append("<h2>Runs</h2>" + table(header, rows, raw=True))
+    b.append('<h2>Runs</h2><div class="wide">' + table(header, rows, raw=True) + "</div>")
     return page(f"sweep {sweep.id}", "\n".join(b))
