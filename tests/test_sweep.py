@@ -46,6 +46,18 @@ def test_grid_is_the_product_in_order_with_typed_values():
     )
 
 
+def test_the_record_keeps_the_grid_order(tmp_path):
+    from weightlab.runs.files import atomic_write_json, read_json
+    from weightlab.sweep.spec import SweepSpec
+
+    spec = spec_from_args("lottery-ticket", ["rate=0.2,0.5", "lr=1e-3,2e-3"], [], None, True)
+    atomic_write_json(tmp_path / "r.json", spec.to_json())  # sorted keys on disk
+    back = SweepSpec.from_json(read_json(tmp_path / "r.json", "record"))
+    assert back == spec and back.id == spec.id and back.points() == spec.points()
+    other = spec_from_args("lottery-ticket", ["lr=1e-3,2e-3", "rate=0.2,0.5"], [], None, True)
+    assert other.id != spec.id  # another product order is another sweep
+
+
 def test_toml_file_gives_the_same_spec(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text(

@@ -55,6 +55,8 @@ class SweepSpec:
             "smoke": self.smoke,
             "set": dict(self.set),
             "grid": {k: list(v) for k, v in self.grid},
+            # JSON files here are written with sorted keys: the product's order, kept
+            "grid_order": [k for k, _ in self.grid],
             "batch": self.batch,
             "batch_members": self.batch_members,
             "executor": dict(self.executor),
@@ -65,7 +67,7 @@ class SweepSpec:
         """The spec back from :meth:`to_json` (a sweep record, or a Ray task's argument)."""
         return cls(
             recipe=d["recipe"],
-            grid=tuple((k, tuple(v)) for k, v in d["grid"].items()),
+            grid=tuple((k, tuple(d["grid"][k])) for k in d.get("grid_order", list(d["grid"]))),
             set=tuple(d["set"].items()),
             seeds=d["seeds"],
             smoke=d["smoke"],
