@@ -56,3 +56,42 @@ def test_site_in_chromium(browser_binary, tmp_path):
     assert width > 0  # the figure, a file next to the page, loaded
     assert requests and all(u.startswith("file://") for u in requests), requests
     assert any(u.endswith(".png") for u in requests)
+
+
+def test_reproduce_smoke_then_its_site_in_chromium(browser_binary, tmp_path, monkeypatch, capsys):
+    """``weightlab reproduce --smoke`` over two recipes runs both, then writes ROOT/site:
+    the index says it holds smoke runs (no verdicts there), and a run's page carries its
+    claims with the numbers from its summary."""
+    from weightlab.cli import main
+    from weightlab.sweep import reproduce
+
+    monkeypatch.setattr(reproduce, "selected_recipes", lambda all_, family: list(RECIPES))
+    root = tmp_path / "runs"
+    assert main(["reproduce", "--all", "--smoke", "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "reproduce: 2 of 2 finished, 0 failed" in out, out
+    index = root / "site" / "index.html"
+    run_dir = next(root.glob("random-pruning-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    claim = summary["claims"][0]
+    with Chromium(browser_binary) as c:
+        c.navigate(index.as_uri())
+        assert "smoke runs: no verdicts" in c.evaluate("document.body.innerText")
+        c.click_and_wait(f'a[href*="{run_dir.name}"]')
+        text = c.evaluate("document.body.innerText")
+        requests = list(c.requests)
+    assert f"{claim['id']}: {claim['verdict']}" in text and claim["detail"] in text
+    assert all(u.startswith("file://") for u in requests), requests
+    # a second reproduce resumes: nothing recomputed, the site rebuilt in place
+    assert main(["reproduce", "--all", "--smoke", "--out", str(root)]) == 0
+    assert capsys.readouterr().out.count("already done") == 2
+
+
+def test_reproduce_needs_all_or_family(capsys):
+    from weightlab.cli import main
+
+    assert main(["reproduce"]) == 2
+    err = capsys.readouterr().err
+    assert "reproduce needs --all" in err and "lottery-ticket" in err and len(err.splitlines()) == 1
+    assert main(["reproduce", "--family", "nope"]) == 2
+    assert "unknown family 'nope'" in capsys.readouterr().err

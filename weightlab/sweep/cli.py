@@ -153,6 +153,15 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         print_dry_run(plan)
         return 0
+    if ray:  # nodes that cannot see ROOT or run another version: refused before the record
+        from weightlab.sweep.ray_executor import check_nodes
+
+        gpu = any(getattr(r.cfg, "device", "cpu") == "cuda" for r in plan.runs)
+        try:
+            check_nodes(ray_ctx, Path(root), gpu=gpu)
+        except BaseException:
+            ray_ctx.close()
+            raise
     return execute(plan, recorder, ray_ctx if ray else None)
 
 

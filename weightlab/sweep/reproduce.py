@@ -59,12 +59,9 @@ def main(argv: list[str]) -> int:
     ex = executor_settings(args)
     root = Path(args.out) if args.out is not None else Path("runs")
     site = args.site if args.site is not None else root / "site"
-    if site.exists() and (
-        site.is_file() or (any(site.iterdir()) and not (site / ".weightlab-site").exists())
-    ):
-        raise ConfigError(
-            f"--site {site} is a file or a folder that is not a weightlab site; choose another"
-        )
+    from weightlab.site import check_out_dir
+
+    check_out_dir(site, root if root.exists() else None)
     recorder = RunRecorder(root, log=args.log, log_uri=args.mlflow_uri)
     recorder.check()
     ray_ctx = None
@@ -82,6 +79,16 @@ def main(argv: list[str]) -> int:
         )
         for n in names
     ]  # every recipe's config checked before anything runs
+    if ray_ctx is not None:  # every node sees ROOT and runs this version: before any run
+        from weightlab.sweep.ray_executor import check_nodes
+
+        ray_ctx.keep_open = True  # one connection (one private cluster) for every recipe
+        gpu = any(getattr(r.cfg, "device", "cpu") == "cuda" for p in plans for r in p.runs)
+        try:
+            check_nodes(ray_ctx, root, gpu=gpu)
+        except BaseException:
+            ray_ctx.close()
+            raise
     print(f"reproduce: {len(plans)} recipe(s) under {root}{' (smoke)' if args.smoke else ''}")
     failed = 0
     try:
@@ -113,6 +120,8 @@ def main(argv: list[str]) -> int:
             failed += sum(o.status == "failed" for o in outcomes)
     finally:
         recorder.close()
+        if ray_ctx is not None:
+            ray_ctx.close()
     from weightlab.site import build_site
 
     index = build_site(site, root, smoke=args.smoke)
