@@ -18,7 +18,7 @@ Each batching row also prints the batched sweep's share of the machine's fp32 ma
 (useful matmul FLOPs of every member-step, ``torch.utils.flop_counter``, over its wall time;
 peak from ``bench/growth.py``'s ``peak_flops``). Run:
 ``.venv/bin/python bench/sweep.py [--threads 1] [--quick]``; numbers go to
-``bench/results/sweep.json``. Run it on an otherwise idle machine.
+``bench/results/sweep.json`` (one entry per thread count). Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -243,10 +243,13 @@ def main() -> None:
     a = ap.parse_args()
     res = run(a.threads, 1 if a.quick else a.rounds, a.quick)
     report(res)
-    if not a.quick:
+    if not a.quick:  # one entry per thread count, others kept
         out = Path(__file__).parent / "results" / "sweep.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2) + "\n")
+        old = json.loads(out.read_text()) if out.exists() else {}
+        old = old if "threads" not in old else {str(old["threads"]): old}
+        old[str(a.threads)] = res
+        out.write_text(json.dumps(old, indent=2) + "\n")
 
 
 if __name__ == "__main__":
