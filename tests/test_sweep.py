@@ -234,3 +234,26 @@ def test_plan_checks_every_point_before_writing(tmp_path):
         {r.name for r in plan.runs}, key=[r.name for r in plan.runs].index
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_sweep_logs_each_finished_run_once_and_refuses_a_missing_extra(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    root = tmp_path / "r"
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(root), "--log", "tensorboard"]) == 0
+    logged = sorted(p for p in (root / "tensorboard").iterdir())
+    assert [p.name for p in logged] == sorted(p.parent.name for p in root.glob("*/summary.json"))
+    files = {f: f.stat().st_mtime_ns for p in logged for f in p.iterdir()}
+    assert files
+    # the same sweep again: every run already done and already logged, nothing new
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(root), "--log", "tensorboard"]) == 0
+    assert {f: f.stat().st_mtime_ns for p in logged for f in p.iterdir()} == files
+    # a missing extra is a one-line error before anything is written
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "mlflow" else real(n, *a)
+    )
+    other = tmp_path / "o"
+    assert main(["sweep", "lottery-ticket", *PAIR, "--out", str(other), "--log", "mlflow"]) == 2
+    assert not other.exists()

@@ -178,6 +178,8 @@ def run_plan_local(
 
     for gid, _ in plan.groups:
         for o in run_group(plan, gid, on_start=on_start, on_end=on_end):
+            if o.status == "skipped" and recorder is not None:
+                recorder.finished_before(plan.root / o.run)
             done[0] += 1
             outcomes[o.run] = o
             echo(outcome_line(done[0], n, o))

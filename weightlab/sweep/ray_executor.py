@@ -515,6 +515,7 @@ def run_plan_ray(
             runs = [plan.runs[i] for i in idx]
             if group_done(plan, gid):
                 for r in runs:
+                    recorder.finished_before(r.path)  # logged, if a killed driver never did
                     emit(RunOutcome(r.name, "skipped", verdicts=_verdicts(r.path)))
                 continue
             for r in runs:

@@ -49,6 +49,14 @@ class RunRecorder:
 
             log_finished_run(self.log, Path(run_dir), root=self.root, uri=self.log_uri)
 
+    def finished_before(self, run_dir: Path) -> None:
+        """A run found finished (a resumed sweep skips it): log it if a killed process
+        never did; the logger itself knows what it has logged."""
+        if self.log is not None:
+            from weightlab.tracking import log_finished_run
+
+            log_finished_run(self.log, Path(run_dir), root=self.root, uri=self.log_uri)
+
     def close(self) -> None:
         if self._cat is not None:
             self._cat.close()

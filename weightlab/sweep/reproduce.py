@@ -116,6 +116,8 @@ def main(argv: list[str]) -> int:
                     for o in run_group(plan, gid, on_start=on_start, on_end=on_end)
                 ]
                 for o in outcomes:
+                    if o.status == "skipped":
+                        recorder.finished_before(plan.root / o.run)
                     print(outcome_line(k, len(plans), o))
             failed += sum(o.status == "failed" for o in outcomes)
     finally:
