@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import os
 import platform
 import socket
 import sys
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from weightlab.procs import pid_alive
 
 VERDICTS = ("held", "did not hold", "not tested")
 STATUSES = ("running", "done", "failed", "incomplete")
@@ -140,18 +141,6 @@ def _optional(run_dir: Path, name: str, problems: list[str]) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
 def _mtime(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
@@ -213,7 +202,7 @@ def read_run(run_dir: Path, summary: bool = True) -> tuple[RunRecord | None, lis
         except _Bad as e:
             problems.append(f"{path}: {e}")
             rec.error = f"summary.json {e}"
-    alive = rec.pid is not None and rec.host == hostname() and _pid_alive(rec.pid)
+    alive = rec.pid is not None and rec.host == hostname() and pid_alive(rec.pid)
     rec.status = "running" if alive else "incomplete"
     return rec, problems
 

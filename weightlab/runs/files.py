@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from weightlab.errors import RunFileError
+from weightlab.procs import pid_alive
 
 
 def _tmp(path: Path) -> Path:
@@ -50,18 +51,8 @@ def remove_stale_temp_files(directory: Path) -> None:
         return
     for p in directory.iterdir():
         m = _TMP.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             p.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
+from weightlab.procs import pid_alive
 from weightlab.tracking.records import TrackedRun, read_run
 
 _TMP = re.compile(r"^\.(.+)\.tmp-(\d+)$")
@@ -35,22 +36,12 @@ def is_logged(root: Path, run_id: str) -> bool:
     return d.is_dir() and any(p.name.startswith("events.out.tfevents.") for p in d.iterdir())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(parent: Path) -> None:
     if not parent.is_dir():
         return
     for p in parent.iterdir():
         m = _TMP.match(p.name)
-        if m and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+        if m and int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
             shutil.rmtree(p, ignore_errors=True)
 
 
