@@ -9,7 +9,8 @@ parked or finished, the hub merges the parked calls, in run order, into populati
 most ``cap`` members: calls merge when they train on equal data with one architecture, the
 same ``TrainConfig`` but the optimizer, the same snapshot steps, dtype, device and data
 orders. Each member keeps its own optimizer settings (``MemberSpec.optim``), data seed and
-initial weights (drawn by its own run's factory and passed as ``init_state``), so a merged
+initial weights (drawn by its own run's factory and passed as ``init_state``, unless every
+call's factory declares the same ``model_spec``: then the population draws them), so a merged
 member trains as it would alone, to the engine's float tolerance: its last bits depend on
 its batch mates (fused kernels walk a different tensor list). Merging is a pure function of
 the group's calls, so the same sweep twice is byte-identical.
@@ -204,12 +205,18 @@ class GroupBatcher:
             specs, factory = first.specs, first.factory
             kw = dict(first.kw)
         else:
+            # factories declaring one ModelSpec (weightlab.models.model_factory) build the
+            # same weights from a seed: the population draws them all at once, as alone
+            spec0 = getattr(first.factory, "model_spec", None)
+            same = spec0 is not None and all(
+                getattr(c.factory, "model_spec", None) == spec0 for c in batch
+            )
             specs = []
             for c in batch:
                 seed0 = c.kw.get("data_seed", 0)
                 for s in c.specs:
                     state = s.init_state
-                    if state is None:  # the member's own run draws its weights
+                    if state is None and not same:  # the member's own run draws its weights
                         state = take_snapshot(c.factory(s.seed))
                     specs.append(
                         replace(
