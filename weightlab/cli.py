@@ -98,6 +98,7 @@ def _cmd_run(argv: list[str]) -> int:
     from weightlab.recipes.runner import make_config, run_recipe
     from weightlab.report.render import diverged_line
     from weightlab.sweep.recorder import RunRecorder
+    from weightlab.tracking import add_log_flags
 
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
@@ -129,15 +130,7 @@ def _cmd_run(argv: list[str]) -> int:
         default=Path("runs"),
         help="root of run directories and of the catalog ROOT/catalog.sqlite [runs]",
     )
-    parser.add_argument(
-        "--log",
-        choices=("mlflow", "tensorboard"),
-        default=None,
-        help="also log the finished run (needs the extra)",
-    )
-    parser.add_argument(
-        "--mlflow-uri", default=None, help="MLflow tracking URI [sqlite:///ROOT/mlflow.db]"
-    )
+    add_log_flags(parser)
     _add_config_flags(parser, recipe.Config)
     args = parser.parse_args(argv[1:])
     overrides = {

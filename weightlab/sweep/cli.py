@@ -67,15 +67,9 @@ def add_executor_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-retries", type=int, default=None, help="Ray: retries of a task whose worker died [3]"
     )
-    p.add_argument(
-        "--log",
-        choices=("mlflow", "tensorboard"),
-        default=None,
-        help="also log each finished run (needs the extra)",
-    )
-    p.add_argument(
-        "--mlflow-uri", default=None, help="MLflow tracking URI [sqlite:///ROOT/mlflow.db]"
-    )
+    from weightlab.tracking import add_log_flags
+
+    add_log_flags(p)
 
 
 def executor_settings(args, base: dict | None = None) -> dict:

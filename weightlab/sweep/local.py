@@ -159,16 +159,25 @@ def outcome_line(i: int, n: int, o: RunOutcome) -> str:
 
 
 def run_plan_local(
-    plan: Plan, recorder: Any = None, echo: Callable[[str], None] = print
+    plan: Plan,
+    recorder: Any = None,
+    echo: Callable[[str], None] = print,
+    *,
+    in_sweep: bool = True,
+    first: int = 1,
+    total: int | None = None,
 ) -> list[RunOutcome]:
-    """Every group in order; one line per finished run; the catalog written around each."""
-    n = len(plan.runs)
-    done = [0]
+    """Every group in order; one line per finished run, numbered from ``first`` of
+    ``total`` (default: this plan's runs); the catalog written around each, its rows tied
+    to the sweep when ``in_sweep`` (``reproduce`` runs one-point plans that are not sweeps)."""
+    n = total if total is not None else len(plan.runs)
+    done = [first - 1]
     outcomes: dict[str, RunOutcome] = {}
+    sweep = plan.spec.id if in_sweep else None
 
     def on_start(r: PlannedRun) -> None:
         if recorder is not None:
-            recorder.started(r.path, sweep=plan.spec.id, group=r.group)
+            recorder.started(r.path, sweep=sweep, group=r.group if in_sweep else None)
 
     def on_end(r: PlannedRun, o: RunOutcome) -> None:
         if recorder is not None:

@@ -42,7 +42,7 @@ def selected_recipes(all_: bool, family: str | None) -> list[str]:
 
 def main(argv: list[str]) -> int:
     from weightlab.sweep.cli import executor_settings
-    from weightlab.sweep.local import outcome_line, run_group
+    from weightlab.sweep.local import run_plan_local
     from weightlab.sweep.plan import plan_sweep
     from weightlab.sweep.recorder import RunRecorder
     from weightlab.sweep.spec import SweepSpec
@@ -98,27 +98,7 @@ def main(argv: list[str]) -> int:
 
                 outcomes = run_plan_ray(plan, recorder, ray_ctx)
             else:
-
-                def on_start(r, plan=plan):
-                    recorder.started(r.path)
-
-                def on_end(r, o):
-                    recorder.finished(
-                        r.path,
-                        "done" if o.status == "done" else "failed",
-                        error=o.error,
-                        wall_s=o.wall_s,
-                    )
-
-                outcomes = [
-                    o
-                    for gid, _ in plan.groups
-                    for o in run_group(plan, gid, on_start=on_start, on_end=on_end)
-                ]
-                for o in outcomes:
-                    if o.status == "skipped":
-                        recorder.finished_before(plan.root / o.run)
-                    print(outcome_line(k, len(plans), o))
+                outcomes = run_plan_local(plan, recorder, in_sweep=False, first=k, total=len(plans))
             failed += sum(o.status == "failed" for o in outcomes)
     finally:
         recorder.close()

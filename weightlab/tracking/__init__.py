@@ -21,6 +21,17 @@ from weightlab.errors import ConfigError
 KINDS = ("mlflow", "tensorboard")
 
 
+def add_log_flags(parser) -> None:
+    """``--log mlflow|tensorboard`` and ``--mlflow-uri``, as ``run``, ``sweep`` and
+    ``reproduce`` take them (an argparse parser)."""
+    parser.add_argument(
+        "--log", choices=KINDS, default=None, help="also log each finished run (needs the extra)"
+    )
+    parser.add_argument(
+        "--mlflow-uri", default=None, help="MLflow tracking URI [sqlite:///ROOT/mlflow.db]"
+    )
+
+
 def check_logger(kind: str | None, *, root: Path, uri: str | None = None) -> None:
     """Check ``--log kind`` (and ``--mlflow-uri``) before anything is written:
     :class:`~weightlab.errors.ConfigError` with one line for an unknown kind, a missing
