@@ -17,6 +17,9 @@ Rows (forward + backward each, float32, CPU):
 - ``generator`` / ``generator_autograd`` / ``generator_loop``: the generator alone,
   ``G(Z)`` for 64 conditions (fused; autograd path) vs 64 autograd calls ``G(z_n)``
   (loss = sum of squares of the outputs);
+- ``population_bare``: the ``population`` row's arithmetic as bare torch ops (no autograd,
+  buffers allocated once, gradients checked equal to the fused path's to 1e-4 relative): a
+  reference for what any Python-level path reaches on the machine, not a weightlab path;
 - ``hypnettorch``: hypnettorch 0.0.4's ``ChunkedHMLP(..., num_cond_embs=64)`` batched
   ``forward(cond_id=range(64))`` with the same weights, same loss (skipped if not installed).
 
@@ -121,6 +124,106 @@ class Setup:
             self.hnet.forward_autograd(self.z[n]).square().sum().backward()
 
 
+class BarePopulation:
+    """The ``population`` row's arithmetic as bare torch ops: no autograd, every large
+    buffer allocated once and reused (``out=``), gradients written straight into the
+    hypernetwork's ``.grad`` and the chunk embeddings' (the bench checks they equal the
+    fused path's). A reference for what any Python-level path can reach on this machine,
+    not a weightlab code path."""
+
+    def __init__(self, setup: Setup) -> None:
+        h = setup.hnet
+        self.setup = setup
+        self.ws = [layer.weight.detach() for layer in h.layers]
+        self.bs = [layer.bias.detach() for layer in h.layers]
+        self.ce = h.chunk_embs.detach()
+        self.scale = h.scale
+        self.z = setup.z
+        self.c = self.ce.shape[1]
+        n, k = self.z.shape[0], self.ce.shape[0]
+        hid, chunk = self.ws[1].shape[0], self.ws[-1].shape[0]
+        self.dims = [(WIDTHS[i + 1], WIDTHS[i]) for i in range(len(WIDTHS) - 1)]
+        self.p = sum(a * (b + 1) for a, b in self.dims)
+        self.n, self.k, self.chunk = n, k, chunk
+        e = torch.empty
+        self.h1, self.h2 = e(n * k, self.ws[0].shape[0]), e(n * k, hid)
+        self.out = e(n * k, chunk)
+        self.gout = e(n, k * chunk)
+        self.gh2, self.gh1 = e(n * k, hid), e(n * k, self.ws[0].shape[0])
+        self.t = [e(n, BATCH, a) for a, _ in self.dims]
+        self.gt = [e(n, BATCH, a) for a, _ in self.dims]
+        self.onehot = F.one_hot(setup.y, WIDTHS[-1]).to(torch.float32)
+        self.grads = [torch.zeros_like(p) for p in (*self.ws, *self.bs, self.ce)]
+
+    def run(self) -> None:
+        ws, bs, n, k, s, c = self.ws, self.bs, self.n, self.k, self.scale, self.c
+        x = self.setup.x
+        # generator forward: split first layer, then two matmuls
+        a = torch.mm(self.ce, ws[0][:, :c].T)  # (K, H)
+        b = torch.addmm(bs[0], self.z, ws[0][:, c:].T)  # (N, H)
+        h1 = self.h1.view(n, k, -1)
+        torch.add(a.unsqueeze(0), b.unsqueeze(1), out=h1).relu_()
+        torch.addmm(bs[1], self.h1, ws[1].T, out=self.h2).relu_()
+        torch.addmm(bs[2], self.h2, ws[2].T, beta=s, alpha=s, out=self.out)
+        flat = self.out.view(n, k * self.chunk)[:, : self.p]
+        # targets forward
+        hs, o = [x.expand(n, -1, -1)], 0
+        views = []
+        for i, (fo, fi) in enumerate(self.dims):
+            w = flat[:, o : o + fo * fi].view(n, fo, fi)
+            bias = flat[:, o + fo * fi : o + fo * (fi + 1)]
+            views.append((o, w))
+            o += fo * (fi + 1)
+            torch.baddbmm(bias.unsqueeze(1), hs[-1], w.mT, out=self.t[i])
+            if i < len(self.dims) - 1:
+                hs.append(self.t[i].relu_())
+        # cross-entropy (sum) gradient: softmax - onehot
+        g = torch.softmax(self.t[-1], -1, out=self.gt[-1]).sub_(self.onehot)
+        gflat = self.gout.view(n, k * self.chunk)
+        gflat[:, self.p :].zero_()
+        for i in range(len(self.dims) - 1, -1, -1):
+            (o, w), (fo, fi) = views[i], self.dims[i]
+            torch.sum(g, 1, out=gflat[:, o + fo * fi : o + fo * (fi + 1)])
+            gflat[:, o : o + fo * fi].view(n, fo, fi).copy_(torch.bmm(g.mT, hs[i]))
+            if i > 0:
+                gi = torch.bmm(g, w, out=self.gt[i - 1])
+                g = torch.ops.aten.threshold_backward.grad_input(gi, hs[i], 0.0, grad_input=gi)
+        # generator backward
+        gW, gb = self.grads[:3], self.grads[3:6]
+        go = self.gout.view(n * k, self.chunk)
+        torch.mm(go.T, self.h2, out=gW[2]).mul_(s)
+        torch.sum(go, 0, out=gb[2]).mul_(s)
+        torch.mm(go, ws[2], out=self.gh2).mul_(s)
+        torch.ops.aten.threshold_backward.grad_input(self.gh2, self.h2, 0.0, grad_input=self.gh2)
+        torch.mm(self.gh2.T, self.h1, out=gW[1])
+        torch.sum(self.gh2, 0, out=gb[1])
+        torch.mm(self.gh2, ws[1], out=self.gh1)
+        torch.ops.aten.threshold_backward.grad_input(self.gh1, self.h1, 0.0, grad_input=self.gh1)
+        gpre = self.gh1.view(n, k, -1)
+        g_chunk, g_cond = gpre.sum(0), gpre.sum(1)  # (K, H), (N, H)
+        torch.mm(g_chunk.T, self.ce, out=gW[0][:, :c])
+        torch.mm(g_cond.T, self.z, out=gW[0][:, c:])
+        torch.sum(g_cond, 0, out=gb[0])
+        torch.mm(g_chunk, ws[0][:, :c], out=self.grads[6])
+
+
+def check_bare(setup: Setup, bare: BarePopulation) -> float:
+    """Largest relative difference between the bare row's gradients and the fused path's
+    (``population``): the two rows compute the same thing."""
+    params = [*(m.weight for m in setup.hnet.layers), *(m.bias for m in setup.hnet.layers)]
+    params.append(setup.hnet.chunk_embs)
+    for p in params:
+        p.grad = None
+    setup.population()
+    bare.run()
+    worst = 0.0
+    for p, g in zip(params, bare.grads, strict=True):
+        worst = max(worst, float((p.grad - g).abs().max() / p.grad.abs().max()))
+    for p in params:
+        p.grad = None
+    return worst
+
+
 def hypnettorch_row(setup: Setup):
     """hypnettorch's batched forward with our generator's weights, or None."""
     try:
@@ -185,6 +288,11 @@ def run(threads: list[int], quiet: bool = False, save=None) -> dict:
         "generator_autograd": setup.generator_autograd,
         "generator_loop": setup.generator_loop,
     }
+    bare = BarePopulation(setup)
+    bare_diff = check_bare(setup, bare)
+    if bare_diff > 1e-4:
+        raise SystemExit(f"population_bare differs from population by {bare_diff:.2e}")
+    rows_fns["population_bare"] = bare.run
     hyp = hypnettorch_row(setup)
     if hyp is not None:
         rows_fns["hypnettorch"] = hyp[0]
@@ -197,6 +305,7 @@ def run(threads: list[int], quiet: bool = False, save=None) -> dict:
         "load_average": os.getloadavg(),
         "cpus": os.cpu_count(),
         "hypnettorch_max_abs_diff": None if hyp is None else hyp[1],
+        "population_bare_max_rel_diff": bare_diff,
         "runs": [],
     }
     before = torch.get_num_threads()
@@ -223,6 +332,8 @@ def run(threads: list[int], quiet: bool = False, save=None) -> dict:
                 "generator_vs_loop": by["generator_loop"]["median_ms"]
                 / by["generator"]["median_ms"],
                 "population_vs_autograd": by["population_autograd"]["median_ms"]
+                / by["population"]["median_ms"],
+                "population_vs_bare": by["population_bare"]["median_ms"]
                 / by["population"]["median_ms"],
                 "generator_vs_autograd": by["generator_autograd"]["median_ms"]
                 / by["generator"]["median_ms"],

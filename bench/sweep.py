@@ -17,7 +17,7 @@ Rows (each: median and min-max of ``ROUNDS`` interleaved rounds, fresh run roots
 Each batching row also prints the batched sweep's share of the machine's fp32 matmul peak
 (useful matmul FLOPs of every member-step, ``torch.utils.flop_counter``, over its wall time;
 peak from ``bench/growth.py``'s ``peak_flops``). Run:
-``.venv/bin/python bench/sweep.py [--threads 1] [--quick]``; numbers go to
+``.venv/bin/python bench/sweep.py [--threads 1] [--rows lottery,small] [--rounds 3] [--quick]``; numbers go to
 ``bench/results/sweep.json`` (one entry per thread count). Run it on an otherwise idle machine.
 """
 
@@ -63,17 +63,25 @@ class Counter:
         self._per_step: dict[tuple, float] = {}
 
     def __enter__(self) -> Counter:
+        calls = self._calls = []
+
         def counted(factory, specs, data, cfg, **kw):
             steps = (len(data.train) // cfg.batch_size) * cfg.epochs
             self.member_steps += len(specs) * steps
-            self.flops += len(specs) * steps * self._flops(factory, specs[0].seed, data, cfg)
+            calls.append((factory, specs[0].seed, data, cfg, len(specs) * steps))
             return self._real(factory, specs, data, cfg, **kw)
 
         members.train_members_now = counted
         return self
 
     def __exit__(self, *exc) -> None:
+        """FLOPs are counted here, after the caller stopped its clock: counting inside the
+        timed sweep would bill the counter (its first use imports ``torch._dynamo``, ~3 s
+        here) to whichever arm ran first."""
         members.train_members_now = self._real
+        for factory, seed, data, cfg, member_steps in self._calls:
+            self.flops += member_steps * self._flops(factory, seed, data, cfg)
+        self._calls = []
 
     def _flops(self, factory, seed, data, cfg) -> float:
         model = factory(seed)
@@ -185,30 +193,35 @@ def batching_row(
     }
 
 
-def run(threads: int, rounds: int, quick: bool) -> dict:
+ROWS = ("overhead", "lottery", "small", "noharm")
+
+
+def run(threads: int, rounds: int, quick: bool, rows: tuple[str, ...] = ROWS) -> dict:
     torch.set_num_threads(threads)
     peak = peak_flops()
     # warm-up: imports, the recipe registry, matplotlib, the task generator (paid once, by
     # neither side)
     _run_recipe_loop([{}])
     _sweep(["--grid", "lr=1e-3", "--smoke"])
-    rows = [overhead_row(rounds)]
-    rows.append(
-        batching_row("batching, lottery shape", "lottery", 1, 1.3, 1.6, rounds, peak, quick)
-    )
-    rows.append(batching_row("batching, small shape", "small", 1, 1.4, 2.0, rounds, peak, quick))
-    rows.append(
-        batching_row(
+    made = {
+        "overhead": lambda: overhead_row(rounds),
+        "lottery": lambda: batching_row(
+            "batching, lottery shape", "lottery", 1, 1.3, 1.6, rounds, peak, quick
+        ),
+        "small": lambda: batching_row(
+            "batching, small shape", "small", 1, 1.4, 2.0, rounds, peak, quick
+        ),
+        "noharm": lambda: batching_row(
             "no harm (lottery shape, 3 seeds)", "lottery", 3, 0.95, None, rounds, peak, quick
-        )
-    )
+        ),
+    }
     return {
         "threads": threads,
         "peak_gflops": peak / 1e9,
         "rounds": rounds,
         "quick": quick,
         "load_avg": os.getloadavg(),
-        "rows": rows,
+        "rows": [made[r]() for r in rows],
     }
 
 
@@ -240,14 +253,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads [1]")
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--quick", action="store_true", help="1 epoch per round, 1 round (a check)")
+    ap.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help=f"comma-separated subset of {','.join(ROWS)} (the results file keeps the others)",
+    )
     a = ap.parse_args()
-    res = run(a.threads, 1 if a.quick else a.rounds, a.quick)
+    rows = tuple(r.strip() for r in a.rows.split(",") if r.strip())
+    bad = [r for r in rows if r not in ROWS]
+    if bad or not rows:
+        ap.error(f"unknown rows {bad}; choose from {', '.join(ROWS)}")
+    res = run(a.threads, 1 if a.quick else a.rounds, a.quick, rows)
     report(res)
-    if not a.quick:  # one entry per thread count, others kept
+    if not a.quick:  # one entry per thread count, others kept; rows not run keep theirs
         out = Path(__file__).parent / "results" / "sweep.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         old = json.loads(out.read_text()) if out.exists() else {}
         old = old if "threads" not in old else {str(old["threads"]): old}
+        prev = old.get(str(a.threads))
+        if prev is not None and rows != ROWS:
+            ran = {r["row"] for r in res["rows"]}
+            res["rows"] = [r for r in prev["rows"] if r["row"] not in ran] + res["rows"]
+            res["rows_run_last"] = list(rows)
         old[str(a.threads)] = res
         out.write_text(json.dumps(old, indent=2) + "\n")
 
