@@ -159,6 +159,8 @@ class WiseFT(Recipe):
         "OOD by >= 1 pt and corrects more both-wrong examples than a uniform guess"
     )
     Config = WiseFTConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("digits",)
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"hidden": 32, "pretrain_epochs": 3, "finetune_epochs": 3}

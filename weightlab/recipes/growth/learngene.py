@@ -248,6 +248,8 @@ class Learngene(Recipe):
         "training from scratch and initialization from the teacher's own blocks"
     )
     Config = LearngeneConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "wine", "breast_cancer", "iris")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

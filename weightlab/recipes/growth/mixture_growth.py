@@ -166,6 +166,8 @@ class MixtureGrowth(Recipe):
         "matches a larger net trained from scratch with fewer FLOPs"
     )
     Config = MixtureGrowthConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

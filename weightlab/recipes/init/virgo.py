@@ -88,6 +88,8 @@ class VirgoRecipe(Recipe):
         "at no cost in accuracy"
     )
     Config = VirgoConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("sbm",)
     task_fields = ("n_nodes", "signal")
     smoke: ClassVar[dict] = {"seeds": 2, "epochs": 4, "eval_every": 2, "n_nodes": 300}

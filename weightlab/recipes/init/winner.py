@@ -152,6 +152,8 @@ class WinnerRecipe(Recipe):
         "centroid-scaled weight noise fits it (>= 10 dB better PSNR)"
     )
     Config = WinnerConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("signal1d",)
     kinds = ("regression",)
     task_fields = ("n", "f_lo", "f_hi")

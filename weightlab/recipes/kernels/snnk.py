@@ -163,6 +163,8 @@ class SNNK(Recipe):
         "points with fewer trainable parameters; the pointwise error falls as m^-1/2"
     )
     Config = SNNKConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

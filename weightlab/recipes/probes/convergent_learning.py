@@ -175,6 +175,8 @@ class ConvergentLearning(Recipe):
         "a wide spread of matched r, and sparse prediction beats one-to-one by >= 0.05 R²"
     )
     Config = ConvergentLearningConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = DATASETS
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"seeds": 2, "hidden": 24, "epochs": 3, "second_data": "none"}

@@ -168,6 +168,8 @@ class DataDiet(Recipe):
         "random half; the scores transfer to another architecture"
     )
     Config = DataDietConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

@@ -135,6 +135,8 @@ class NeuralCollapse(Recipe):
         "means are orthogonal with norms rising with class size"
     )
     Config = NeuralCollapseConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("digits",)
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"seeds": 2, "steps": 30, "hidden": 16}

@@ -116,6 +116,8 @@ class RelativeStitching(Recipe):
         "while absolute stitching stays near chance"
     )
     Config = RelativeStitchingConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("digits",)
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"seeds": 1, "epochs": 4, "head_epochs": 4, "anchors": 20}

@@ -135,6 +135,8 @@ class RS2(Recipe):
         "equal total steps"
     )
     Config = RS2Config
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

@@ -213,6 +213,8 @@ class DenseShift(Recipe):
         "2 pt of FP32, also after transfer to a new task"
     )
     Config = DenseShiftConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d",)
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"seeds": 2, "epochs": 2, "width": 32, "window": 5}

@@ -445,6 +445,8 @@ class GrokkingTickets(Recipe):
         "memorization tickets (reduced version)"
     )
     Config = GrokkingTicketsConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("modular",)
     kinds = ("classification",)
     task_fields = ("p", "op", "train_fraction")

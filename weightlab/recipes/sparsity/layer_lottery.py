@@ -145,6 +145,8 @@ class LayerLottery(Recipe):
         "random removal; a FLOP-matched neuron ticket does not"
     )
     Config = LayerLotteryConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "iris", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

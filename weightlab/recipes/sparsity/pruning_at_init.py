@@ -171,6 +171,8 @@ class PruningAtInit(Recipe):
     )
     claim = "a randomly pruned network trained from scratch matches its dense equivalent"
     Config = PruningAtInitConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "iris", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

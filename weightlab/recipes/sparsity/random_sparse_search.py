@@ -127,6 +127,8 @@ class RandomSparseSearch(Recipe):
         "faster than one random mask at the same sparsity"
     )
     Config = RandomSparseSearchConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "iris", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

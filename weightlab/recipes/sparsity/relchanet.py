@@ -113,6 +113,8 @@ class RelChaNetRecipe(Recipe):
         "RelChaNet's input pruning/regrowth selects features that beat random and variance ranking"
     )
     Config = RelChaNetConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("digits", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

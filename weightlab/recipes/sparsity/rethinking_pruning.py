@@ -198,6 +198,8 @@ class RethinkingPruning(Recipe):
         "lottery ticket is no better than random re-init"
     )
     Config = RethinkingPruningConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits", "iris", "wine", "breast_cancer")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {

@@ -164,6 +164,8 @@ class SparseRecovery(Recipe):
         "IHT recovers a planted sparse two-layer ReLU network exactly and is competitive with IMP"
     )
     Config = SparseRecoveryConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("teacher_sparse",)
     kinds = ("regression",)
     smoke: ClassVar[dict] = {

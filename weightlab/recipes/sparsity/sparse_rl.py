@@ -163,6 +163,8 @@ class SparseRL(Recipe):
         "rank differently with frozen and trained hidden weights"
     )
     Config = SparseRLConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("digits",)
     kinds = ("classification",)
     smoke: ClassVar[dict] = {"seeds": 2, "epochs": 2, "hidden": 64}

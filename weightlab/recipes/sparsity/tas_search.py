@@ -147,6 +147,8 @@ class TASSearch(Recipe):
         "FLOP loss), then distilled, do at least as well as uniform pruning at equal FLOPs"
     )
     Config = TASConfig
+    # a sweep over these runs side by side and merges their train_members calls
+    member_fields = ("lr", "seeds")
     tasks = ("mnist1d", "digits")
     kinds = ("classification",)
     smoke: ClassVar[dict] = {
