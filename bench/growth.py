@@ -125,11 +125,11 @@ class Setup:
 
 
 class BarePopulation:
-    """The ``population`` row's arithmetic as bare torch ops: no autograd, every large
-    buffer allocated once and reused (``out=``), gradients written straight into the
-    hypernetwork's ``.grad`` and the chunk embeddings' (the bench checks they equal the
-    fused path's). A reference for what any Python-level path can reach on this machine,
-    not a weightlab code path."""
+    """The ``population`` row's arithmetic as bare torch ops: no autograd, the large
+    buffers allocated once and reused (``out=``), the generator's gradients written into
+    buffers of their own (:func:`check_bare` checks them against the fused path's ``.grad``).
+    A reference for what any Python-level path can reach on this machine, not a weightlab
+    code path."""
 
     def __init__(self, setup: Setup) -> None:
         h = setup.hnet

@@ -75,9 +75,9 @@ class Counter:
         return self
 
     def __exit__(self, *exc) -> None:
-        """FLOPs are counted here, after the caller stopped its clock: counting inside the
-        timed sweep would bill the counter (its first use imports ``torch._dynamo``, ~3 s
-        here) to whichever arm ran first."""
+        """FLOPs are counted here, after the caller stopped its clock, so no timed sweep
+        includes the counter's own forward and backward passes (nor, without the warm-up,
+        its first use's ``torch._dynamo`` import, ~3 s here)."""
         members.train_members_now = self._real
         for factory, seed, data, cfg, member_steps in self._calls:
             self.flops += member_steps * self._flops(factory, seed, data, cfg)
