@@ -60,5 +60,6 @@ def test_batched_sweep_merges_calls_and_matches_config_by_config(
     merged.clear()
     assert main(["sweep", name, *PAIR, "--out", str(c), "--no-batch"]) == 0
     assert all(len(sizes) == 1 for sizes in merged)
+    assert merged == []  # --no-batch: one run per group, no hub, each run trains alone
     va, vc = _verdicts(a), _verdicts(c)
     assert len(va) == 2 and va == vc
