@@ -272,8 +272,9 @@ def main() -> None:
         old = old if "threads" not in old else {str(old["threads"]): old}
         prev = old.get(str(a.threads))
         if prev is not None and rows != ROWS:
-            ran = {r["row"] for r in res["rows"]}
-            res["rows"] = [r for r in prev["rows"] if r["row"] not in ran] + res["rows"]
+            ran = {r["row"]: r for r in res["rows"]}  # rows keep their places
+            kept = [ran.pop(r["row"], r) for r in prev["rows"]]
+            res["rows"] = kept + list(ran.values())
             res["rows_run_last"] = list(rows)
         old[str(a.threads)] = res
         out.write_text(json.dumps(old, indent=2) + "\n")
