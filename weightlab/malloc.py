@@ -6,16 +6,25 @@ fresh ``mmap`` and gives it back with ``munmap``; it also trims free memory at t
 the heap. Either way the next tensor of that size starts on untouched pages, and the
 kernel faults and zeroes each 4 KiB page on first touch.
 
-Training repeats the same allocations every step, so that cost recurs every step. Measured
-here (2-core VM, 2 threads): allocating the 1856×300 output of one ``addmm`` cost 543
-page faults per call and doubled the call's time (0.77 → 1.73 ms). The same generator
-forward and backward with freshly allocated outputs took 4.3–6.0 ms against 3.4–3.7 ms
-with preallocated ones; with the settings below, 3.5–3.9 ms.
+Training repeats the same allocations every step, so that cost can recur every step.
+How often it does depends on the process's allocation history. glibc's adaptive
+threshold sometimes settles by itself: inside ``bench/growth.py`` it did, with 7–95
+faults per call either way.
+
+Measured here (AMD EPYC VM, 2 threads): the continual recipe's hypernetwork, forward and
+backward for 64 conditions, in 4 interleaved pairs of fresh processes.
+
+- Page faults: 363–643 per call with glibc's defaults, 0–29 with the settings below.
+- Median time per call, defaults against tuned: 6.2–9.0 ms against 5.2–7.7 ms (autograd
+  path), 6.4–8.4 ms against 4.9–6.7 ms (fused path). Tuned was faster in 7 of the 8 pairs.
+- The same forward and backward written as bare ops took 4.3–6.0 ms with freshly
+  allocated outputs, 3.4–3.7 ms with preallocated ones, and 3.5–3.9 ms freshly allocated
+  under these settings.
 
 :func:`tune_malloc` raises both thresholds (``mallopt(M_MMAP_THRESHOLD)`` and
 ``mallopt(M_TRIM_THRESHOLD)``), so freed tensor memory stays in the heap and is reused
-without faults. This is what the tcmalloc or jemalloc ``LD_PRELOAD`` in PyTorch's CPU
-performance guide buys, without a preload. The cost is that the process keeps up to
+without faults. This has the same aim as the tcmalloc or jemalloc ``LD_PRELOAD`` that
+PyTorch's CPU performance tuning guide suggests, and needs no preload. The cost is that the process keeps up to
 ``trim_threshold`` bytes of freed memory mapped instead of returning it to the OS.
 
 Set ``WEIGHTLAB_MALLOC=system`` before importing weightlab to keep glibc's defaults. On
@@ -53,8 +62,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Set glibc's mmap and trim thresholds (bytes) for this process. Returns ``True``
-    when both settings took effect, ``False`` on other platforms or when glibc refused
-    (then nothing is left half-set beyond what it accepted)."""
+    when both settings took effect. Returns ``False`` on other platforms, or when glibc
+    refused one (a threshold it accepted before the refusal stays set)."""
     global _tuned
     libc = _glibc()
     if libc is None:
