@@ -16,7 +16,9 @@ backward for 64 conditions, in 4 interleaved pairs of fresh processes.
 
 - Page faults: 363–643 per call with glibc's defaults, 0–29 with the settings below.
 - Median time per call, defaults against tuned: 6.2–9.0 ms against 5.2–7.7 ms (autograd
-  path), 6.4–8.4 ms against 4.9–6.7 ms (fused path). Tuned was faster in 7 of the 8 pairs.
+  path), 6.4–8.4 ms against 4.9–6.7 ms (fused path). Tuned was faster in 6 of
+  the 8 comparisons (both paths in 3 of the 4 pairs; in the fourth it was 0.17 and 0.21 ms
+  slower).
 - The same forward and backward written as bare ops took 4.3–6.0 ms with freshly
   allocated outputs, 3.4–3.7 ms with preallocated ones, and 3.5–3.9 ms freshly allocated
   under these settings.

@@ -1,0 +1,58 @@
+"""figure_png: one tight layout, no second draw, zlib level 1; same pixels as matplotlib's
+plain tight_layout + savefig."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from weightlab.recipes.base import figure_png  # noqa: E402
+
+
+def _figure():
+    fig, axes = plt.subplots(1, 2, figsize=(6, 2.5))
+    x = np.linspace(1, 100, 12)
+    for ax in axes:
+        ax.plot(x, np.sqrt(x), "o-", ms=3, label="a long legend label")
+        ax.fill_between(x, np.sqrt(x) - 1, np.sqrt(x) + 1, alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend()
+    fig.suptitle("a suptitle that tight_layout must leave room for")
+    return fig
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def test_same_pixels_as_plain_tight_savefig_and_figure_closed():
+    fig = _figure()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    want = _pixels(buf.getvalue())
+
+    fig = _figure()
+    png = figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(_pixels(png), want)
+    assert fig.get_layout_engine() is None  # the layout was applied once, then detached
+    assert not plt.fignum_exists(fig.number)
+    assert figure_png(_figure()) == png  # deterministic bytes
+
+
+def test_without_tight_keeps_the_figures_own_layout_engine():
+    fig, ax = plt.subplots(layout="constrained")
+    ax.plot([1, 2, 3])
+    png = figure_png(fig, tight=False)
+    assert _pixels(png).shape[2] == 4
+    assert fig.get_layout_engine() is not None  # constrained layout left in charge
