@@ -144,6 +144,57 @@ def test_an_exception_in_a_task_is_not_retried(cluster, tmp_path, capsys, monkey
     assert attempts.read_text() == "g00\n"  # attempted once despite --max-retries 3
 
 
+def test_reproduce_on_ray_submits_every_recipe_before_waiting(
+    cluster, tmp_path, capsys, monkeypatch
+):
+    """``reproduce --executor ray`` submits every recipe's task before awaiting any: each
+    task waits (up to 60 s) until the other one has started too, which only happens when
+    both are pending at once on the 2-CPU cluster; then it runs its recipe for real."""
+    from weightlab.sweep import reproduce
+
+    marks = tmp_path / "started"
+    marks.mkdir()
+    real_task = ray_executor.run_group_task
+
+    def both_at_once(spec_json, root, gid, indices, names, threads):  # in a Ray worker
+        import time as _time
+        from pathlib import Path as _Path
+
+        (_Path(marks) / names[0]).touch()
+        t0 = _time.monotonic()
+        while len(list(_Path(marks).iterdir())) < 2:
+            if _time.monotonic() - t0 > 60:
+                raise RuntimeError("the other recipe's task never started alongside this one")
+            _time.sleep(0.05)
+        return real_task(spec_json, root, gid, indices, names, threads)
+
+    monkeypatch.setattr(ray_executor, "GROUP_TASK", both_at_once)
+    pair = ["lottery-ticket", "random-pruning"]
+    monkeypatch.setattr(reproduce, "selected_recipes", lambda all_, family: pair)
+    root = tmp_path / "r"
+    rc = main(
+        ["reproduce", "--all", "--smoke", "--executor", "ray", "--address", cluster]
+        + ["--out", str(root)]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.count(" done in ") == 2 and "[2/2]" in out, out
+    assert len(list(marks.iterdir())) == 2
+    with sqlite3.connect(root / "catalog.sqlite") as con:
+        rows = con.execute("SELECT recipe, status FROM runs ORDER BY recipe").fetchall()
+    assert rows == [(name, "done") for name in pair]
+    assert (root / "site" / "index.html").exists()
+    # resumed: nothing left to submit
+    assert (
+        main(
+            ["reproduce", "--all", "--smoke", "--executor", "ray", "--address", cluster]
+            + ["--out", str(root)]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.count("already done") == 2
+
+
 def test_a_node_running_another_weightlab_is_named(cluster, tmp_path, monkeypatch):
     import weightlab
 

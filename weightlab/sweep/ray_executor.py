@@ -486,62 +486,80 @@ def run_plan_ray(
     plan: Any, recorder: Any, ctx: RayContext, echo: Callable[[str], None] = _echo
 ) -> list[Any]:
     """Run ``plan``'s unfinished batch groups as Ray tasks; return one
-    :class:`~weightlab.sweep.local.RunOutcome` per run, in plan order.
+    :class:`~weightlab.sweep.local.RunOutcome` per run, in plan order
+    (:func:`run_plans_ray` with one plan)."""
+    return run_plans_ray([plan], recorder, ctx, echo)[0]
 
-    Connects (``ray.init``) unless connected, probes the nodes (:func:`check_nodes`),
+
+def run_plans_ray(
+    plans: list[Any], recorder: Any, ctx: RayContext, echo: Callable[[str], None] = _echo
+) -> list[list[Any]]:
+    """Run the unfinished batch groups of every plan in ``plans`` as Ray tasks, all
+    submitted before the first result is awaited (``weightlab reproduce`` gives one plan
+    per recipe: the cluster runs them side by side, as its CPUs allow); return each plan's
+    :class:`~weightlab.sweep.local.RunOutcome` list, in plan order.
+
+    Connects (``ray.init``) unless connected, probes the nodes once (:func:`check_nodes`),
     records each run's start in the catalog when its group's task is submitted, and its
-    end, with one printed line (the local executor's format), as the task's results
-    arrive. A task that raised, or whose worker died more than ``max_retries`` times,
-    marks its group's runs failed with the reason. Shuts down what it started unless
-    ``ctx.keep_open``."""
+    end, with one printed line (the local executor's format, numbered over all plans), as
+    the task's results arrive. A task that raised, or whose worker died more than
+    ``max_retries`` times, marks its group's runs failed with the reason. On an
+    interruption every pending task is cancelled and its runs marked incomplete. Shuts
+    down what it started unless ``ctx.keep_open``."""
     import ray
 
     from weightlab.sweep.local import RunOutcome, _verdicts, group_done, outcome_line
 
-    n = len(plan.runs)
-    outcomes: dict[str, RunOutcome] = {}
-    pending: dict[Any, tuple[str, list]] = {}
+    n = sum(len(plan.runs) for plan in plans)
+    outcomes: list[dict[str, RunOutcome]] = [{} for _ in plans]
+    pending: dict[Any, tuple[int, str, list]] = {}
+    emitted = 0
 
-    def emit(o: RunOutcome) -> None:
-        outcomes[o.run] = o
-        echo(outcome_line(len(outcomes), n, o))
+    def emit(k: int, o: RunOutcome) -> None:
+        nonlocal emitted
+        outcomes[k][o.run] = o
+        emitted += 1
+        echo(outcome_line(emitted, n, o))
 
     try:
-        check_nodes(ctx, plan.root, gpu=any(_is_cuda(r.cfg) for r in plan.runs))
-        root = os.path.abspath(plan.root)
-        spec_json = plan.spec.to_json()
+        gpu = any(_is_cuda(r.cfg) for plan in plans for r in plan.runs)
+        if plans:
+            check_nodes(ctx, plans[0].root, gpu=gpu)
         task = ray.remote(GROUP_TASK)
-        for gid, idx in plan.groups:
-            runs = [plan.runs[i] for i in idx]
-            if group_done(plan, gid):
+        for k, plan in enumerate(plans):
+            root = os.path.abspath(plan.root)
+            spec_json = plan.spec.to_json()
+            for gid, idx in plan.groups:
+                runs = [plan.runs[i] for i in idx]
+                if group_done(plan, gid):
+                    for r in runs:
+                        recorder.finished_before(r.path)  # logged, if a killed driver never did
+                        emit(k, RunOutcome(r.name, "skipped", verdicts=_verdicts(r.path)))
+                    continue
                 for r in runs:
-                    recorder.finished_before(r.path)  # logged, if a killed driver never did
-                    emit(RunOutcome(r.name, "skipped", verdicts=_verdicts(r.path)))
-                continue
-            for r in runs:
-                recorder.started(r.path, sweep=plan.spec.id, group=gid)
-            options: dict[str, Any] = {
-                "num_cpus": ctx.cpus_per_task,
-                "max_retries": ctx.max_retries,
-                "retry_exceptions": False,
-                "name": f"weightlab-sweep-{plan.spec.id}-{gid}",
-            }
-            if any(_is_cuda(r.cfg) for r in runs):
-                options["num_gpus"] = 1
-            ref = task.options(**options).remote(
-                spec_json, root, gid, list(idx), [r.name for r in runs], ctx.cpus_per_task
-            )
-            pending[ref] = (gid, runs)
+                    recorder.started(r.path, sweep=plan.spec.id, group=gid)
+                options: dict[str, Any] = {
+                    "num_cpus": ctx.cpus_per_task,
+                    "max_retries": ctx.max_retries,
+                    "retry_exceptions": False,
+                    "name": f"weightlab-sweep-{plan.spec.id}-{gid}",
+                }
+                if any(_is_cuda(r.cfg) for r in runs):
+                    options["num_gpus"] = 1
+                ref = task.options(**options).remote(
+                    spec_json, root, gid, list(idx), [r.name for r in runs], ctx.cpus_per_task
+                )
+                pending[ref] = (k, gid, runs)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                gid, runs = pending.pop(ref)
+                k, gid, runs = pending.pop(ref)
                 for r, o in zip(runs, _results(ref, gid, runs, ctx), strict=True):
                     status = "failed" if o.status == "failed" else "done"
                     recorder.finished(r.path, status, error=o.error, wall_s=o.wall_s)
-                    emit(o)
+                    emit(k, o)
     except BaseException:
-        for ref, (_, runs) in pending.items():  # interrupted: stop the tasks, mark the runs
+        for ref, (_, _, runs) in pending.items():  # interrupted: stop the tasks, mark the runs
             ray.cancel(ref, force=True)
             for r in runs:
                 try:
@@ -552,7 +570,7 @@ def run_plan_ray(
     finally:
         if not ctx.keep_open:
             ctx.close()
-    return [outcomes[r.name] for r in plan.runs]
+    return [[outcomes[k][r.name] for r in plan.runs] for k, plan in enumerate(plans)]
 
 
 def _results(ref: Any, gid: str, runs: list, ctx: RayContext) -> list:

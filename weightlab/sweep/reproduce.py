@@ -3,7 +3,10 @@
 Runs every matching recipe at its default size (``--smoke``: smoke size, for tests), each
 as an ordinary run directory under ROOT, resuming whatever is finished, then writes the
 verdicts site (default ``ROOT/site``). Each recipe is a one-point sweep, so the executors,
-the catalog rows and ``--log`` behave as in ``weightlab sweep``.
+the catalog rows and ``--log`` behave as in ``weightlab sweep``. Locally the recipes run
+one after another; on Ray every recipe's task is submitted at once
+(:func:`~weightlab.sweep.ray_executor.run_plans_ray`), so the cluster runs them side by
+side.
 """
 
 from __future__ import annotations
@@ -92,14 +95,15 @@ def main(argv: list[str]) -> int:
     print(f"reproduce: {len(plans)} recipe(s) under {root}{' (smoke)' if args.smoke else ''}")
     failed = 0
     try:
-        for k, plan in enumerate(plans, 1):
-            if ray_ctx is not None:
-                from weightlab.sweep.ray_executor import run_plan_ray
+        if ray_ctx is not None:  # every recipe's task submitted at once: the cluster runs
+            from weightlab.sweep.ray_executor import run_plans_ray  # them side by side
 
-                outcomes = run_plan_ray(plan, recorder, ray_ctx)
-            else:
+            for outcomes in run_plans_ray(plans, recorder, ray_ctx):
+                failed += sum(o.status == "failed" for o in outcomes)
+        else:
+            for k, plan in enumerate(plans, 1):
                 outcomes = run_plan_local(plan, recorder, in_sweep=False, first=k, total=len(plans))
-            failed += sum(o.status == "failed" for o in outcomes)
+                failed += sum(o.status == "failed" for o in outcomes)
     finally:
         recorder.close()
         if ray_ctx is not None:
