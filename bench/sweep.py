@@ -2,7 +2,8 @@
 a sweep's small runs into shared populations buys, measured against the same configs run
 one by one in the same process.
 
-Rows (each: median and min-max of ``ROUNDS`` interleaved rounds, fresh run roots each time):
+Rows (each: median and min-max of ``ROUNDS`` interleaved rounds, fresh run roots each time;
+the two arms' order alternates from round to round):
 
 - ``overhead``: 8 lottery-ticket smoke configs (2 lr × 2 init × 2 rate) through
   ``weightlab sweep --no-batch`` against the same 8 configs through ``run_recipe`` in a
@@ -143,9 +144,12 @@ def overhead_row(rounds: int) -> dict:
         "--no-batch",
     ]
     sweep, loop = [], []
-    for _ in range(rounds):
+    for r in range(rounds):  # the arms' order alternates, as in batching_row
+        if r % 2:
+            loop.append(_run_recipe_loop(configs))
         sweep.append(_sweep(args)[0])
-        loop.append(_run_recipe_loop(configs))
+        if not r % 2:
+            loop.append(_run_recipe_loop(configs))
     ratios = [s / b for s, b in zip(sweep, loop, strict=True)]
     return {
         "row": "overhead (sweep --no-batch / run_recipe loop)",
@@ -174,11 +178,14 @@ def batching_row(
     for s in sets:
         args += ["--set", s]
     batched, alone, shares = [], [], []
-    for _ in range(rounds):
+    for r in range(rounds):  # the arms' order alternates (AB, BA, AB...): no side always first
+        if r % 2:
+            alone.append(_sweep([*args, "--no-batch"])[0])
         dt, c = _sweep(args)
         batched.append(dt)
         shares.append(100 * c.flops / dt / peak)
-        alone.append(_sweep([*args, "--no-batch"])[0])
+        if not r % 2:
+            alone.append(_sweep([*args, "--no-batch"])[0])
     speedups = [a / b for a, b in zip(alone, batched, strict=True)]
     med = statistics.median(speedups)
     return {

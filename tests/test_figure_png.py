@@ -56,3 +56,39 @@ def test_without_tight_keeps_the_figures_own_layout_engine():
     png = figure_png(fig, tight=False)
     assert _pixels(png).shape[2] == 4
     assert fig.get_layout_engine() is not None  # constrained layout left in charge
+
+
+def test_save_figure_writes_atomically_the_same_bytes(tmp_path, monkeypatch):
+    from weightlab import figures
+    from weightlab.figures import save_figure
+
+    path = save_figure(_figure(), tmp_path / "sub" / "f.png")
+    assert path.read_bytes() == figure_png(_figure())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.png"]  # no temp file left
+    # a failure while encoding leaves the old file as it was
+    before = path.read_bytes()
+
+    def broken(fig, dpi=110, tight=True):
+        plt.close(fig)
+        raise RuntimeError("encoder failed")
+
+    monkeypatch.setattr(figures, "figure_png", broken)
+    try:
+        save_figure(_figure(), path)
+    except RuntimeError:
+        pass
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.png"]
+
+
+def test_coord_check_plot_goes_through_save_figure(tmp_path):
+    from weightlab.init.coord_check import CoordCheck, plot_coord_check
+
+    widths, names = [8, 16, 32], ["h0", "h1"]
+    scale = {w: [{"h0": 1.0 * w, "h1": 2.0 / w}, {"h0": 1.5 * w, "h1": 1.0}] for w in widths}
+    slopes = [{"h0": 1.0, "h1": -1.0}, {"h0": 1.0, "h1": 0.0}]
+    out = tmp_path / "cc.png"
+    plot_coord_check(CoordCheck(widths, names, scale, slopes), str(out), "coord check")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _pixels(out.read_bytes()).shape[:2] == (286, 572)  # 2 panels of 2.6 in at 110 dpi
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cc.png"]

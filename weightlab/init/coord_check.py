@@ -155,6 +155,6 @@ def plot_coord_check(cc: CoordCheck, path: str, title: str = "") -> None:
         ax.set_xlabel("width", fontsize=8)
         ax.legend(fontsize=5)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from weightlab.figures import save_figure
+
+    save_figure(fig, path, dpi=110)

@@ -374,10 +374,9 @@ def plot_signal(report: SignalReport, path: str | Path, title: str | None = None
         axes[2].grid(alpha=0.3)
     fig.suptitle(title or f"Signal propagation at init ({report.activation})")
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.86, wspace=0.35)
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    from weightlab.figures import save_figure
+
+    return save_figure(fig, path, dpi=100, tight=False)
 
 
 __all__ = [
