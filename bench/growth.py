@@ -33,7 +33,8 @@ best-of 1024×1024 rate (this bench's peak before 2026-11-27) is printed beside 
 (``pct_of_peak_1024``; with interleaved best-of samples the two peaks agreed within 2%
 here). Ratios are printed against the loop. Run:
 ``.venv/bin/python bench/growth.py [--threads 1,2]``; numbers go to
-``bench/results/growth.json``. Run it on an idle machine: other load inflates every side
+``bench/results/growth.json`` (a run replaces its thread counts' entries and keeps the
+others). Run it on an idle machine: other load inflates every side
 (the load average is recorded).
 """
 
@@ -408,7 +409,18 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
     out = Path(__file__).parent / "results" / "growth.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    run(threads, save=lambda r: out.write_text(json.dumps(r, indent=2) + "\n"))
+    kept = json.loads(out.read_text()).get("runs", []) if out.exists() else []
+    kept = [r for r in kept if r.get("threads") not in threads]
+
+    def save(result: dict) -> None:
+        """This run's thread counts replace theirs; the file keeps the others (each entry
+        carries its own peak; the header's load average is this run's)."""
+        merged = dict(result, runs=sorted(kept + result["runs"], key=lambda r: r["threads"]))
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(merged, indent=2) + "\n")
+        tmp.replace(out)
+
+    run(threads, save=save)
 
 
 if __name__ == "__main__":
