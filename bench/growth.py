@@ -30,8 +30,8 @@ FLOPs as executed (``torch.utils.flop_counter``; the fused path's split first la
 fp32 matmul peak at the same thread count. The peak is the project's anchor definition
 (best-of 2048×2048 ``torch.mm``, as in ``bench/population.py``); the share of the
 best-of 1024×1024 rate (this bench's peak before 2026-11-27) is printed beside it
-(``pct_of_peak_1024``; with interleaved best-of samples the two peaks agreed within 2%
-here). Ratios are printed against the loop. Run:
+(``pct_of_peak_1024``; with interleaved best-of samples the two peaks agreed within
+2–6% here). Ratios are printed against the loop. Run:
 ``.venv/bin/python bench/growth.py [--threads 1,2]``; numbers go to
 ``bench/results/growth.json`` (a run replaces its thread counts' entries and keeps the
 others). Run it on an idle machine: other load inflates every side
@@ -61,6 +61,7 @@ from weightlab.hyper.generated import (
 )
 from weightlab.models.factory import build
 from weightlab.models.mlp import MLP
+from weightlab.runs.files import atomic_write_text
 from weightlab.seeding import generator
 
 N_TARGETS = 64
@@ -416,9 +417,7 @@ def main() -> None:
         """This run's thread counts replace theirs; the file keeps the others (each entry
         carries its own peak; the header's load average is this run's)."""
         merged = dict(result, runs=sorted(kept + result["runs"], key=lambda r: r["threads"]))
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(merged, indent=2) + "\n")
-        tmp.replace(out)
+        atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
 
     run(threads, save=save)
 

@@ -17,7 +17,8 @@ the two arms' order alternates from round to round):
 
 Each batching row also prints the batched sweep's share of the machine's fp32 matmul peak
 (useful matmul FLOPs of every member-step, ``torch.utils.flop_counter``, over its wall time;
-peak from ``bench/growth.py``'s ``peak_flops``). Run:
+peak: best-of 2048² ``torch.mm``, the anchors' definition, by ``bench/growth.py``'s
+``peak_flops``; 1024² before 2026-11-27). Run:
 ``.venv/bin/python bench/sweep.py [--threads 1] [--rows lottery,small] [--rounds 3] [--quick]``; numbers go to
 ``bench/results/sweep.json`` (one entry per thread count). Run it on an otherwise idle machine.
 """
@@ -40,11 +41,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from growth import peak_flops  # noqa: E402
+from growth import ANCHOR_PEAK_SIZE, peak_flops  # noqa: E402
 
 from weightlab.cli import main as cli  # noqa: E402
 from weightlab.recipes import members  # noqa: E402
 from weightlab.recipes.runner import make_config, run_recipe  # noqa: E402
+from weightlab.runs.files import atomic_write_text  # noqa: E402
 
 ROUNDS = 3
 LRS = ",".join(f"{2.5e-4 * 2**k:g}" for k in range(8))
@@ -122,6 +124,13 @@ def _run_recipe_loop(configs: list[dict]) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _in_turn(r: int, first, second) -> None:
+    """Round ``r`` of an A/B pair: ``first`` then ``second`` in even rounds, the other way
+    round in odd ones, so neither arm always runs first."""
+    for arm in (first, second) if r % 2 == 0 else (second, first):
+        arm()
+
+
 def _stats(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "all": xs}
 
@@ -144,12 +153,10 @@ def overhead_row(rounds: int) -> dict:
         "--no-batch",
     ]
     sweep, loop = [], []
-    for r in range(rounds):  # the arms' order alternates, as in batching_row
-        if r % 2:
-            loop.append(_run_recipe_loop(configs))
-        sweep.append(_sweep(args)[0])
-        if not r % 2:
-            loop.append(_run_recipe_loop(configs))
+    for r in range(rounds):
+        _in_turn(
+            r, lambda: sweep.append(_sweep(args)[0]), lambda: loop.append(_run_recipe_loop(configs))
+        )
     ratios = [s / b for s, b in zip(sweep, loop, strict=True)]
     return {
         "row": "overhead (sweep --no-batch / run_recipe loop)",
@@ -178,14 +185,14 @@ def batching_row(
     for s in sets:
         args += ["--set", s]
     batched, alone, shares = [], [], []
-    for r in range(rounds):  # the arms' order alternates (AB, BA, AB...): no side always first
-        if r % 2:
-            alone.append(_sweep([*args, "--no-batch"])[0])
+
+    def run_batched() -> None:
         dt, c = _sweep(args)
         batched.append(dt)
         shares.append(100 * c.flops / dt / peak)
-        if not r % 2:
-            alone.append(_sweep([*args, "--no-batch"])[0])
+
+    for r in range(rounds):
+        _in_turn(r, run_batched, lambda: alone.append(_sweep([*args, "--no-batch"])[0]))
     speedups = [a / b for a, b in zip(alone, batched, strict=True)]
     med = statistics.median(speedups)
     return {
@@ -205,7 +212,7 @@ ROWS = ("overhead", "lottery", "small", "noharm")
 
 def run(threads: int, rounds: int, quick: bool, rows: tuple[str, ...] = ROWS) -> dict:
     torch.set_num_threads(threads)
-    peak = peak_flops()
+    peak = peak_flops(ANCHOR_PEAK_SIZE, seconds=1.5)  # the anchors' definition
     # warm-up: imports, the recipe registry, matplotlib, the task generator (paid once, by
     # neither side)
     _run_recipe_loop([{}])
@@ -284,7 +291,7 @@ def main() -> None:
             res["rows"] = kept + list(ran.values())
             res["rows_run_last"] = list(rows)
         old[str(a.threads)] = res
-        out.write_text(json.dumps(old, indent=2) + "\n")
+        atomic_write_text(out, json.dumps(old, indent=2) + "\n")
 
 
 if __name__ == "__main__":

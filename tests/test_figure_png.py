@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from weightlab.recipes.base import figure_png  # noqa: E402
@@ -73,16 +74,24 @@ def test_save_figure_writes_atomically_the_same_bytes(tmp_path, monkeypatch):
         raise RuntimeError("encoder failed")
 
     monkeypatch.setattr(figures, "figure_png", broken)
-    try:
+    with pytest.raises(RuntimeError, match="encoder failed"):
         save_figure(_figure(), path)
-    except RuntimeError:
-        pass
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["f.png"]
 
 
-def test_coord_check_plot_goes_through_save_figure(tmp_path):
+def test_coord_check_plot_goes_through_save_figure(tmp_path, monkeypatch):
+    from weightlab import figures
     from weightlab.init.coord_check import CoordCheck, plot_coord_check
+
+    calls = []
+    real = figures.save_figure
+
+    def spy(fig, path, dpi=110, tight=True):
+        calls.append((str(path), dpi, tight))
+        return real(fig, path, dpi=dpi, tight=tight)
+
+    monkeypatch.setattr(figures, "save_figure", spy)
 
     widths, names = [8, 16, 32], ["h0", "h1"]
     scale = {w: [{"h0": 1.0 * w, "h1": 2.0 / w}, {"h0": 1.5 * w, "h1": 1.0}] for w in widths}
@@ -92,3 +101,4 @@ def test_coord_check_plot_goes_through_save_figure(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _pixels(out.read_bytes()).shape[:2] == (286, 572)  # 2 panels of 2.6 in at 110 dpi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cc.png"]
+    assert calls == [(str(out), 110, True)]

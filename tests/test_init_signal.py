@@ -172,6 +172,7 @@ def test_loglog_slope_plot_and_errors(tmp_path):
     rep = signal_propagation(m, torch.randn(5, 8, generator=torch.Generator().manual_seed(0)))
     p = plot_signal(rep, tmp_path / "sig.png")
     assert p.read_bytes().startswith(b"\x89PNG")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["sig.png"]  # atomic: no temp left
     with pytest.raises(ConfigError, match="weightlab MLP") as e:
         signal_propagation(torch.nn.Sequential(torch.nn.Linear(3, 3)), torch.randn(2, 3))
     assert "\n" not in str(e.value)
