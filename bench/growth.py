@@ -31,7 +31,7 @@ fp32 matmul peak at the same thread count. The peak is the project's anchor defi
 (best-of 2048×2048 ``torch.mm``, as in ``bench/population.py``); the share of the
 best-of 1024×1024 rate (this bench's peak before 2026-11-27) is printed beside it
 (``pct_of_peak_1024``; with interleaved best-of samples the two peaks agreed within
-2–6% here). Ratios are printed against the loop. Run:
+1–12% here; the 1024² rate was higher in four of five). Ratios are printed against the loop. Run:
 ``.venv/bin/python bench/growth.py [--threads 1,2]``; numbers go to
 ``bench/results/growth.json`` (a run replaces its thread counts' entries and keeps the
 others). Run it on an idle machine: other load inflates every side
